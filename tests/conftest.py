@@ -1,0 +1,65 @@
+"""Shared test inputs, generated at test time: FineVideo-shaped parquet shards of lavfi-free videos
+whose frames carry their own frame number (``timewarp.sample_data.read_frame_ids``)."""
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from timewarp.sample_data import SceneSpec, VideoSpec, metadata_for, random_spec, render_video, write_shard  # noqa: E402
+
+
+def make_rows(tmp: Path, specs: list[VideoSpec]) -> list[tuple[bytes, dict]]:
+    rows = []
+    for spec in specs:
+        p = tmp / f"{spec.name}.mp4"
+        render_video(spec, p)
+        rows.append((p.read_bytes(), metadata_for(spec)))
+    return rows
+
+
+def wild_specs() -> list[VideoSpec]:
+    """Sources as they come in the wild: B-frames, NTSC rates, odd sizes, audio or none."""
+    rng = random.Random(7)
+    return [
+        VideoSpec("ntsc30", [SceneSpec(40, "red", "square", [(3, 37)]), SceneSpec(45, "green", "circle", [(5, 30), (32, 44)]),
+                             SceneSpec(38, "blue", "bar", [(0, 38)]), SceneSpec(30, "yellow", "cross", [(2, 29)])],
+                  fps="30000/1001", size=(176, 144), bframes=3, audio_channels=2),
+        VideoSpec("film24", [SceneSpec(30, "purple", "circle", [(1, 28)]), SceneSpec(50, "orange", "square", [(4, 46)]),
+                             SceneSpec(26, "cyan", "bar", [(0, 26)])],
+                  fps="24000/1001", size=(640, 272), bframes=2, audio_channels=6),
+        VideoSpec("pal25", [SceneSpec(25, "pink", "cross", [(0, 25)]), SceneSpec(25, "brown", "square", [(6, 19)]),
+                            SceneSpec(25, "gray", "circle", [(2, 23)])],
+                  fps="25", size=(175, 143), bframes=0),
+        random_spec("rand30", rng, n_scenes=4, fps="30"),
+    ]
+
+
+@pytest.fixture(scope="session")
+def wild_rows(tmp_path_factory) -> list[tuple[bytes, dict]]:
+    return make_rows(tmp_path_factory.mktemp("wild_src"), wild_specs())
+
+
+@pytest.fixture(scope="session")
+def wild_dataset(tmp_path_factory, wild_rows) -> Path:
+    """A FineVideo root with one parquet shard (json as struct) of the wild videos."""
+    root = tmp_path_factory.mktemp("finevideo")
+    write_shard(root / "data" / "train-00000-of-00001.parquet", wild_rows, row_group_size=2)
+    return root
+
+
+@pytest.fixture(scope="session")
+def processed(tmp_path_factory, wild_dataset) -> Path:
+    """wild_dataset after preprocess (with clip files) and shuffle: read-only for tests."""
+    from timewarp.preprocess import preprocess, shuffle_clips
+
+    out = tmp_path_factory.mktemp("out")
+    preprocess.run(wild_dataset, out, 4, workers=2, write_clips=True, test_fraction=0.5)
+    shuffle_clips.run(out, workers=2)
+    return out

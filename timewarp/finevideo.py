@@ -1,0 +1,282 @@
+"""Reading FineVideo in any of the layouts people have on disk, and turning metadata into clips.
+
+Layouts (all may be mixed under one root):
+  1. parquet shards (``data/train-*.parquet``; any ``*.parquet`` below root) with columns ``mp4``
+     (bytes) and ``json`` (struct, or a JSON string / bytes);
+  2. ``videos/<name>.mp4`` + ``metadata/<name>.json`` (the dataset card's subset example);
+  3. ``<id>.mp4`` + ``<id>.json`` side by side.
+
+Selection reads only the ``json`` column, batch by batch; the ``mp4`` bytes of a chosen video are
+read alone, streamed from its row group (``extract_mp4``), so a 500 MB shard is never loaded.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+from timewarp.errors import ItemError
+from timewarp.schema import ClipSpan, SourceRef, SourceVideo
+from timewarp.timestamps import parse_timestamp
+
+log = logging.getLogger("timewarp.finevideo")
+
+JSON_BATCH_ROWS = 64
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_id(raw: str) -> str:
+    """A file-name-safe id: the raw id when it is already safe, else a cleaned form plus a hash.
+
+    Never contains '/', '..' as a component, quotes, spaces or shell characters.
+    """
+    raw = str(raw)
+    cleaned = _SAFE.sub("_", raw).strip("._-")[:80]
+    if cleaned == raw and cleaned:
+        return cleaned
+    digest = hashlib.sha1(raw.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{cleaned or 'video'}-{digest}"
+
+
+def meta_of(value) -> dict:
+    """The metadata dict from a ``json`` cell: dict, JSON string or JSON bytes."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        try:
+            value = bytes(value).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ItemError("metadata is not valid UTF-8", str(exc))
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ItemError("metadata is not valid JSON", str(exc))
+    if value is None:
+        raise ItemError("metadata is null")
+    if not isinstance(value, dict):
+        raise ItemError("metadata is not an object", type(value).__name__)
+    return value
+
+
+@dataclass(frozen=True)
+class ClipOptions:
+    """How clips are cut from the metadata (defaults = the published method)."""
+
+    max_seconds: float = 105.0   # stop at the first clip that ends after this
+    min_clips: int = 2           # a video needs at least this many clips
+    max_clips: Optional[int] = None
+    min_clip_seconds: float = 0.0  # clips shorter than this are skipped (published: only start >= end)
+
+
+def clip_spans(meta: dict, opts: ClipOptions) -> tuple[list[ClipSpan], Counter]:
+    """Clips as the published method cuts them, plus counts of why other scenes gave no clip.
+
+    One clip per scene that has activities: start = first activity's start, end = last
+    activity's end, caption = the activity descriptions joined with spaces. Reading stops at the
+    first clip that ends after ``max_seconds``.
+    """
+    skipped: Counter = Counter()
+    cm = meta.get("content_metadata")
+    if isinstance(cm, str):
+        cm = meta_of(cm)
+    if not isinstance(cm, dict):
+        raise ItemError("metadata has no content_metadata")
+    scenes = cm.get("scenes")
+    if not isinstance(scenes, list) or not scenes:
+        raise ItemError("metadata has no scenes")
+    spans: list[ClipSpan] = []
+    for n, scene in enumerate(scenes):
+        if not isinstance(scene, dict):
+            skipped["scene is not an object"] += 1
+            continue
+        acts = [a for a in (scene.get("activities") or []) if isinstance(a, dict)]
+        if not acts:
+            skipped["scene without activities"] += 1
+            continue
+        starts = [parse_timestamp((a.get("timestamp") or {}).get("start_timestamp")) for a in acts]
+        ends = [parse_timestamp((a.get("timestamp") or {}).get("end_timestamp")) for a in acts]
+        start = next((s for s in starts if s is not None), None)
+        end = next((e for e in reversed(ends) if e is not None), None)
+        if start is None or end is None:
+            skipped["activity timestamps missing or unparseable"] += 1
+            continue
+        if start >= end:
+            skipped["reversed or zero-length span"] += 1
+            continue
+        if end > opts.max_seconds:
+            skipped[f"ends after {opts.max_seconds:g}s (reading stops)"] += 1
+            break
+        if end - start < opts.min_clip_seconds:
+            skipped["shorter than min_clip_seconds"] += 1
+            continue
+        caption = " ".join(str(a.get("description") or "").strip() for a in acts).strip()
+        caption = " ".join(caption.split())
+        if not caption:
+            skipped["activities without descriptions"] += 1
+            continue
+        spans.append(ClipSpan(n, start, end, caption))
+        if opts.max_clips and len(spans) >= opts.max_clips:
+            break
+    return spans, skipped
+
+
+def describe_skips(skipped: Counter) -> str:
+    return "; ".join(f"{k}: {v}" for k, v in sorted(skipped.items())) or "no scenes gave a clip"
+
+
+def source_video(ref: SourceRef, raw_meta, opts: ClipOptions) -> SourceVideo:
+    """Validate one metadata record and plan its clips; ItemError says why it is unusable."""
+    meta = meta_of(raw_meta)
+    vname = meta.get("original_video_filename")
+    if isinstance(vname, str) and vname.strip():
+        source_id = Path(vname.strip().replace("\\", "/")).name
+        source_id = source_id[:-4] if source_id.lower().endswith(".mp4") else source_id
+    elif ref.kind == "files":
+        source_id = Path(ref.path).stem
+    else:
+        source_id = f"{Path(ref.path).stem}_row{ref.row}"
+    spans, skipped = clip_spans(meta, opts)
+    if len(spans) < opts.min_clips:
+        raise ItemError(f"fewer than {opts.min_clips} clips", f"{len(spans)} clip(s); {describe_skips(skipped)}")
+    cm = meta.get("content_metadata") or {}
+    dur = meta.get("duration_seconds")
+    return SourceVideo(
+        id=safe_id(source_id),
+        source_id=source_id,
+        ref=ref,
+        json_name=str(meta.get("original_json_filename") or (Path(ref.json_path).name if ref.json_path else "")),
+        title=str((cm.get("title") if isinstance(cm, dict) else None) or meta.get("youtube_title") or ""),
+        category=str(meta.get("content_parent_category") or ""),
+        duration_seconds=float(dur) if isinstance(dur, (int, float)) else None,
+        spans=spans,
+    )
+
+
+# ---------------------------------------------------------------- discovery
+
+@dataclass
+class ScanProblem:
+    """A file or row that could not be read, reported as a reject by the caller."""
+
+    id: str
+    reason: str
+    detail: str
+    source: str
+
+
+def _skip_dir(path: Path, root: Path, exclude: Optional[Path]) -> bool:
+    rel = path.relative_to(root).parts
+    if any(p.startswith(".") for p in rel[:-1]):
+        return True
+    if exclude is not None:
+        try:
+            path.resolve().relative_to(exclude)
+            return True
+        except ValueError:
+            pass
+    return False
+
+
+def find_inputs(root: Path, exclude: Optional[Path] = None) -> tuple[list[Path], list[tuple[Path, Optional[Path]]], list[Path]]:
+    """Parquet shards, (mp4, metadata json or None) pairs, and metadata files with no video; sorted."""
+    root = Path(root)
+    exclude = exclude.resolve() if exclude else None
+    shards, pairs, orphans = [], [], []
+    jsons = set()
+    mp4s = []
+    for p in sorted(root.rglob("*")):
+        if not p.is_file() or _skip_dir(p, root, exclude):
+            continue
+        suffix = p.suffix.lower()
+        if suffix == ".parquet":
+            shards.append(p)
+        elif suffix == ".mp4":
+            mp4s.append(p)
+        elif suffix == ".json":
+            jsons.add(p)
+    used = set()
+    for mp4 in mp4s:
+        cands = [mp4.with_suffix(".json")]
+        if mp4.parent.name == "videos":
+            cands.insert(0, mp4.parent.parent / "metadata" / f"{mp4.stem}.json")
+        meta = next((c for c in cands if c in jsons), None)
+        if meta is not None:
+            used.add(meta)
+        pairs.append((mp4, meta))
+    for js in sorted(jsons - used):
+        if js.parent.name == "metadata" or js.with_suffix(".mp4").parent == js.parent:
+            orphans.append(js)
+    return shards, pairs, orphans
+
+
+def iter_metadata(root: Path, exclude: Optional[Path] = None) -> Iterator[tuple[SourceRef, object] | ScanProblem]:
+    """Every (reference, raw metadata) in the dataset, or a ScanProblem for what cannot be read.
+
+    Only the ``json`` column of a shard is read, ``JSON_BATCH_ROWS`` rows at a time.
+    """
+    import pyarrow.parquet as pq
+
+    shards, pairs, orphans = find_inputs(root, exclude)
+    for shard in shards:
+        label = str(shard)
+        try:
+            pf = pq.ParquetFile(shard)
+            names = set(pf.schema_arrow.names)
+            missing = {"json", "mp4"} - names
+            if missing:
+                yield ScanProblem(shard.name, "parquet shard lacks columns", f"missing {sorted(missing)}", label)
+                continue
+            row = 0
+            for batch in pf.iter_batches(batch_size=JSON_BATCH_ROWS, columns=["json"], use_threads=False):
+                for value in batch.column(0).to_pylist():
+                    yield SourceRef("parquet", str(shard.resolve()), row=row), value
+                    row += 1
+        except Exception as exc:  # noqa: BLE001 - an unreadable shard is one reject, the run goes on
+            yield ScanProblem(shard.name, "unreadable parquet", f"{type(exc).__name__}: {exc}"[:300], label)
+    for mp4, meta in pairs:
+        if meta is None:
+            yield ScanProblem(mp4.stem, "video without metadata", "no matching .json", str(mp4))
+            continue
+        try:
+            raw = meta.read_bytes()
+        except OSError as exc:
+            yield ScanProblem(mp4.stem, "unreadable metadata file", str(exc), str(meta))
+            continue
+        yield SourceRef("files", str(mp4.resolve()), json_path=str(meta.resolve())), raw
+    for js in orphans:
+        yield ScanProblem(js.stem, "metadata without video", "no matching .mp4", str(js))
+
+
+def extract_mp4(ref: SourceRef, dst: Path) -> Path:
+    """Make the source mp4 of ``ref`` available as a file; returns its path.
+
+    For a parquet row, only that row's ``mp4`` value is materialised: the row group is streamed
+    one row at a time with a bounded read buffer.
+    """
+    if ref.kind == "files":
+        return Path(ref.path)
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(ref.path, buffer_size=1 << 20, pre_buffer=False)
+    row = int(ref.row)
+    for rg in range(pf.metadata.num_row_groups):
+        n = pf.metadata.row_group(rg).num_rows
+        if row < n:
+            break
+        row -= n
+    else:
+        raise ItemError("parquet row out of range", ref.label())
+    for i, batch in enumerate(pf.iter_batches(batch_size=1, row_groups=[rg], columns=["mp4"], use_threads=False)):
+        if i == row:
+            value = batch.column(0)[0].as_py()
+            if not value:
+                raise ItemError("empty mp4 bytes", ref.label())
+            with open(dst, "wb") as fh:
+                fh.write(value)
+            return dst
+    raise ItemError("parquet row out of range", ref.label())
+

@@ -1,0 +1,252 @@
+"""Stage 1: FineVideo -> normal videos and annotations.
+
+Reads the metadata of every video (json column only), plans clips as the published method does
+(scene activity spans, first 105 s, >= 2 clips), ranks usable videos by a seeded hash of their id,
+and processes them in that order until ``--scale`` succeed: each chosen video's mp4 is read alone,
+encoded once (keyframes at every clip start), optionally cut into clip files by stream copy, and
+its annotation written last (its presence marks the video done; a rerun resumes).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from timewarp.errors import ItemError, UsageError
+from timewarp.finevideo import ClipOptions, ScanProblem, extract_mp4, iter_metadata, source_video
+from timewarp.layout import Layout
+from timewarp.parallel import Failed, pmap
+from timewarp.schema import Clip, NormalAnnotation, SourceVideo
+from timewarp.splits import rank_key, split_of
+from timewarp.stage import StageRun, add_common_args, cli, log, require_root
+from timewarp.store import write_json
+from timewarp.timestamps import frame_to_time, time_to_frame
+from timewarp.video import EncodeSettings, concat_copy, encode_normal, ffmpeg_exe, output_size, probe
+
+STAGE = "preprocess"
+
+
+@dataclass(frozen=True)
+class Config:
+    save_dir: str
+    source_root: str
+    clip: ClipOptions
+    encode: EncodeSettings
+    write_clips: bool
+    test_fraction: float
+    duration_tolerance: float
+
+
+def plan_frames(sv: SourceVideo, fps, frame_count: int, duration_tolerance: float,
+                min_clips: int) -> tuple[list[Clip], Counter]:
+    """Clips in frames: frame k belongs to a clip when start <= k/fps < end (times snapped to frames).
+
+    A clip ending past the real video end is clamped when it overshoots by at most
+    ``duration_tolerance`` seconds (FineVideo's last scene ends near floor(duration) +- 2 s), else it
+    and every later clip are dropped. Clips that overlap the previous one are skipped.
+    """
+    skipped: Counter = Counter()
+    clips: list[Clip] = []
+    duration = frame_count / fps
+    prev_end = 0
+    for span in sv.spans:
+        a, b = time_to_frame(span.start, fps), time_to_frame(span.end, fps)
+        if b > frame_count:
+            if a >= frame_count or span.end - float(duration) > duration_tolerance:
+                skipped["clip past the real video end"] += 1
+                break
+            b = frame_count
+        if a < prev_end:
+            skipped["overlaps the previous clip"] += 1
+            continue
+        if b <= a:
+            skipped["shorter than one frame"] += 1
+            continue
+        clips.append(Clip(len(clips), frame_to_time(a, fps), frame_to_time(b, fps), a, b, span.caption))
+        prev_end = b
+    if len(clips) < min_clips:
+        why = "; ".join(f"{k}: {v}" for k, v in sorted(skipped.items())) or "too few clips"
+        raise ItemError(f"fewer than {min_clips} clips inside the real video",
+                        f"{len(clips)} clip(s), video is {float(duration):.3f}s; {why}")
+    return clips, skipped
+
+
+def process_video(job: tuple[SourceVideo, Config]) -> dict:
+    """Encode one video and write its annotation; returns a small result dict (never raises ItemError)."""
+    sv, cfg = job
+    layout = Layout(Path(cfg.save_dir))
+    tmp_src: Optional[Path] = None
+    try:
+        if sv.ref.kind == "parquet":
+            layout.tmp_dir.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=f"src-{sv.id[:40]}-", suffix=".mp4", dir=layout.tmp_dir)
+            os.close(fd)
+            tmp_src = Path(name)
+        src = extract_mp4(sv.ref, tmp_src) if tmp_src else Path(sv.ref.path)
+        info = probe(src)
+        clips, skipped = plan_frames(sv, info.fps, info.frame_count, cfg.duration_tolerance, cfg.clip.min_clips)
+        n_frames = clips[-1].end_frame
+        width, height = output_size(info.width, info.height, cfg.encode.max_height)
+        video = layout.normal_video(sv.id)
+        encode_normal(src, video, info.fps, n_frames, [c.start_frame for c in clips],
+                      info.width, info.height, cfg.encode)
+        if cfg.write_clips:
+            layout.clip_dir(sv.id).mkdir(parents=True, exist_ok=True)
+            concat_copy(video, info.fps, [(layout.clip_video(sv.id, c.index), [(c.start_frame, c.end_frame)])
+                                          for c in clips], keep_audio=cfg.encode.keep_audio)
+        ann = NormalAnnotation(
+            id=sv.id, source_id=sv.source_id, source_file=_source_label(sv, cfg.source_root),
+            source_row=sv.ref.row, source_json=sv.json_name, split=split_of(sv.source_id, cfg.test_fraction),
+            video=layout.rel(video), fps=round(float(info.fps), 6),
+            fps_rational=f"{info.fps.numerator}/{info.fps.denominator}", frame_count=n_frames,
+            duration=frame_to_time(n_frames, info.fps), width=width, height=height,
+            source_duration=round(info.duration, 6), title=sv.title, category=sv.category, clips=clips)
+        write_json(layout.normal_annotation(sv.id), ann.to_dict())
+        return {"id": sv.id, "ok": True, "skipped": dict(skipped), "clips": len(clips)}
+    except ItemError as exc:
+        return {"id": sv.id, "ok": False, "reason": exc.reason, "detail": exc.detail}
+    finally:
+        if tmp_src is not None:
+            with contextlib.suppress(FileNotFoundError):
+                tmp_src.unlink()
+
+
+def _source_label(sv: SourceVideo, root: str) -> str:
+    try:
+        return Path(sv.ref.path).relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        return sv.ref.path
+
+
+def select_candidates(root: Path, save_dir: Path, seed: int, clip: ClipOptions,
+                      stage: StageRun) -> tuple[list[SourceVideo], int]:
+    """Usable videos ranked by a seeded hash of their id; returns (ranked, records seen).
+
+    Unusable metadata and duplicate ids become rejects. Reads only metadata.
+    """
+    by_id: dict[str, SourceVideo] = {}
+    seen = 0
+    for item in iter_metadata(root, exclude=save_dir):
+        seen += 1
+        if isinstance(item, ScanProblem):
+            stage.reject(item.id, item.reason, item.detail, item.source)
+            continue
+        ref, raw = item
+        try:
+            sv = source_video(ref, raw, clip)
+        except ItemError as exc:
+            stage.reject(Path(ref.path).stem if ref.kind == "files" else f"row{ref.row}", exc.reason, exc.detail,
+                         ref.label())
+            continue
+        if sv.source_id in by_id:
+            stage.reject(sv.id, "duplicate video id", f"also at {by_id[sv.source_id].ref.label()}", ref.label())
+            continue
+        by_id[sv.source_id] = sv
+    ranked = sorted(by_id.values(), key=lambda v: (rank_key(seed, v.source_id), v.source_id))
+    return ranked, seen
+
+
+def run(root_dir, save_dir, scale: int, *, seed: int = 42, workers: int = 1, limit: Optional[int] = None,
+        overwrite: bool = False, clip: ClipOptions = ClipOptions(), encode: EncodeSettings = EncodeSettings(),
+        write_clips: bool = False, test_fraction: float = 0.1, duration_tolerance: float = 2.0) -> dict:
+    root = require_root(root_dir, "--root_dir")
+    if scale <= 0:
+        raise UsageError(f"--scale must be positive, got {scale}")
+    if not 0.0 <= test_fraction <= 1.0:
+        raise UsageError(f"--test_fraction must be in [0, 1], got {test_fraction}")
+    ffmpeg_exe()
+    layout = Layout(Path(save_dir))
+    try:
+        layout.normal_annotations_dir.mkdir(parents=True, exist_ok=True)
+        layout.normal_videos_dir.mkdir(parents=True, exist_ok=True)
+        probe_file = layout.root / ".write-test"
+        probe_file.write_text("ok")
+        probe_file.unlink()
+    except OSError as exc:
+        raise UsageError(f"--save_dir {save_dir} is not writable: {exc.strerror or exc}")
+    stage = StageRun(STAGE, layout, dict(root_dir=root, save_dir=save_dir, scale=scale, seed=seed, workers=workers,
+                                         limit=limit, overwrite=overwrite, write_clips=write_clips,
+                                         test_fraction=test_fraction, duration_tolerance=duration_tolerance,
+                                         **vars(clip), **vars(encode)))
+    ranked, seen = select_candidates(root, layout.root.resolve(), seed, clip, stage)
+    if seen == 0:
+        raise UsageError(f"no FineVideo data under {root}: no *.parquet shards and no *.mp4 files")
+    if workers > 1 and not encode.threads:
+        encode = EncodeSettings(**{**vars(encode), "threads": max(1, (os.cpu_count() or 1) // workers)})
+    cfg = Config(str(layout.root), str(root), clip, encode, write_clips, test_fraction, duration_tolerance)
+    target = min(scale, limit) if limit else scale
+    done, pos = 0, 0
+    while done < target and pos < len(ranked):
+        batch = ranked[pos:pos + target - done]
+        pos += len(batch)
+        todo = []
+        for sv in batch:
+            if not overwrite and layout.normal_annotation(sv.id).is_file() and layout.normal_video(sv.id).is_file():
+                stage.counts["already done"] += 1
+                done += 1
+            else:
+                todo.append((sv, cfg))
+        for (sv, _), res in zip(todo, pmap(process_video, todo, workers, desc=STAGE)):
+            if isinstance(res, Failed):
+                stage.reject(sv.id, "internal error", res.error, sv.ref.label())
+                log.error("%s: internal error %s\n%s", sv.id, res.error, res.traceback)
+            elif res["ok"]:
+                done += 1
+                stage.counts["clips"] += res["clips"]
+                for k, v in res["skipped"].items():
+                    stage.counts[f"clips skipped: {k}"] += v
+            else:
+                stage.reject(sv.id, res["reason"], res["detail"], sv.ref.label())
+    with contextlib.suppress(OSError):
+        layout.tmp_dir.rmdir()
+    stage.extra.update(requested=scale, usable_candidates=len(ranked), records_seen=seen)
+    short = f" (only {done} usable of {scale} requested: the data has no more)" if done < target else ""
+    stats = stage.finish(pos, done, f"{done} videos ready in {layout.normal_dir}{short}")
+    if done == 0:
+        raise UsageError(f"no usable videos under {root}; reasons in {layout.rejects_file(STAGE)}")
+    return stats
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="preprocess.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root_dir", required=True, help="FineVideo root: parquet shards, videos/+metadata/, or mp4+json pairs")
+    p.add_argument("--save_dir", required=True, help="output root_dir shared by all stages")
+    p.add_argument("--scale", type=int, required=True, help="number of usable source videos to take")
+    c = p.add_argument_group("clips (defaults reproduce the published method)")
+    c.add_argument("--max_seconds", type=float, default=105.0, help="use only the first N seconds: reading stops at the first clip ending later (default: 105)")
+    c.add_argument("--min_clips", type=int, default=2, help="keep a video only with at least this many clips (default: 2)")
+    c.add_argument("--max_clips", type=int, default=None, help="take at most this many clips per video (default: no limit)")
+    c.add_argument("--min_clip_seconds", type=float, default=0.0, help="skip clips shorter than this (default: 0, only empty spans are skipped)")
+    c.add_argument("--duration_tolerance", type=float, default=2.0, help="clamp a clip that ends at most this many seconds past the real video end; drop it beyond (default: 2)")
+    c.add_argument("--test_fraction", type=float, default=0.1, help="fraction of videos in the held-out test split, by a stable hash of the id (default: 0.1)")
+    v = p.add_argument_group("video encoding (one libx264 encode per video)")
+    v.add_argument("--max_height", type=int, default=None, help="scale videos taller than this down (default: keep size)")
+    v.add_argument("--keep_audio", action="store_true", help="keep the first audio track, as AAC (default: no audio, as published)")
+    v.add_argument("--preset", default="veryfast", help="x264 preset (default: veryfast; B-frames are always off)")
+    v.add_argument("--crf", type=int, default=23, help="x264 quality, lower is better (default: 23)")
+    v.add_argument("--write_clips", action="store_true", help="also write each clip as normal/clips/<id>/<k>.mp4 (stream copy)")
+    add_common_args(p)
+    return p
+
+
+def main(argv: Optional[list] = None) -> int:
+    def go(a):
+        run(a.root_dir, a.save_dir, a.scale, seed=a.seed, workers=a.workers, limit=a.limit, overwrite=a.overwrite,
+            clip=ClipOptions(a.max_seconds, a.min_clips, a.max_clips, a.min_clip_seconds),
+            encode=EncodeSettings(a.preset, a.crf, a.max_height, a.keep_audio),
+            write_clips=a.write_clips, test_fraction=a.test_fraction, duration_tolerance=a.duration_tolerance)
+    return cli(go, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

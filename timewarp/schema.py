@@ -1,0 +1,168 @@
+"""Every record the pipeline writes, as dataclasses (one place to read the output schema).
+
+``to_dict`` gives the JSON form (field order = declaration order, so output is byte-stable);
+``from_dict`` reads it back and raises ``ValueError`` naming the first missing or bad field.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional, get_type_hints
+
+SCHEMA_VERSION = 1
+
+
+class Record:
+    """Mixin: JSON round-trip for a dataclass whose nested records are Record subclasses."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any):
+        if not isinstance(data, dict):
+            raise ValueError(f"{cls.__name__}: expected an object, got {type(data).__name__}")
+        hints = get_type_hints(cls)
+        kwargs = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in data:
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                    raise ValueError(f"{cls.__name__}: missing field {f.name!r}")
+                continue
+            value = data[f.name]
+            inner = _record_list_type(hints[f.name])
+            if inner is not None:
+                if not isinstance(value, list):
+                    raise ValueError(f"{cls.__name__}: field {f.name!r} must be a list")
+                value = [inner.from_dict(v) for v in value]
+            kwargs[f.name] = value
+        return cls(**kwargs)
+
+
+def _record_list_type(hint):
+    args = getattr(hint, "__args__", None)
+    if getattr(hint, "__origin__", None) is list and args and isinstance(args[0], type) and issubclass(args[0], Record):
+        return args[0]
+    return None
+
+
+# ---------------------------------------------------------------- input
+
+@dataclass
+class SourceRef(Record):
+    """Where one FineVideo video lives: a parquet row, or an mp4 + json pair of files."""
+
+    kind: str                     # "parquet" | "files"
+    path: str                     # shard or mp4 path, absolute
+    row: Optional[int] = None     # row index in the shard (parquet)
+    json_path: Optional[str] = None  # metadata file (files)
+
+    def label(self) -> str:
+        return f"{self.path}#row{self.row}" if self.kind == "parquet" else self.path
+
+
+@dataclass
+class ClipSpan(Record):
+    """A clip as the metadata states it, in seconds, before it meets the real video."""
+
+    scene_index: int
+    start: float
+    end: float
+    caption: str
+
+
+@dataclass
+class SourceVideo(Record):
+    """A FineVideo video chosen for preprocessing: its reference and what the metadata says."""
+
+    id: str                 # safe file-name id
+    source_id: str          # original id (original_video_filename without .mp4)
+    ref: SourceRef
+    json_name: str
+    title: str
+    category: str
+    duration_seconds: Optional[float]
+    spans: list[ClipSpan] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- preprocessing outputs
+
+@dataclass
+class Clip(Record):
+    index: int              # position in real order, 0-based
+    start: float            # seconds on the normal video = start_frame / fps
+    end: float              # exclusive end, = end_frame / fps
+    start_frame: int        # first frame (inclusive)
+    end_frame: int          # exclusive
+    caption: str
+
+
+@dataclass
+class NormalAnnotation(Record):
+    id: str
+    source_id: str
+    source_file: str
+    source_row: Optional[int]
+    source_json: str
+    split: str              # "train" | "test"
+    video: str              # relative to root_dir
+    fps: float
+    fps_rational: str       # exact, e.g. "30000/1001"
+    frame_count: int        # frames in the normal video (= end_frame of the last clip)
+    duration: float
+    width: int
+    height: int
+    source_duration: float  # decoded duration of the source video
+    title: str
+    category: str
+    clips: list[Clip]
+    merged_caption: str = ""
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass
+class ShuffledClip(Record):
+    index: int              # position in the shuffled video, 0-based
+    source_index: int       # index of this clip in the real order
+    start: float            # seconds on the shuffled timeline
+    end: float
+    start_frame: int        # frames on the shuffled timeline
+    end_frame: int
+    source_start: float     # seconds on the normal video
+    source_end: float
+    caption: str
+
+
+@dataclass
+class ShuffledAnnotation(Record):
+    id: str                 # shuffled video id (= normal id, or <id>__p<k> for k >= 1)
+    normal_id: str
+    source_id: str
+    permutation_index: int
+    seed: int
+    permutation: list[int]  # permutation[i] = real-order index of the clip shown at position i
+    split: str
+    video: str
+    normal_video: str
+    fps: float
+    fps_rational: str
+    frame_count: int
+    duration: float
+    width: int
+    height: int
+    title: str
+    category: str
+    clips: list[ShuffledClip]
+    merged_caption: str = ""
+    schema_version: int = SCHEMA_VERSION
+
+
+# ---------------------------------------------------------------- bookkeeping
+
+@dataclass
+class Reject(Record):
+    stage: str
+    id: str
+    reason: str             # short, stable, countable
+    detail: str = ""        # free text: the file, the numbers, the error
+    source: str = ""        # input file the item came from

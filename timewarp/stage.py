@@ -1,0 +1,103 @@
+"""What every stage script shares: common options, logging, rejects, stats and the one-line error.
+
+A stage script is ``main(argv)`` = parse args, then ``run(...)``; ``run`` uses a ``StageRun`` to
+record rejects and write ``rejects/<stage>.jsonl`` and ``stats/<stage>.json`` when it ends.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+from timewarp.errors import UsageError
+from timewarp.layout import Layout
+from timewarp.schema import Reject
+from timewarp.store import write_json, write_jsonl
+
+log = logging.getLogger("timewarp")
+
+
+def add_common_args(parser: argparse.ArgumentParser, *, workers: bool = True, seed: bool = True) -> None:
+    g = parser.add_argument_group("common options")
+    if workers:
+        g.add_argument("--workers", type=int, default=max(1, min(os.cpu_count() or 1, 8)),
+                       help="parallel worker processes (default: number of cores, at most 8)")
+    if seed:
+        g.add_argument("--seed", type=int, default=42, help="random seed; outputs are a function of it (default: 42)")
+    g.add_argument("--limit", type=int, default=None, help="process at most this many items (for trial runs)")
+    g.add_argument("--overwrite", action="store_true", help="redo items whose outputs already exist (default: resume)")
+    g.add_argument("--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                   help="logging verbosity (default: INFO)")
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level), format="%(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr, force=True)
+
+
+def require_root(root_dir, what: str = "root_dir") -> Path:
+    root = Path(root_dir)
+    if not root.is_dir():
+        raise UsageError(f"{what} {root} does not exist or is not a directory")
+    return root
+
+
+def cli(run_from_args: Callable[[argparse.Namespace], object], parser: argparse.ArgumentParser,
+        argv: Optional[list] = None) -> int:
+    """Parse, set up logging, run; turn a UsageError into one line on stderr and exit status 2."""
+    args = parser.parse_args(argv)
+    setup_logging(getattr(args, "log_level", "INFO"))
+    try:
+        result = run_from_args(args)
+    except UsageError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    return result if isinstance(result, int) else 0
+
+
+class StageRun:
+    """Collects the rejects and counters of one stage run and writes them when it ends."""
+
+    def __init__(self, stage: str, layout: Layout, options: dict):
+        self.stage = stage
+        self.layout = layout
+        self.options = {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()}
+        self.rejects: list[Reject] = []
+        self.counts: collections.Counter = collections.Counter()
+        self.extra: dict = {}
+        self.t0 = time.monotonic()
+
+    def reject(self, item_id: str, reason: str, detail: str = "", source: str = "") -> None:
+        self.rejects.append(Reject(self.stage, item_id, reason, detail, source))
+        log.debug("reject %s: %s %s", item_id, reason, detail)
+
+    def finish(self, items_in: int, items_out: int, summary: str = "") -> dict:
+        """Write rejects and stats, print the one-line summary, return the stats."""
+        rejects = sorted(self.rejects, key=lambda r: (r.id, r.reason, r.detail))
+        by_reason = collections.Counter(r.reason for r in rejects)
+        write_jsonl(self.layout.rejects_file(self.stage), (r.to_dict() for r in rejects))
+        stats = {
+            "stage": self.stage,
+            "items_in": items_in,
+            "items_out": items_out,
+            "rejected": len(rejects),
+            "rejects_by_reason": dict(sorted(by_reason.items())),
+            "counts": dict(sorted(self.counts.items())),
+            "seconds": round(time.monotonic() - self.t0, 3),
+            "options": self.options,
+            **self.extra,
+        }
+        write_json(self.layout.stats_file(self.stage), stats)
+        line = summary or f"{items_out} of {items_in} items done"
+        top = ", ".join(f"{k}: {v}" for k, v in by_reason.most_common(3))
+        print(f"[{self.stage}] {line}; {len(rejects)} rejected{' (' + top + ')' if top else ''}; "
+              f"{stats['seconds']:.1f}s; stats in {self.layout.stats_file(self.stage)}")
+        return stats

@@ -1,0 +1,71 @@
+"""Atomic file writes and JSON helpers: a killed run never leaves a half file under its final name."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, Iterator
+
+
+def dumps(obj) -> str:
+    """The one JSON form of every record we write (stable key order is the dataclass field order)."""
+    return json.dumps(obj, ensure_ascii=False, indent=2) + "\n"
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``final``; on success it is renamed onto ``final``.
+
+    The temporary name keeps the extension (ffmpeg picks the muxer from it) and starts with
+    ``.tmp-`` so listings by extension ignore it.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    suffix = final.suffix if suffix is None else suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{final.stem[:40]}-", suffix=suffix, dir=final.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, final)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+
+
+def write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def write_json(path: Path, obj) -> None:
+    write_text(path, dumps(obj))
+
+
+def write_jsonl(path: Path, rows: Iterable) -> int:
+    n = 0
+    lines = []
+    for row in rows:
+        lines.append(json.dumps(row, ensure_ascii=False) + "\n")
+        n += 1
+    write_text(path, "".join(lines))
+    return n
+
+
+def read_json(path: Path):
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def read_jsonl(path: Path) -> list:
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                rows.append(json.loads(line))
+    return rows
