@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Usage: ./setup_dataset.sh <finevideo_root> <output_dir> <scale>
+# FineVideo -> normal videos + annotations -> checked -> shuffled videos + annotations.
+# Extra options for every stage can be given in TIMEWARP_ARGS (e.g. TIMEWARP_ARGS="--workers 4").
+set -euo pipefail
+if [ "$#" -ne 3 ]; then
+  echo "usage: $0 <finevideo_root> <output_dir> <scale>" >&2
+  echo "  e.g. $0 path/to/finevideo path/to/output 5000" >&2
+  exit 2
+fi
+case "$3" in ''|*[!0-9]*) echo "$0: <scale> must be a positive whole number, got '$3'" >&2; exit 2;; esac
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+py="${PYTHON:-python3}"
+read -r -a extra <<< "${TIMEWARP_ARGS:-}"
+stage() {
+  local name="$1"; shift
+  echo "== $name" >&2
+  if ! "$py" "$here/timewarp/preprocess/$name.py" "$@" "${extra[@]}"; then
+    echo "$0: stage $name failed; fix the error above and rerun (finished work is kept)" >&2
+    exit 1
+  fi
+}
+stage preprocess --root_dir "$1" --save_dir "$2" --scale "$3"
+stage filter_corrupted --root_dir "$2"
+stage final_assertions --root_dir "$2"
+stage shuffle_clips --root_dir "$2"
+echo "done: normal videos in $2/normal, shuffled videos in $2/shuffled" >&2
