@@ -128,17 +128,20 @@ def describe_skips(skipped: Counter) -> str:
     return "; ".join(f"{k}: {v}" for k, v in sorted(skipped.items())) or "no scenes gave a clip"
 
 
-def source_video(ref: SourceRef, raw_meta, opts: ClipOptions) -> SourceVideo:
-    """Validate one metadata record and plan its clips; ItemError says why it is unusable."""
-    meta = meta_of(raw_meta)
-    vname = meta.get("original_video_filename")
+def source_id_of(ref: SourceRef, meta: Optional[dict]) -> str:
+    """The video's id: ``original_video_filename`` without ``.mp4``; else the file name or shard row."""
+    vname = meta.get("original_video_filename") if isinstance(meta, dict) else None
     if isinstance(vname, str) and vname.strip():
         source_id = Path(vname.strip().replace("\\", "/")).name
-        source_id = source_id[:-4] if source_id.lower().endswith(".mp4") else source_id
-    elif ref.kind == "files":
-        source_id = Path(ref.path).stem
-    else:
-        source_id = f"{Path(ref.path).stem}_row{ref.row}"
+        return source_id[:-4] if source_id.lower().endswith(".mp4") else source_id
+    if ref.kind == "files":
+        return Path(ref.path).stem
+    return f"{Path(ref.path).stem}_row{ref.row}"
+
+
+def source_video(ref: SourceRef, meta: dict, opts: ClipOptions) -> SourceVideo:
+    """Validate one metadata record (from ``meta_of``) and plan its clips; ItemError says why it is unusable."""
+    source_id = source_id_of(ref, meta)
     spans, skipped = clip_spans(meta, opts)
     if len(spans) < opts.min_clips:
         raise ItemError(f"fewer than {opts.min_clips} clips", f"{len(spans)} clip(s); {describe_skips(skipped)}")
@@ -259,8 +262,16 @@ def extract_mp4(ref: SourceRef, dst: Path) -> Path:
     """
     if ref.kind == "files":
         return Path(ref.path)
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    try:
+        return _extract_parquet_row(pq, ref, dst)
+    except (OSError, pa.ArrowException) as exc:
+        raise ItemError("unreadable mp4 in parquet", f"{ref.label()}: {type(exc).__name__}: {exc}"[:300])
+
+
+def _extract_parquet_row(pq, ref: SourceRef, dst: Path) -> Path:
     pf = pq.ParquetFile(ref.path, buffer_size=1 << 20, pre_buffer=False)
     row = int(ref.row)
     for rg in range(pf.metadata.num_row_groups):

@@ -79,6 +79,12 @@ class StageRun:
         self.rejects.append(Reject(self.stage, item_id, reason, detail, source))
         log.debug("reject %s: %s %s", item_id, reason, detail)
 
+    def internal_error(self, item_id: str, failed, source: str = "") -> None:
+        """An unexpected exception in one item (a ``parallel.Failed``): a reject, one log line, traceback at DEBUG."""
+        self.reject(item_id, "internal error", failed.error, source)
+        log.error("%s: internal error: %s", item_id, failed.error)
+        log.debug("%s", failed.traceback)
+
     def finish(self, items_in: int, items_out: int, summary: str = "") -> dict:
         """Write rejects and stats, print the one-line summary, return the stats."""
         rejects = sorted(self.rejects, key=lambda r: (r.id, r.reason, r.detail))

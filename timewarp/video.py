@@ -24,6 +24,10 @@ from timewarp.errors import ItemError, UsageError
 from timewarp.store import atomic_path
 from timewarp.timestamps import parse_rate
 
+# OpenCV's bundled FFmpeg would print libav errors ("moov atom not found") for every bad file;
+# we report those ourselves as rejects, one line each.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
 FFMPEG_TIMEOUT = 1800  # seconds for one ffmpeg call; a stuck decode must not hold a night's run
 
 

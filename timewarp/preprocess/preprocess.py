@@ -22,12 +22,13 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from timewarp.errors import ItemError, UsageError
-from timewarp.finevideo import ClipOptions, ScanProblem, extract_mp4, iter_metadata, source_video
+from timewarp.finevideo import (ClipOptions, ScanProblem, extract_mp4, iter_metadata, meta_of, safe_id, source_id_of,
+                                 source_video)
 from timewarp.layout import Layout
 from timewarp.parallel import Failed, pmap
 from timewarp.schema import Clip, NormalAnnotation, SourceVideo
 from timewarp.splits import rank_key, split_of
-from timewarp.stage import StageRun, add_common_args, cli, log, require_root
+from timewarp.stage import StageRun, add_common_args, cli, require_root
 from timewarp.store import write_json
 from timewarp.timestamps import frame_to_time, time_to_frame
 from timewarp.video import EncodeSettings, concat_copy, encode_normal, ffmpeg_exe, output_size, probe
@@ -141,11 +142,12 @@ def select_candidates(root: Path, save_dir: Path, seed: int, clip: ClipOptions,
             stage.reject(item.id, item.reason, item.detail, item.source)
             continue
         ref, raw = item
+        meta = None
         try:
-            sv = source_video(ref, raw, clip)
+            meta = meta_of(raw)
+            sv = source_video(ref, meta, clip)
         except ItemError as exc:
-            stage.reject(Path(ref.path).stem if ref.kind == "files" else f"row{ref.row}", exc.reason, exc.detail,
-                         ref.label())
+            stage.reject(safe_id(source_id_of(ref, meta)), exc.reason, exc.detail, ref.label())
             continue
         if sv.source_id in by_id:
             stage.reject(sv.id, "duplicate video id", f"also at {by_id[sv.source_id].ref.label()}", ref.label())
@@ -197,8 +199,7 @@ def run(root_dir, save_dir, scale: int, *, seed: int = 42, workers: int = 1, lim
                 todo.append((sv, cfg))
         for (sv, _), res in zip(todo, pmap(process_video, todo, workers, desc=STAGE)):
             if isinstance(res, Failed):
-                stage.reject(sv.id, "internal error", res.error, sv.ref.label())
-                log.error("%s: internal error %s\n%s", sv.id, res.error, res.traceback)
+                stage.internal_error(sv.id, res, sv.ref.label())
             elif res["ok"]:
                 done += 1
                 stage.counts["clips"] += res["clips"]

@@ -23,7 +23,7 @@ from timewarp.layout import Layout
 from timewarp.parallel import Failed, pmap
 from timewarp.schema import NormalAnnotation, ShuffledAnnotation, ShuffledClip
 from timewarp.splits import item_seed
-from timewarp.stage import StageRun, add_common_args, cli, log, require_root
+from timewarp.stage import StageRun, add_common_args, cli, require_root
 from timewarp.store import read_json, write_json
 from timewarp.timestamps import frame_to_time, parse_rate
 from timewarp.video import concat_copy, ffmpeg_exe
@@ -128,8 +128,7 @@ def run(root_dir, *, seed: int = 42, workers: int = 1, limit: Optional[int] = No
     out = 0
     for vid, res in zip(ids, pmap(shuffle_video, [(v, cfg) for v in ids], workers, desc=STAGE)):
         if isinstance(res, Failed):
-            stage.reject(vid, "internal error", res.error)
-            log.error("%s: internal error %s\n%s", vid, res.error, res.traceback)
+            stage.internal_error(vid, res)
         elif res["ok"]:
             out += 1
             stage.counts["shuffled videos"] += res["count"]
