@@ -1,0 +1,516 @@
+"""The client for an OpenAI-compatible model server (OpenAI, vLLM, Ollama, ...).
+
+The model only writes fluent wording; it never decides an answer. Every reply goes through a
+caller-supplied ``validate(text)`` that raises ``ValueError`` when the reply is unusable.
+
+What the client guarantees:
+
+* **Cache**: replies that validated are stored on disk, one file per request hash (model + request,
+  not the server address), so a rerun after a crash pays for nothing twice. A hit makes no network call.
+* **Bounded retries** with exponential backoff and jitter, only on 429 (``Retry-After`` honoured), 5xx,
+  timeouts and connection errors; a malformed reply is re-asked and counts as a retry. Any other 4xx
+  fails at once.
+* **Concurrency limit**: at most ``concurrency`` requests in flight per client, whoever calls.
+* **Usage**: requests sent, cache hits, retries, failures, tokens and cost, thread-safe.
+* The API key is sent only in the ``Authorization`` header: never logged, cached, counted or put
+  into an exception.
+
+HTTP is plain ``urllib`` (one retry loop: ours).
+"""
+from __future__ import annotations
+
+import argparse
+import email.utils
+import hashlib
+import http.client
+import json
+import logging
+import os
+import random
+import re
+import socket
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence, TypeVar
+
+from tqdm import tqdm
+
+from timewarp.errors import UsageError
+from timewarp.store import read_json, write_json
+
+log = logging.getLogger("timewarp.llm")
+
+T = TypeVar("T")
+
+CACHE_VERSION = 1
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_MODEL = "gpt-4o-mini"
+MAX_RETRY_AFTER = 600.0  # never sleep longer than this on one Retry-After
+
+
+class LLMError(Exception):
+    """A request that could not be turned into a valid reply.
+
+    ``reason`` is short and stable (``"malformed reply"``, ``"server error 500"``, ``"timeout"``,
+    ``"rate limited"``, ``"connection error"``, ``"bad response"``, ``"client error 400"``, ...) so
+    callers can use it as a reject reason; ``detail`` says more; ``reply`` is the last raw reply text
+    the model gave, if any.
+    """
+
+    def __init__(self, reason: str, detail: str = "", reply: Optional[str] = None):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+        self.reply = reply
+
+    def __reduce__(self):  # picklable across process pools
+        return (LLMError, (self.reason, self.detail, self.reply))
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One chat completion request; hashable and the cache key (with the model name)."""
+
+    messages: tuple  # ((role, content), ...)
+    temperature: float = 0.0
+    max_tokens: int = 512
+    json_mode: bool = True  # ask for response_format={"type": "json_object"} (dropped if the server rejects it)
+
+    def __post_init__(self):
+        msgs = tuple((str(role), str(content)) for role, content in self.messages)
+        if not msgs:
+            raise ValueError("ChatRequest needs at least one message")
+        object.__setattr__(self, "messages", msgs)
+        object.__setattr__(self, "temperature", float(self.temperature))
+        object.__setattr__(self, "max_tokens", int(self.max_tokens))
+        object.__setattr__(self, "json_mode", bool(self.json_mode))
+
+    def to_dict(self) -> dict:
+        return {"messages": [list(m) for m in self.messages], "temperature": self.temperature,
+                "max_tokens": self.max_tokens, "json_mode": self.json_mode}
+
+
+class _Retryable(Exception):
+    """A failed attempt worth repeating (internal)."""
+
+    def __init__(self, reason: str, detail: str = "", retry_after: Optional[float] = None,
+                 reply: Optional[str] = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail
+        self.retry_after = retry_after
+        self.reply = reply
+
+
+def is_local_url(base_url: str) -> bool:
+    host = (urllib.parse.urlparse(base_url).hostname or "").lower()
+    return host in LOCAL_HOSTS
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _parse_retry_after(headers) -> Optional[float]:
+    if headers is None:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+        return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def _safe_dirname(model: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("._") or "model"
+
+
+class ChatClient:
+    """Cached, retried, concurrency-limited chat completions against one OpenAI-compatible server."""
+
+    def __init__(self, base_url: str, model: str, cache_dir: Path, api_key: Optional[str] = None,
+                 concurrency: int = 4, max_retries: int = 4, timeout: float = 60.0, backoff: float = 1.0,
+                 max_backoff: float = 30.0, price_in_per_mtok: float = 0.0, price_out_per_mtok: float = 0.0):
+        parsed = urllib.parse.urlparse(base_url or "")
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise UsageError(f"--llm_base_url {base_url!r} is not an http(s) URL (e.g. http://localhost:8000/v1)")
+        if not model:
+            raise UsageError("--llm_model is empty")
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.cache_dir = Path(cache_dir)
+        self.local = is_local_url(self.base_url)
+        key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        key = (key or "").strip()
+        self._key_missing = not key and not self.local
+        self.__key = key or "EMPTY"
+        self.concurrency = max(1, int(concurrency))
+        self.max_retries = max(0, int(max_retries))
+        self.timeout = float(timeout)
+        self.backoff = float(backoff)
+        self.max_backoff = float(max_backoff)
+        self.price_in = float(price_in_per_mtok)
+        self.price_out = float(price_out_per_mtok)
+        self._json_mode_ok = True
+        self._slots = threading.BoundedSemaphore(self.concurrency)
+        self._lock = threading.Lock()
+        self._rng = random.Random()
+        self._counts = {"calls": 0, "cache_hits": 0, "retries": 0, "failures": 0,
+                        "prompt_tokens": 0, "completion_tokens": 0}
+        # a local server must not be reached through an HTTP proxy from the environment
+        handlers = [urllib.request.ProxyHandler({})] if self.local else []
+        self._opener = urllib.request.build_opener(*handlers)
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"ChatClient(base_url={self.base_url!r}, model={self.model!r}, concurrency={self.concurrency})"
+
+    # ------------------------------------------------------------------ usage
+    def _add(self, **deltas) -> None:
+        with self._lock:
+            for k, v in deltas.items():
+                self._counts[k] += v
+
+    @property
+    def usage(self) -> dict:
+        with self._lock:
+            c = dict(self._counts)
+        c["cost_usd"] = round(c["prompt_tokens"] * self.price_in / 1e6 + c["completion_tokens"] * self.price_out / 1e6, 6)
+        return c
+
+    # ------------------------------------------------------------------ cache
+    def request_hash(self, request: ChatRequest) -> str:
+        blob = json.dumps({"v": CACHE_VERSION, "model": self.model, **request.to_dict()},
+                          sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+    def cache_path(self, request: ChatRequest) -> Path:
+        h = self.request_hash(request)
+        return self.cache_dir / _safe_dirname(self.model) / h[:2] / f"{h}.json"
+
+    def _cache_get(self, path: Path) -> Optional[str]:
+        try:
+            entry = read_json(path)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            log.debug("unreadable cache entry %s: %s", path, exc)
+            return None
+        reply = entry.get("reply") if isinstance(entry, dict) else None
+        return reply if isinstance(reply, str) else None
+
+    def _cache_put(self, path: Path, request: ChatRequest, reply: str, usage: dict) -> None:
+        try:
+            write_json(path, {"model": self.model, "request": request.to_dict(), "reply": reply, "usage": usage})
+        except OSError as exc:  # a cache we cannot write costs money later, not correctness now
+            log.warning("could not write cache entry %s: %s", path, exc)
+
+    # ------------------------------------------------------------------ HTTP
+    def _redact(self, text: str) -> str:
+        text = str(text)
+        if self.__key and self.__key != "EMPTY":
+            text = text.replace(self.__key, "***")
+        return text
+
+    def _http(self, method: str, path: str, body: Optional[dict], timeout: float):
+        """One HTTP exchange. Returns (status, headers, text); raises _Retryable on timeout or connection errors."""
+        data = None if body is None else json.dumps(body, ensure_ascii=False).encode("utf-8")
+        req = urllib.request.Request(self.base_url + path, data=data, method=method)
+        req.add_header("Authorization", f"Bearer {self.__key}")
+        req.add_header("Accept", "application/json")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        self._add(calls=1)
+        try:
+            with self._opener.open(req, timeout=timeout) as resp:
+                return resp.status, resp.headers, resp.read().decode("utf-8", errors="replace")
+        except urllib.error.HTTPError as exc:
+            try:
+                text = exc.read().decode("utf-8", errors="replace")
+            except Exception:  # noqa: BLE001 - the status is what matters
+                text = ""
+            return exc.code, exc.headers, text
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, (socket.timeout, TimeoutError)):
+                raise _Retryable("timeout", f"no answer within {timeout:g}s") from None
+            raise _Retryable("connection error", self._redact(_one_line(exc.reason))) from None
+        except (socket.timeout, TimeoutError):
+            raise _Retryable("timeout", f"no answer within {timeout:g}s") from None
+        except (ConnectionError, OSError, EOFError) as exc:  # includes http.client errors such as RemoteDisconnected
+            raise _Retryable("connection error", self._redact(_one_line(f"{type(exc).__name__}: {exc}"))) from None
+        except http.client.HTTPException as exc:  # IncompleteRead, BadStatusLine: not OSErrors
+            raise _Retryable("connection error", self._redact(_one_line(f"{type(exc).__name__}: {exc}"))) from None
+
+    def _payload(self, request: ChatRequest) -> dict:
+        body = {"model": self.model, "messages": [{"role": r, "content": c} for r, c in request.messages],
+                "temperature": request.temperature, "max_tokens": request.max_tokens}
+        if request.json_mode and self._json_mode_ok:
+            body["response_format"] = {"type": "json_object"}
+        return body
+
+    def _send(self, request: ChatRequest) -> tuple[str, dict]:
+        """One chat completion (plus at most one resend without response_format). Returns (content, usage)."""
+        while True:
+            payload = self._payload(request)
+            with self._slots:
+                status, headers, text = self._http("POST", "/chat/completions", payload, self.timeout)
+            if status == 200:
+                break
+            snippet = self._redact(_one_line(text, 200))
+            if (status == 400 and "response_format" in payload
+                    and re.search(r"response_format|response format|json_object", text, re.I)):
+                if self._json_mode_ok:
+                    log.info("model server rejects response_format; asking for JSON in the prompt only")
+                self._json_mode_ok = False
+                continue
+            if status == 429:
+                raise _Retryable("rate limited", snippet, retry_after=_parse_retry_after(headers))
+            if status >= 500:
+                raise _Retryable(f"server error {status}", snippet, retry_after=_parse_retry_after(headers))
+            raise LLMError(f"client error {status}", snippet)
+        try:
+            body = json.loads(text)
+            choice = body["choices"][0]
+            content = choice["message"].get("content")
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            raise _Retryable("bad response", f"not a chat completion: {self._redact(_one_line(text, 200))}") from None
+        raw_usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
+        usage = {"prompt_tokens": int(raw_usage.get("prompt_tokens") or 0),
+                 "completion_tokens": int(raw_usage.get("completion_tokens") or 0)}
+        self._add(**usage)
+        if not isinstance(content, str):
+            content = "" if content is None else json.dumps(content)
+        return content, usage
+
+    def _delay(self, attempt: int, retry_after: Optional[float]) -> float:
+        if retry_after is not None:
+            return min(retry_after, MAX_RETRY_AFTER) + self._rng.uniform(0, 0.1 * self.backoff)
+        base = min(self.max_backoff, self.backoff * (2 ** attempt))
+        return base * self._rng.uniform(0.5, 1.0)
+
+    # ------------------------------------------------------------------ public
+    def complete(self, request: ChatRequest, validate: Callable[[str], T]) -> T:
+        """The validated reply to ``request``: from the cache, else from the server (retried)."""
+        path = self.cache_path(request)
+        cached = self._cache_get(path)
+        if cached is not None:
+            try:
+                result = validate(cached)
+            except ValueError as exc:  # the validator got stricter since: ask again
+                log.debug("cached reply %s no longer validates (%s); asking again", path.name, exc)
+            else:
+                self._add(cache_hits=1)
+                return result
+        last: Optional[_Retryable] = None
+        last_reply: Optional[str] = None
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                self._add(retries=1)
+                if last is not None and last.reason != "malformed reply":
+                    delay = self._delay(attempt - 1, last.retry_after)
+                    log.debug("retry %d/%d after %s; sleeping %.2fs", attempt, self.max_retries, last.reason, delay)
+                    time.sleep(delay)
+            try:
+                text, usage = self._send(request)
+            except _Retryable as exc:
+                last = exc
+                continue
+            except LLMError:
+                self._add(failures=1)
+                raise
+            last_reply = text
+            try:
+                if not text.strip():
+                    raise ValueError("empty reply")
+                result = validate(text)
+            except ValueError as exc:
+                last = _Retryable("malformed reply", _one_line(str(exc)), reply=text)
+                log.debug("malformed reply (%s): %r", exc, text[:200])
+                continue
+            self._cache_put(path, request, text, usage)
+            return result
+        self._add(failures=1)
+        assert last is not None
+        raise LLMError(last.reason, last.detail, reply=last.reply if last.reply is not None else last_reply)
+
+    def map(self, items: Sequence[tuple[ChatRequest, Callable[[str], T]]], desc: str = "") -> list:
+        """``complete`` over many requests, at most ``concurrency`` in flight; results in input order.
+
+        A request that fails comes back as its ``LLMError``; this never raises for one item.
+        """
+        items = list(items)
+        results: list = [None] * len(items)
+        if not items:
+            return results
+
+        def one(i: int):
+            request, validate = items[i]
+            try:
+                return self.complete(request, validate)
+            except LLMError as exc:
+                return exc
+            except Exception as exc:  # noqa: BLE001 - a buggy validator must not stop the run
+                self._add(failures=1)
+                return LLMError("unexpected error", self._redact(_one_line(f"{type(exc).__name__}: {exc}")))
+
+        with tqdm(total=len(items), desc=desc or "model requests", unit="req", leave=False, dynamic_ncols=True) as bar, \
+                ThreadPoolExecutor(max_workers=min(self.concurrency, len(items)), thread_name_prefix="llm") as pool:
+            futures = {pool.submit(one, i): i for i in range(len(items))}
+            for fut in as_completed(futures):
+                results[futures[fut]] = fut.result()
+                bar.update(1)
+        return results
+
+    def preflight(self) -> None:
+        """Fail early, in one line, if the key is missing or the server or model is not there."""
+        if self._key_missing:
+            raise UsageError(f"no API key for {self.base_url}: set OPENAI_API_KEY "
+                             "(or point --llm_base_url at a local server, which needs none)")
+        where = f"model server at {self.base_url}"
+        status, text = self._preflight_get("/models", where)
+        if status == 200:
+            ids = self._model_ids(text)
+            if ids is None:  # an odd listing: let a real request decide
+                return self._preflight_chat(where)
+            if self.model in ids or f"{self.model}:latest" in ids:
+                return None
+            shown = ", ".join(sorted(ids)[:8]) + (", ..." if len(ids) > 8 else "")
+            raise UsageError(f"model {self.model!r} is not served by {self.base_url} (it has: {shown or 'none'})")
+        if status == 404:
+            return self._preflight_chat(where)
+        raise UsageError(self._status_message(status, text, where, "/models"))
+
+    # ------------------------------------------------------------------ preflight helpers
+    def _status_message(self, status: int, text: str, where: str, path: str) -> str:
+        if status in (401, 403):
+            return f"{where} rejected the API key (HTTP {status}); check OPENAI_API_KEY"
+        return f"{where} answered HTTP {status} on {path}: {self._redact(_one_line(text, 160))}"
+
+    def _preflight_get(self, path: str, where: str):
+        return self._preflight_call("GET", path, None, where)
+
+    def _preflight_call(self, method: str, path: str, body: Optional[dict], where: str):
+        """Retries 429/5xx like a request; a refused connection or timeout fails at once."""
+        for attempt in range(self.max_retries + 1):
+            try:
+                status, headers, text = self._http(method, path, body, min(self.timeout, 30.0))
+            except _Retryable as exc:
+                hint = "; is it running?" if exc.reason == "connection error" else ""
+                raise UsageError(f"cannot reach {where} ({exc.reason}: {exc.detail}){hint}") from None
+            if (status == 429 or status >= 500) and attempt < self.max_retries:
+                time.sleep(self._delay(attempt, _parse_retry_after(headers)))
+                continue
+            return status, text
+        return status, text
+
+    @staticmethod
+    def _model_ids(text: str) -> Optional[set]:
+        try:
+            data = json.loads(text)["data"]
+            return {m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)}
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def _preflight_chat(self, where: str) -> None:
+        body = {"model": self.model, "messages": [{"role": "user", "content": "Say OK."}], "max_tokens": 1,
+                "temperature": 0.0}
+        status, text = self._preflight_call("POST", "/chat/completions", body, where)
+        if status == 200:
+            return None
+        if status == 404 or (status == 400 and re.search(r"model", text, re.I)):
+            raise UsageError(f"model {self.model!r} is not served by {self.base_url} "
+                             f"(HTTP {status}: {self._redact(_one_line(text, 120))})")
+        raise UsageError(self._status_message(status, text, where, "/chat/completions"))
+
+
+# ---------------------------------------------------------------------- CLI glue
+def add_llm_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("text generation")
+    g.add_argument("--backend", choices=["template", "openai"], default="template",
+                   help="template: offline, deterministic wording; openai: any OpenAI-compatible server "
+                        "(OpenAI, vLLM, Ollama) writes the wording (default: template)")
+    g.add_argument("--llm_base_url", default=os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL,
+                   help="OpenAI-compatible API root, e.g. http://localhost:8000/v1 for vLLM or "
+                        "http://localhost:11434/v1 for Ollama (default: $OPENAI_BASE_URL or %(default)s); "
+                        "the key comes from $OPENAI_API_KEY (not needed for localhost)")
+    g.add_argument("--llm_model", default=DEFAULT_MODEL, help="model name on that server (default: %(default)s)")
+    g.add_argument("--llm_concurrency", type=int, default=4, help="requests in flight at most (default: 4)")
+    g.add_argument("--llm_max_retries", type=int, default=4,
+                   help="retries per request on 429/5xx/timeouts/malformed replies (default: 4)")
+    g.add_argument("--llm_timeout", type=float, default=60.0, help="seconds to wait for one reply (default: 60)")
+    g.add_argument("--llm_price_in", type=float, default=0.0,
+                   help="USD per million prompt tokens, for the cost in stats (default: 0)")
+    g.add_argument("--llm_price_out", type=float, default=0.0,
+                   help="USD per million completion tokens, for the cost in stats (default: 0)")
+
+
+def client_from_args(args: argparse.Namespace, layout) -> Optional[ChatClient]:
+    """None for the template backend; else a ChatClient caching under ``layout.cache_dir``, preflighted."""
+    if getattr(args, "backend", "template") != "openai":
+        return None
+    client = ChatClient(args.llm_base_url, args.llm_model, layout.cache_dir,
+                        concurrency=args.llm_concurrency, max_retries=args.llm_max_retries,
+                        timeout=args.llm_timeout, price_in_per_mtok=args.llm_price_in,
+                        price_out_per_mtok=args.llm_price_out)
+    client.preflight()
+    return client
+
+
+# ---------------------------------------------------------------------- reply validation
+_FENCE = re.compile(r"\A```[A-Za-z0-9_-]*[ \t]*\n(.*?)\n?```\Z", re.S)
+
+
+def parse_json_object(text: str, required: dict) -> dict:
+    """The JSON object in ``text`` (optionally in one ```json fence) with ``required`` keys of those types.
+
+    ``str`` values must be non-empty; ``int`` does not accept a bool; ``float`` accepts an int.
+    Extra keys are allowed. Raises ``ValueError`` naming what is wrong.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"reply is {type(text).__name__}, not text")
+    body = text.strip()
+    m = _FENCE.match(body)
+    if m:
+        body = m.group(1).strip()
+    if not body:
+        raise ValueError("empty reply")
+    try:
+        obj = json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"JSON is a {type(obj).__name__}, not an object")
+    for key, typ in required.items():
+        if key not in obj:
+            raise ValueError(f"missing key {key!r}")
+        value = obj[key]
+        types = typ if isinstance(typ, tuple) else (typ,)
+        ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+        if not ok and float in types and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+        if not ok:
+            want = " or ".join(t.__name__ for t in types)
+            raise ValueError(f"key {key!r} is {type(value).__name__}, not {want}")
+        if isinstance(value, str) and not value.strip():
+            raise ValueError(f"key {key!r} is an empty string")
+    return obj
