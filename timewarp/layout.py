@@ -83,6 +83,82 @@ class Layout:
     def benchmark_dir(self) -> Path:
         return self.root / "benchmark"
 
+    # generated data files (one JSONL per stage output; ``id`` in every row links to the annotation)
+    @property
+    def captions_normal_file(self) -> Path:
+        return self.captions_dir / "normal.jsonl"
+
+    @property
+    def captions_shuffled_file(self) -> Path:
+        return self.captions_dir / "shuffled.jsonl"
+
+    @property
+    def sft_explicit_file(self) -> Path:
+        return self.sft_dir / "sft_explicit.jsonl"
+
+    @property
+    def pref_explicit_file(self) -> Path:
+        return self.pref_dir / "pref_explicit.jsonl"
+
+    @property
+    def benchmark_normal_file(self) -> Path:
+        return self.benchmark_dir / "normal.jsonl"
+
+    @property
+    def benchmark_shuffled_file(self) -> Path:
+        return self.benchmark_dir / "shuffled.jsonl"
+
+    @property
+    def pref_implicit_file(self) -> Path:
+        """Self-generated (TimeWarp-Implicit) preference pairs."""
+        return self.pref_dir / "pref_implicit.jsonl"
+
+    @property
+    def pref_combined_file(self) -> Path:
+        """Explicit + implicit + external preference pairs, mixed by combine_pref.py."""
+        return self.pref_dir / "pref_combined.jsonl"
+
+    # sampled frames (a cache: safe to delete; frames/<id>/<frame index, 5+ digits>.jpg)
+    @property
+    def frames_dir(self) -> Path:
+        return self.root / "frames"
+
+    def frame_dir(self, vid: str) -> Path:
+        return self.frames_dir / vid
+
+    def frame_file(self, vid: str, index: int) -> Path:
+        return self.frame_dir(vid) / f"{int(index):05d}.jpg"
+
+    # trainer exports and the report (timewarp/export.py, timewarp/report.py)
+    @property
+    def exports_dir(self) -> Path:
+        return self.root / "exports"
+
+    def export_dir(self, fmt: str) -> Path:
+        """exports/<format>/: the files one trainer reads (e.g. exports/trl_dpo/pref_explicit.jsonl)."""
+        return self.exports_dir / fmt
+
+    @property
+    def export_frames_dir(self) -> Path:
+        """Frames sampled for exports: exports/frames/<sampling>/<video path without .mp4>/<frame:05d>.jpg.
+
+        Separate from ``frames_dir`` (a cache keyed by video id) so that each folder holds exactly the
+        frames of one video and one sampling: trainers that read a whole frame folder get no strays.
+        """
+        return self.exports_dir / "frames"
+
+    def export_frame_dir(self, sampling: str, video_rel: str) -> Path:
+        rel = Path(video_rel)
+        return self.export_frames_dir / sampling / rel.with_suffix("")
+
+    @property
+    def report_dir(self) -> Path:
+        return self.root / "report"
+
+    @property
+    def report_file(self) -> Path:
+        return self.report_dir / "index.html"
+
     # bookkeeping
     @property
     def rejects_dir(self) -> Path:
@@ -103,6 +179,14 @@ class Layout:
         """Where filter_corrupted moves what fails, so nothing is ever deleted."""
         return self.root / "quarantine"
 
+    def quarantine_path(self, stage: str, path: Path) -> Path:
+        """Where ``stage`` moves ``path`` (a path inside root): the same relative path under quarantine/<stage>/."""
+        return self.quarantine_dir / stage / self.rel(path)
+
+    def state_file(self, stage: str) -> Path:
+        """A stage's small resume record (e.g. which files filter_corrupted already verified)."""
+        return self.root / "state" / f"{stage}.json"
+
     @property
     def cache_dir(self) -> Path:
         """On-disk cache of model replies, keyed by request hash."""
@@ -116,6 +200,17 @@ class Layout:
     def rel(self, path: Path) -> str:
         """A path inside root, as written into records (relative, forward slashes)."""
         return Path(path).relative_to(self.root).as_posix()
+
+    @staticmethod
+    def item_ids(folder: Path, suffix: str) -> list[str]:
+        """Sorted stems of the files ``*<suffix>`` in ``folder`` ([] if it does not exist).
+
+        Names starting with '.' are skipped: ids never start with one, unfinished atomic writes (``.tmp-*``) do.
+        """
+        folder = Path(folder)
+        if not folder.is_dir():
+            return []
+        return sorted(p.stem for p in folder.glob(f"*{suffix}") if p.is_file() and not p.name.startswith("."))
 
     def normal_ids(self) -> list[str]:
         """Ids of all normal annotations, sorted."""

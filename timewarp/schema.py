@@ -166,3 +166,120 @@ class Reject(Record):
     reason: str             # short, stable, countable
     detail: str = ""        # free text: the file, the numbers, the error
     source: str = ""        # input file the item came from
+
+
+# ---------------------------------------------------------------- generated data (captions, SFT, pref, benchmarks)
+
+@dataclass
+class CaptionRecord(Record):
+    """One row of captions/normal.jsonl or captions/shuffled.jsonl (the merged caption is also in the annotation)."""
+
+    id: str                 # annotation id (normal id, or shuffled id)
+    normal_id: str
+    split: str
+    video: str              # relative to root_dir
+    order: list[int]        # real-order clip indices in the order the video shows them
+    merged_caption: str
+    method: str             # "join" (captions joined with spaces) | "llm" (validated fluent rewrite)
+
+
+@dataclass
+class SFTRecord(Record):
+    """One row of sft/sft_explicit.jsonl: a temporal QA pair grounded in the real clip order."""
+
+    qid: str                # "<id>/sft/<k>"
+    id: str                 # normal annotation id
+    split: str              # always "train"
+    video: str              # normal video, relative to root_dir
+    kind: str               # first | last | after | before | which_first | order_three
+    events: list[int]       # clip indices (real order) the question names, in the order it names them
+    answer_clips: list[int]  # the answer as clip indices ([] = "nothing": X is the last/first event)
+    clips: list[int]        # clip indices the answer rests on (events + answer), sorted
+    question: str
+    answer: str
+    wording: str            # "template" | "llm"
+    phrasing: int = 0       # template phrasing index (the preference pairs reuse it)
+
+
+@dataclass
+class PrefRecord(Record):
+    """One row of pref/pref_explicit.jsonl: a DPO pair (same question, chosen vs rejected)."""
+
+    pid: str                # "<qid>/<negative>[/<shuffled id>]"
+    qid: str                # the SFT question it comes from
+    id: str                 # normal annotation id
+    shuffled_id: str        # shuffled annotation used ("" for hard negatives that need none)
+    split: str
+    video: str              # the video the question is asked about (normal; shuffled for "mirrored")
+    kind: str
+    events: list[int]
+    question: str
+    chosen: str
+    rejected: str
+    chosen_clips: list[int]     # answer under the order of `video`
+    rejected_clips: list[int]   # answer under `negative_order`
+    negative: str           # shuffled_order | reversed_order | adjacent_swap | mirrored
+    negative_order: list[int]   # clip order (real indices) the rejected answer follows
+    wording: str
+
+
+@dataclass
+class BenchmarkRecord(Record):
+    """One row of benchmark/normal.jsonl or benchmark/shuffled.jsonl: a 4-option MCQ."""
+
+    qid: str                # "<id>/mcq/<k>" (same in both benchmarks)
+    id: str                 # normal annotation id
+    video_id: str           # id of the video asked about (normal id, or shuffled id)
+    split: str              # always "test"
+    video: str              # relative to root_dir
+    kind: str
+    events: list[int]       # clip indices (real order) the question names
+    question: str
+    options: list[str]      # 4 options, A-D
+    option_clips: list[list[int]]  # each option as clip indices (real order)
+    answer: str             # "A".."D"
+    answer_index: int
+    order: list[int]        # clip order of `video` the key follows (identity, or the permutation)
+    prompt: str             # question + lettered options, ready to ask a model
+    key_changed: bool = False   # shuffled benchmark: key differs from the normal benchmark's
+    normal_answer: str = ""     # shuffled benchmark: the normal benchmark's key
+    wording: str = "template"
+
+
+# ---------------------------------------------------------------- implicit preference pairs, combined mix
+
+@dataclass
+class ImplicitPrefRecord(Record):
+    """One row of pref/pref_implicit.jsonl: a self-generated DPO pair (TimeWarp-Implicit).
+
+    chosen = the model's description of the real frames (in order) under ``prompt``; rejected = its
+    description of corrupted frames under the same prompt (mode "corrupt"), or its answer to a
+    hallucination-inviting ``rejected_prompt`` on the real frames (mode "hallucinate").
+    """
+
+    pid: str                # "<id>/implicit/<corruption name>" (unique in the file)
+    id: str                 # normal annotation id
+    split: str              # always "train"
+    video: str              # normal video, relative to root_dir
+    prompt: str             # the training prompt (the detailed, temporally focused description prompt)
+    chosen: str
+    rejected: str
+    rejected_mode: str      # "corrupt" | "hallucinate"
+    rejected_prompt: str    # the prompt the rejected reply answered (= prompt in corrupt mode)
+    corruption: dict        # {"name": ..., "params": {...}}; name "hallucinate" in hallucinate mode
+    frames: list[int]       # frame indices of the normal video shown for chosen, in order
+    rejected_frames: list[int]  # frame indices shown for rejected, in order (spliced positions: the other video's)
+    distance: float         # normalised word edit distance between chosen and rejected
+    model: str
+
+
+@dataclass
+class CombinedPrefRecord(Record):
+    """One row of pref/pref_combined.jsonl (combine_pref.py): a preference pair from any source."""
+
+    id: str                 # "<source>:<id of the pair in its source>"
+    source: str             # "explicit" | "implicit" | an external file's name
+    video: str              # as the source gives it (explicit/implicit: relative to root_dir)
+    prompt: str
+    chosen: str
+    rejected: str

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Usage: ./generate_data.sh <output_dir>
+# On the output of ./setup_dataset.sh: merged captions (normal, shuffled) -> SFT QA -> preference
+# pairs -> normal and shuffled benchmarks. Offline by default (template backend).
+# Extra options for every stage can be given in TIMEWARP_ARGS (e.g. TIMEWARP_ARGS="--workers 4").
+set -euo pipefail
+if [ "$#" -ne 1 ]; then
+  echo "usage: $0 <output_dir>" >&2
+  echo "  e.g. $0 path/to/output   (the output_dir of ./setup_dataset.sh)" >&2
+  exit 2
+fi
+out="$1"
+if [ ! -d "$out" ]; then
+  echo "$0: $out does not exist; run ./setup_dataset.sh <finevideo_root> $out <scale> first" >&2
+  exit 2
+fi
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+py="${PYTHON:-python3}"
+read -r -a extra <<< "${TIMEWARP_ARGS:-}"
+stage() {
+  local script="$1"; shift
+  local name; name="$(basename "$script" .py)"
+  echo "== $name" >&2
+  if ! "$py" "$here/timewarp/$script" "$@" "${extra[@]}"; then
+    echo "$0: stage $name failed; fix the error above and rerun (finished work is kept)" >&2
+    exit 1
+  fi
+}
+stage pref_data/merge_normal_captions.py --root_dir "$out"
+stage pref_data/merge_shuffled_captions.py --root_dir "$out"
+stage pref_data/generate_sft_explicit.py --root_dir "$out"
+stage pref_data/generate_pref_explicit.py --root_dir "$out" \
+    --shuffled_dir_name shuffled --annotation_dir_name shuffled_annotations --video_dir_name shuffled_videos
+stage benchmark/generate_normal_benchmark.py --root_dir "$out"
+stage benchmark/generate_shuffled_benchmark.py --root_dir "$out"
+echo "done: captions in $out/captions, SFT data in $out/sft, preference pairs in $out/pref," \
+     "benchmarks in $out/benchmark (rejects in $out/rejects, stats in $out/stats)" >&2

@@ -1,0 +1,128 @@
+"""Text generation behind one interface, two backends. The answer is never the model's to decide.
+
+Stages build every text with the offline templates of ``timewarp.temporal`` first (question, answer,
+options, merged caption: right by construction). A backend then only *rewords* those texts:
+
+* ``TemplateBackend`` (default): returns them unchanged. Offline, deterministic, no key.
+* ``OpenAIBackend``: asks an OpenAI-compatible model (through ``timewarp.llm.ChatClient``: cached on
+  disk, retried on 429/5xx/timeouts, concurrency-limited, tokens counted) to rewrite them fluently,
+  as one strict JSON object with the same keys. A reply is accepted only if it is that object and
+  every field still names the same events in the same order (``temporal.keeps_in_order``) and holds
+  the required literal markers; otherwise the client re-asks, and when it gives up the template
+  text is kept and the failure comes back (reason + reply) for the stage's rejects file.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+from timewarp.temporal import keeps_in_order
+
+SYSTEM_QA = (
+    "You rewrite short texts about a video so they read fluently and naturally. You are given a JSON "
+    "object of texts. Reply with one JSON object with exactly the same keys, each value the rewritten "
+    "text. Rules: keep the meaning exactly; keep every event that a text mentions, described with its "
+    "own key words, in the same order as the original; do not add events, details or opinions; do not "
+    "change which event happens when; keep markers such as (1), (2), (3) unchanged; answer a question "
+    "the same way the original answer does. Reply with JSON only."
+)
+SYSTEM_CAPTION = (
+    "You turn a list of event descriptions of a video, given in the order they happen, into one fluent "
+    "paragraph. Reply with one JSON object {\"caption\": <paragraph>}. Rules: mention every event, each "
+    "with its own key words, in exactly the given order; use words such as first, then, next, after "
+    "that, finally; add no events or details that are not given. Reply with JSON only."
+)
+
+
+@dataclass
+class Rewrite:
+    """Texts to reword together (one request), and what each must keep."""
+
+    key: str                                    # item id, for rejects
+    fields: dict                                # name -> template text
+    keep: dict = field(default_factory=dict)    # name -> captions that must stay mentioned, in order
+    markers: dict = field(default_factory=dict)  # name -> literal strings that must stay
+    caption: bool = False                       # a merged-caption rewrite (other prompt)
+    events: Sequence[str] = ()                  # caption rewrite: the event list, in order
+
+
+@dataclass
+class Reworded:
+    fields: dict
+    wording: str                                # "template" | "llm"
+    failure: Optional[tuple] = None             # (reason, detail) when the model's reply was not used
+
+
+class TemplateBackend:
+    """Offline, deterministic: the template texts as they are."""
+
+    name = "template"
+
+    def reword(self, items: Sequence[Rewrite], desc: str = "") -> list[Reworded]:
+        return [Reworded(dict(it.fields), "template") for it in items]
+
+    @property
+    def usage(self) -> dict:
+        return {}
+
+
+def make_validator(item: Rewrite):
+    from timewarp.llm import parse_json_object
+
+    def validate(text: str) -> dict:
+        obj = parse_json_object(text, {k: str for k in item.fields})
+        out = {}
+        for name, original in item.fields.items():
+            value = " ".join(obj[name].split())
+            if len(value) > 3 * len(original) + 200:
+                raise ValueError(f"{name}: reply too long ({len(value)} characters)")
+            for m in item.markers.get(name, ()):
+                if m not in value:
+                    raise ValueError(f"{name}: marker {m} lost")
+            problem = keeps_in_order(value, item.keep.get(name, ()))
+            if problem:
+                raise ValueError(f"{name}: {problem}")
+            out[name] = value
+        return out
+
+    return validate
+
+
+class OpenAIBackend:
+    """Rewords through a ``timewarp.llm.ChatClient``; falls back to the template text per item."""
+
+    name = "openai"
+
+    def __init__(self, client):
+        self.client = client
+
+    def request(self, item: Rewrite):
+        from timewarp.llm import ChatRequest
+
+        if item.caption:
+            user = json.dumps({"events": list(item.events)}, ensure_ascii=False)
+            return ChatRequest(messages=(("system", SYSTEM_CAPTION), ("user", user)), max_tokens=1024)
+        user = json.dumps(item.fields, ensure_ascii=False)
+        return ChatRequest(messages=(("system", SYSTEM_QA), ("user", user)), max_tokens=768)
+
+    def reword(self, items: Sequence[Rewrite], desc: str = "") -> list[Reworded]:
+        from timewarp.llm import LLMError
+
+        replies = self.client.map([(self.request(it), make_validator(it)) for it in items], desc=desc or "rewording")
+        out = []
+        for it, rep in zip(items, replies):
+            if isinstance(rep, LLMError):
+                detail = rep.detail + (f"; reply: {rep.reply}" if rep.reply is not None else "")
+                out.append(Reworded(dict(it.fields), "template", (f"model reply not used ({rep.reason})", detail)))
+            else:
+                out.append(Reworded(rep, "llm"))
+        return out
+
+    @property
+    def usage(self) -> dict:
+        return self.client.usage
+
+
+def backend_for(client) -> TemplateBackend | OpenAIBackend:
+    return TemplateBackend() if client is None else OpenAIBackend(client)
