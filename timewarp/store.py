@@ -9,6 +9,10 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def dumps(obj) -> str:
     """The one JSON form of every record we write (stable key order is the dataclass field order)."""
     return json.dumps(obj, ensure_ascii=False, indent=2) + "\n"
@@ -25,6 +29,7 @@ def atomic_path(final: Path, suffix: str | None = None) -> Iterator[Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
     suffix = final.suffix if suffix is None else suffix
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{final.stem[:40]}-", suffix=suffix, dir=final.parent)
+    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are shared data, like any open()ed file
     os.close(fd)
     tmp_path = Path(tmp)
     try:
