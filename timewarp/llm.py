@@ -20,6 +20,7 @@ HTTP is plain ``urllib`` (one retry loop: ours).
 from __future__ import annotations
 
 import argparse
+import base64
 import email.utils
 import hashlib
 import http.client
@@ -74,17 +75,82 @@ class LLMError(Exception):
         return (LLMError, (self.reason, self.detail, self.reply))
 
 
+# ---------------------------------------------------------------------- multimodal content
+# A message's content is a string, or (for vision models) a tuple of parts. Parts are stored as
+# hashable pairs: ("text", text) or ("image_url", url), url usually a data URL
+# ("data:image/jpeg;base64,..."). They are sent in OpenAI's shape ({"type": "text", "text": ...} /
+# {"type": "image_url", "image_url": {"url": ...}}), which vLLM, SGLang, Ollama and hosted APIs accept.
+# In the cache key and the cache entry an image is its sha256 ("sha256:<hex>"), so entries stay small;
+# text-only requests keep exactly the key they had before parts existed.
+
+def text_part(text: str) -> tuple:
+    """A text part of a multimodal message."""
+    return ("text", str(text))
+
+
+def image_part(data: bytes, mime: str = "image/jpeg") -> tuple:
+    """An image part of a multimodal message, from encoded image bytes (sent as a base64 data URL)."""
+    return ("image_url", f"data:{mime};base64,{base64.b64encode(bytes(data)).decode('ascii')}")
+
+
+def _norm_part(part) -> tuple:
+    if isinstance(part, dict):
+        kind = part.get("type")
+        if kind == "text" and isinstance(part.get("text"), str):
+            return ("text", part["text"])
+        if kind == "image_url":
+            url = part.get("image_url")
+            url = url.get("url") if isinstance(url, dict) else url
+            if isinstance(url, str) and url:
+                return ("image_url", url)
+        raise ValueError(f"unsupported message part {str(part)[:80]!r} (text or image_url parts only)")
+    if isinstance(part, (tuple, list)) and len(part) == 2 and part[0] in ("text", "image_url") and isinstance(part[1], str):
+        return (part[0], part[1])
+    if isinstance(part, str):
+        return ("text", part)
+    raise ValueError(f"unsupported message part {str(part)[:80]!r}")
+
+
+def _norm_content(content):
+    """A string stays a string (as before); a list/tuple of parts becomes a tuple of (kind, value) pairs."""
+    if isinstance(content, (tuple, list)):
+        parts = tuple(_norm_part(p) for p in content)
+        if not parts:
+            raise ValueError("a message with parts needs at least one part")
+        return parts
+    return str(content)
+
+
+def _api_content(content):
+    if isinstance(content, str):
+        return content
+    return [{"type": "text", "text": v} if k == "text" else {"type": "image_url", "image_url": {"url": v}}
+            for k, v in content]
+
+
+def _key_content(content):
+    if isinstance(content, str):
+        return content
+    return [{"type": "text", "text": v} if k == "text"
+             else {"type": "image_url", "image_url": {"url": "sha256:" + hashlib.sha256(v.encode("utf-8")).hexdigest()}}
+            for k, v in content]
+
+
 @dataclass(frozen=True)
 class ChatRequest:
-    """One chat completion request; hashable and the cache key (with the model name)."""
+    """One chat completion request; hashable and the cache key (with the model name).
 
-    messages: tuple  # ((role, content), ...)
+    A message's content is a string or a tuple of parts (``text_part``/``image_part``, or OpenAI-shaped
+    dicts, normalised to hashable pairs).
+    """
+
+    messages: tuple  # ((role, content), ...); content: str | tuple of parts
     temperature: float = 0.0
     max_tokens: int = 512
     json_mode: bool = True  # ask for response_format={"type": "json_object"} (dropped if the server rejects it)
 
     def __post_init__(self):
-        msgs = tuple((str(role), str(content)) for role, content in self.messages)
+        msgs = tuple((str(role), _norm_content(content)) for role, content in self.messages)
         if not msgs:
             raise ValueError("ChatRequest needs at least one message")
         object.__setattr__(self, "messages", msgs)
@@ -93,7 +159,7 @@ class ChatRequest:
         object.__setattr__(self, "json_mode", bool(self.json_mode))
 
     def to_dict(self) -> dict:
-        return {"messages": [list(m) for m in self.messages], "temperature": self.temperature,
+        return {"messages": [[r, _key_content(c)] for r, c in self.messages], "temperature": self.temperature,
                 "max_tokens": self.max_tokens, "json_mode": self.json_mode}
 
 
@@ -262,7 +328,7 @@ class ChatClient:
             raise _Retryable("connection error", self._redact(_one_line(f"{type(exc).__name__}: {exc}"))) from None
 
     def _payload(self, request: ChatRequest) -> dict:
-        body = {"model": self.model, "messages": [{"role": r, "content": c} for r, c in request.messages],
+        body = {"model": self.model, "messages": [{"role": r, "content": _api_content(c)} for r, c in request.messages],
                 "temperature": request.temperature, "max_tokens": request.max_tokens}
         if request.json_mode and self._json_mode_ok:
             body["response_format"] = {"type": "json_object"}
