@@ -1,0 +1,178 @@
+"""Exports: every format loads with `datasets` (the loader TRL, LLaMA-Factory and ms-swift use), every
+video / frame path exists, every answer is the source record's, and sampled frames are the right ones."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from generated_output import build, fresh_copy
+from timewarp import export
+from timewarp.layout import Layout
+from timewarp.sample_data import ID_BITS, _cell
+from timewarp.store import read_json, read_jsonl
+
+datasets = pytest.importorskip("datasets")  # requirements-dev.txt
+
+
+@pytest.fixture(scope="module")
+def generated(processed, tmp_path_factory) -> Path:
+    return build(processed, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def exported(generated, tmp_path_factory) -> Path:
+    out = fresh_copy(generated, tmp_path_factory.mktemp("export") / "out")
+    export.run(out, "all", workers=2)
+    return out
+
+
+def load(path: Path, cache: Path) -> list[dict]:
+    datasets.disable_progress_bars()
+    ds = datasets.load_dataset("json", data_files=str(path), split="train", cache_dir=str(cache))
+    return [dict(r) for r in ds]
+
+
+def frame_id(path: Path) -> int:
+    """The source frame number drawn into a sample_data frame (read from the JPEG)."""
+    import cv2
+
+    img = cv2.imread(str(path))
+    h, w = img.shape[:2]
+    value = 0
+    for bit in range(ID_BITS):
+        x, y, cw, ch = _cell(w, h, bit)
+        if img[y + ch // 3:y + ch - ch // 3, x + cw // 3:x + cw - cw // 3].mean() > 127:
+            value |= 1 << bit
+    return value
+
+
+def test_every_format_loads_with_datasets_and_keeps_the_answers(exported, tmp_path):
+    layout = Layout(exported)
+    pref = read_jsonl(layout.pref_explicit_file)
+    sft = read_jsonl(layout.sft_explicit_file)
+    bench = {"normal": read_jsonl(layout.benchmark_normal_file), "shuffled": read_jsonl(layout.benchmark_shuffled_file)}
+    assert pref and sft and bench["normal"] and bench["shuffled"]
+    ex = layout.exports_dir
+    cache = tmp_path / "hf"
+
+    def video_of(rows, key="video"):
+        for r in rows:
+            v = r[key]
+            for p in (v if isinstance(v, list) else [v]):
+                assert os.path.isabs(p) and Path(p).exists(), p
+
+    rows = load(ex / "trl_dpo" / "pref_explicit.jsonl", cache)
+    assert len(rows) == len(pref)
+    for r, s in zip(rows, pref):
+        assert r["prompt"] == [{"role": "user", "content": s["question"]}]
+        assert r["chosen"] == [{"role": "assistant", "content": s["chosen"]}]
+        assert r["rejected"] == [{"role": "assistant", "content": s["rejected"]}]
+        assert r["videos"] == [str((exported / s["video"]).resolve())]
+    video_of(rows, "videos")
+
+    rows = load(ex / "ms_swift" / "pref_explicit.jsonl", cache)
+    assert [(r["messages"][0]["content"], r["messages"][1]["content"], r["rejected_response"]) for r in rows] == \
+        [("<video>" + s["question"], s["chosen"], s["rejected"]) for s in pref]
+    assert [r["messages"][1]["role"] for r in rows] == ["assistant"] * len(pref)
+    video_of(rows, "videos")
+
+    rows = load(ex / "llava_hound_dpo" / "pref_explicit.jsonl", cache)
+    assert set(rows[0]) == {"id", "video", "prompt", "answer", "chosen", "rejected", "chosen_score", "rejected_score"}
+    for r, s in zip(rows, pref):
+        assert (r["id"], r["prompt"], r["answer"], r["chosen"], r["rejected"]) == (s["pid"], s["question"], s["chosen"], s["chosen"], s["rejected"])
+        assert r["chosen_score"] > r["rejected_score"]
+        frames = sorted(Path(r["video"]).glob("*.jpg"))
+        assert Path(r["video"]).is_dir() and len(frames) == 8
+
+    lf = ex / "llamafactory"
+    info = read_json(lf / "dataset_info.json")
+    assert info["timewarp_pref_explicit"]["ranking"] is True and info["timewarp_pref_explicit"]["formatting"] == "sharegpt"
+    rows = load(lf / info["timewarp_pref_explicit"]["file_name"], cache)
+    cols = info["timewarp_pref_explicit"]["columns"]
+    for r, s in zip(rows, pref):
+        assert r[cols["messages"]] == [{"from": "human", "value": "<video>" + s["question"]}]
+        assert r[cols["chosen"]] == {"from": "gpt", "value": s["chosen"]}
+        assert r[cols["rejected"]] == {"from": "gpt", "value": s["rejected"]}
+    video_of(rows, cols["videos"])
+    rows = load(lf / info["timewarp_sft_explicit"]["file_name"], cache)
+    assert [r["conversations"][1]["value"] for r in rows] == [s["answer"] for s in sft]
+    assert "ranking" not in info["timewarp_sft_explicit"]
+
+    for name, suffix in (("llava_sft", ".json"), ("videollama3_sft", ".jsonl")):
+        rows = load(ex / name / f"sft_explicit{suffix}", cache)
+        assert len(rows) == len(sft)
+        for r, s in zip(rows, sft):
+            assert r["conversations"] == [{"from": "human", "value": "<video>\n" + s["question"]},
+                                          {"from": "gpt", "value": s["answer"]}]
+        video_of(rows)
+    assert isinstance(load(ex / "llava_sft" / "sft_explicit.json", cache)[0]["video"], str)
+    assert isinstance(load(ex / "videollama3_sft" / "sft_explicit.jsonl", cache)[0]["video"], list)
+
+    for name, src in bench.items():
+        rows = load(ex / "mvbench" / f"{name}.json", cache)
+        assert len(rows) == len(src)
+        for r, s in zip(rows, src):
+            assert r["question"] == s["question"] and r["candidates"] == s["options"]
+            assert r["answer"] == s["options"][s["answer_index"]] and r["answer_letter"] == s["answer"]
+            assert r["key_changed"] == s["key_changed"] and r["video"].endswith(s["video"])
+        video_of(rows)
+
+
+def test_frames_are_the_sampled_frames_of_each_video(generated, tmp_path):
+    out = fresh_copy(generated, tmp_path / "out")
+    layout = Layout(out)
+    export.run(out, "mvbench,trl_dpo", frames=4, workers=1)
+    for name in ("normal", "shuffled"):
+        for r in read_json(layout.export_dir("mvbench") / f"{name}.json"):
+            files = sorted(Path(r["video"]).glob("*.jpg"))
+            assert len(files) == 4
+            src = read_json(layout.normal_annotation(r["video_id"].split("__")[0]))
+            if name == "normal":
+                # frame k of a normal video shows source frame k
+                assert [frame_id(f) for f in files] == [int(f.stem) for f in files]
+            else:
+                # a shuffled video's frame shows the source frame its clip (in permuted order) came from
+                shuf = read_json(layout.shuffled_annotation(r["video_id"]))
+                for f in files:
+                    j = int(f.stem)
+                    c = next(c for c in shuf["clips"] if c["start_frame"] <= j < c["end_frame"])
+                    expect = src["clips"][c["source_index"]]["start_frame"] + j - c["start_frame"]
+                    assert frame_id(f) == expect
+    rows = load(layout.export_dir("trl_dpo") / "pref_explicit.jsonl", tmp_path / "hf")
+    for r in rows:
+        assert len(r["images"]) == 4 and all(Path(p).is_file() for p in r["images"])
+        blocks = r["prompt"][0]["content"]
+        assert [b["type"] for b in blocks] == ["image"] * 4 + ["text"]
+    # a rerun with another sampling does not leave stray frames in the folders trainers read whole
+    export.run(out, "mvbench", fps=1.0, max_frames=3, workers=1)
+    for r in read_json(layout.export_dir("mvbench") / "normal.json"):
+        assert "fps1_max3" in r["video"] and 1 <= len(list(Path(r["video"]).glob("*.jpg"))) <= 3
+
+
+def test_video_root_makes_paths_relative_and_missing_videos_are_rejected(generated, tmp_path):
+    out = fresh_copy(generated, tmp_path / "out")
+    layout = Layout(out)
+    bench = read_jsonl(layout.benchmark_normal_file)
+    gone = out / bench[0]["video"]
+    gone.unlink()
+    stats = export.run(out, ["mvbench", "ms_swift"], video_root=out, workers=1)
+    rows = read_json(layout.export_dir("mvbench") / "normal.json")
+    lost = [b for b in bench if b["video"] == bench[0]["video"]]
+    assert len(rows) == len(bench) - len(lost)
+    assert all(not os.path.isabs(r["video"]) and (out / r["video"]).is_file() for r in rows)
+    swift = read_jsonl(layout.export_dir("ms_swift") / "pref_explicit.jsonl")
+    assert all((out / r["videos"][0]).is_file() for r in swift)
+    assert stats["rejects_by_reason"].get("video missing", 0) >= len(lost)
+    rejects = read_jsonl(layout.rejects_file("export"))
+    assert {r["reason"] for r in rejects} == {"video missing"}
+
+
+def test_unusable_input_is_one_line_exit_2(tmp_path, capsys):
+    assert export.main(["--root_dir", str(tmp_path), "--format", "nope"]) == 2
+    assert "unknown nope" in capsys.readouterr().err
+    assert export.main(["--root_dir", str(tmp_path), "--format", "trl_dpo"]) == 2
+    err = capsys.readouterr().err
+    assert "nothing to export" in err and len(err.strip().splitlines()) == 1
+    assert export.main(["--root_dir", str(tmp_path / "missing"), "--format", "all"]) == 2

@@ -1,0 +1,409 @@
+"""Export the generated data in the formats trainers and evaluators load unchanged.
+
+  python timewarp/export.py --root_dir <out> --format <name>[,<name>...|all] [--frames N | --fps R] [--video_root DIR]
+
+Formats (files under <out>/exports/<format>/, one per source file, named after it):
+  trl_dpo          TRL DPOTrainer, conversational: {"prompt": [{"role": "user", ...}], "chosen": [{"role":
+                   "assistant", ...}], "rejected": [...], "videos": [path]}; with frames, the TRL vision form:
+                   image blocks in the prompt and "images": [frame paths]. Source: pref/*.jsonl
+  llamafactory     LLaMA-Factory sharegpt ranking records {"conversations": [{"from": "human", "value":
+                   "<video>..."}], "chosen": {"from": "gpt", ...}, "rejected": {...}, "videos": [path]}, the
+                   SFT records, and dataset_info.json (entries timewarp_<source>; set --dataset_dir to this
+                   folder). With frames: "<image>" tokens and "images". Source: pref/*.jsonl, sft/*.jsonl
+  llava_hound_dpo  LLaVA-Hound-DPO JSONL {id, video, prompt, answer, chosen, rejected, chosen_score,
+                   rejected_score}; video = a folder of sampled frames (default --frames 8);
+                   chosen is right by construction: scores 5.0 / 1.0 on the 1-5 scale. Source: pref/*.jsonl
+  ms_swift         ms-swift DPO/RLHF JSONL {"messages": [user "<video>...", assistant chosen],
+                   "rejected_response": ..., "videos": [path]} (with frames: "<image>" tokens, "images").
+  llava_sft        LLaVA / LLaVA-NeXT(-Video) SFT JSON array {"id", "video": path, "conversations":
+                   [{"from": "human", "value": "<video>\\n..."}, {"from": "gpt", ...}]}. Source: sft/*.jsonl
+  videollama3_sft  VideoLLaMA3 SFT JSONL {"video": [path], "conversations": [...]}. Source: sft/*.jsonl
+  mvbench          the benchmarks MVBench-style: a JSON array per benchmark of {"video", "question",
+                   "candidates", "answer" (the correct candidate's text)} plus qid, kind, answer_letter,
+                   key_changed, normal_answer (what evaluate.py needs). Source: benchmark/*.jsonl
+
+Video paths: absolute by default; with --video_root DIR, relative to DIR (give DIR to the trainer as its
+video folder / media_dir). --frames N samples N frames uniformly per video (--fps R: R frames per
+second, at most --max_frames), decoded in one sequential pass (timewarp.frames), written to
+exports/frames/<n8|fps1>/<video path>/<frame index:05d>.jpg; every record then names those frames
+instead of the mp4. Rows whose video (or frames) are missing are rejected (rejects/export.jsonl),
+and every exported answer is the source record's answer, unchanged.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import sys
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Callable, Optional
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from timewarp import frames as framelib
+from timewarp.errors import ItemError, UsageError
+from timewarp.layout import Layout
+from timewarp.parallel import Failed, pmap
+from timewarp.stage import StageRun, add_common_args, cli, log, require_root
+from timewarp.store import read_json, read_jsonl, write_json, write_jsonl
+
+STAGE = "export"
+LETTERS = "ABCD"
+DEFAULT_HOUND_FRAMES = 8
+
+
+@dataclass(frozen=True)
+class Sampling:
+    n: Optional[int] = None
+    fps: Optional[float] = None
+    max_frames: Optional[int] = None
+
+    @property
+    def name(self) -> str:
+        if self.n:
+            return f"n{self.n}"
+        rate = f"{self.fps:g}".replace(".", "p")
+        return f"fps{rate}" + (f"_max{self.max_frames}" if self.max_frames else "")
+
+
+# ---------------------------------------------------------------- sources
+
+def pref_sources(layout: Layout) -> list[Path]:
+    names = ("pref_explicit_file", "pref_implicit_file", "pref_combined_file")
+    return [p for p in (getattr(layout, n, None) for n in names) if p is not None and p.is_file()]
+
+
+def sft_sources(layout: Layout) -> list[Path]:
+    return [p for p in (layout.sft_explicit_file,) if p.is_file()]
+
+
+def benchmark_sources(layout: Layout) -> list[Path]:
+    return [p for p in (layout.benchmark_normal_file, layout.benchmark_shuffled_file) if p.is_file()]
+
+
+REQUIRED = {
+    "pref": ("video", "question", "chosen", "rejected"),
+    "sft": ("video", "question", "answer"),
+    "benchmark": ("qid", "video", "question", "options", "answer_index"),
+}
+
+
+def normalize(row: dict) -> dict:
+    """Implicit / combined preference rows call the question ``prompt``."""
+    if "question" not in row and isinstance(row.get("prompt"), str):
+        row = {**row, "question": row["prompt"]}
+    return row
+
+
+def row_id(row: dict) -> str:
+    return str(row.get("pid") or row.get("qid") or row.get("id") or "?")
+
+
+# ---------------------------------------------------------------- media (video file or frames)
+
+@dataclass
+class Media:
+    video: str                  # path as written (absolute, or relative to --video_root)
+    frame_dir: Optional[str]    # the frame folder as written, when sampling
+    frames: list                # frame files as written, when sampling
+
+
+class Paths:
+    def __init__(self, video_root: Optional[Path]):
+        self.video_root = Path(video_root).resolve() if video_root else None
+
+    def __call__(self, path: Path) -> str:
+        path = Path(path).resolve()
+        if self.video_root is None:
+            return path.as_posix()
+        return Path(os.path.relpath(path, self.video_root)).as_posix()
+
+
+def video_facts(layout: Layout) -> dict:
+    """video path (relative to root) -> (frame_count, fps), from the normal and shuffled annotations."""
+    facts = {}
+    for d in (layout.normal_annotations_dir, layout.shuffled_annotations_dir):
+        if not d.is_dir():
+            continue
+        for p in sorted(d.glob("*.json")):
+            try:
+                a = read_json(p)
+                facts[a["video"]] = (int(a["frame_count"]), float(a["fps"]))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+    return facts
+
+
+@dataclass(frozen=True)
+class FrameJob:
+    root: str
+    sampling: Sampling
+    overwrite: bool
+
+
+def sample_video(job: FrameJob, item: tuple) -> dict:
+    """Frames of one video into its export folder (skipped when the folder already holds exactly them)."""
+    rel, frame_count, fps = item
+    layout = Layout(Path(job.root))
+    s = job.sampling
+    try:
+        idx = framelib.sample_indices(frame_count, n=s.n, fps=s.fps, video_fps=fps, max_frames=s.max_frames)
+        if not idx:
+            raise ItemError("video has no frames", rel)
+        out = layout.export_frame_dir(s.name, rel)
+        want = [out / framelib.frame_name(i) for i in idx]
+        have = sorted(out.glob("*.jpg")) if out.is_dir() else []
+        if job.overwrite or sorted(have) != sorted(want):
+            for stale in have:
+                if stale not in want:
+                    stale.unlink()
+            framelib.write_frames(framelib.extract_frames(layout.root / rel, idx), idx, out)
+        return {"ok": True, "rel": rel, "dir": str(out), "files": [str(w) for w in want]}
+    except ItemError as exc:
+        return {"ok": False, "rel": rel, "reason": exc.reason, "detail": exc.detail}
+
+
+# ---------------------------------------------------------------- record builders (row, media) -> dict
+
+def _n_tokens(token: str, media: Media) -> str:
+    return token * (len(media.frames) if media.frames else 1)
+
+
+def trl_dpo(row: dict, m: Media) -> dict:
+    if m.frames:
+        prompt = [{"role": "user", "content": [{"type": "image"} for _ in m.frames] + [{"type": "text", "text": row["question"]}]}]
+        return {"id": row_id(row), "images": m.frames, "prompt": prompt,
+                "chosen": [{"role": "assistant", "content": [{"type": "text", "text": row["chosen"]}]}],
+                "rejected": [{"role": "assistant", "content": [{"type": "text", "text": row["rejected"]}]}]}
+    return {"id": row_id(row), "videos": [m.video], "prompt": [{"role": "user", "content": row["question"]}],
+            "chosen": [{"role": "assistant", "content": row["chosen"]}],
+            "rejected": [{"role": "assistant", "content": row["rejected"]}]}
+
+
+def _lf_media(m: Media) -> dict:
+    return {"images": m.frames} if m.frames else {"videos": [m.video]}
+
+
+def llamafactory_pref(row: dict, m: Media) -> dict:
+    token = "<image>" if m.frames else "<video>"
+    return {"conversations": [{"from": "human", "value": _n_tokens(token, m) + row["question"]}],
+            "chosen": {"from": "gpt", "value": row["chosen"]},
+            "rejected": {"from": "gpt", "value": row["rejected"]}, **_lf_media(m)}
+
+
+def llamafactory_sft(row: dict, m: Media) -> dict:
+    token = "<image>" if m.frames else "<video>"
+    return {"conversations": [{"from": "human", "value": _n_tokens(token, m) + row["question"]},
+                              {"from": "gpt", "value": row["answer"]}], **_lf_media(m)}
+
+
+def llava_hound_dpo(row: dict, m: Media) -> dict:
+    return {"id": row_id(row), "video": m.frame_dir or m.video, "prompt": row["question"], "answer": row["chosen"],
+            "chosen": row["chosen"], "rejected": row["rejected"], "chosen_score": 5.0, "rejected_score": 1.0}
+
+
+def ms_swift(row: dict, m: Media) -> dict:
+    token = "<image>" if m.frames else "<video>"
+    rec = {"messages": [{"role": "user", "content": _n_tokens(token, m) + row["question"]},
+                        {"role": "assistant", "content": row["chosen"]}],
+           "rejected_response": row["rejected"]}
+    rec.update({"images": m.frames} if m.frames else {"videos": [m.video]})
+    return rec
+
+
+def _conversation(row: dict) -> list:
+    return [{"from": "human", "value": "<video>\n" + row["question"]}, {"from": "gpt", "value": row["answer"]}]
+
+
+def llava_sft(row: dict, m: Media) -> dict:
+    return {"id": row_id(row), "video": m.frame_dir or m.video, "conversations": _conversation(row)}
+
+
+def videollama3_sft(row: dict, m: Media) -> dict:
+    return {"video": [m.frame_dir or m.video], "conversations": _conversation(row)}
+
+
+def mvbench(row: dict, m: Media) -> dict:
+    opts = list(row["options"])
+    key = int(row["answer_index"])
+    return {"video": m.frame_dir or m.video, "question": row["question"], "candidates": opts, "answer": opts[key],
+            "qid": row["qid"], "video_id": row.get("video_id", row.get("id", "")), "kind": row.get("kind", ""),
+            "answer_letter": LETTERS[key], "key_changed": bool(row.get("key_changed", False)),
+            "normal_answer": row.get("normal_answer", "")}
+
+
+@dataclass(frozen=True)
+class Part:
+    source: str                         # pref | sft | benchmark
+    build: Callable[[dict, Media], dict]
+    suffix: str                         # .jsonl (one record a line) or .json (one array)
+    prefix: str = ""
+
+
+FORMATS: dict[str, list[Part]] = {
+    "trl_dpo": [Part("pref", trl_dpo, ".jsonl")],
+    "llamafactory": [Part("pref", llamafactory_pref, ".json", "timewarp_"), Part("sft", llamafactory_sft, ".json", "timewarp_")],
+    "llava_hound_dpo": [Part("pref", llava_hound_dpo, ".jsonl")],
+    "ms_swift": [Part("pref", ms_swift, ".jsonl")],
+    "llava_sft": [Part("sft", llava_sft, ".json")],
+    "videollama3_sft": [Part("sft", videollama3_sft, ".jsonl")],
+    "mvbench": [Part("benchmark", mvbench, ".json")],
+}
+SOURCES = {"pref": pref_sources, "sft": sft_sources, "benchmark": benchmark_sources}
+
+
+def llamafactory_entry(file_name: str, source: str, frames: bool) -> dict:
+    media = {"images": "images"} if frames else {"videos": "videos"}
+    if source == "pref":
+        return {"file_name": file_name, "formatting": "sharegpt", "ranking": True,
+                "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected", **media}}
+    return {"file_name": file_name, "formatting": "sharegpt", "columns": {"messages": "conversations", **media}}
+
+
+# ---------------------------------------------------------------- run
+
+def parse_formats(text: str) -> list[str]:
+    names = [f.strip() for f in (text or "").split(",") if f.strip()]
+    if names == ["all"]:
+        return list(FORMATS)
+    bad = [f for f in names if f not in FORMATS]
+    if bad or not names:
+        raise UsageError(f"--format: unknown {', '.join(bad) or '(none)'} (choose from {', '.join(FORMATS)}, or all)")
+    return names
+
+
+def sampling_for(fmt: str, sampling: Optional[Sampling]) -> Optional[Sampling]:
+    if sampling is None and fmt == "llava_hound_dpo":
+        return Sampling(n=DEFAULT_HOUND_FRAMES)
+    return sampling
+
+
+def run(root_dir, formats, *, frames: Optional[int] = None, fps: Optional[float] = None, max_frames: Optional[int] = None,
+        video_root=None, workers: int = 1, limit: Optional[int] = None, overwrite: bool = False) -> dict:
+    root = require_root(root_dir, "--root_dir").resolve()
+    layout = Layout(root)
+    formats = parse_formats(formats) if isinstance(formats, str) else list(formats)
+    if frames is not None and fps is not None:
+        raise UsageError("give --frames N or --fps R, not both")
+    if frames is not None and frames < 1:
+        raise UsageError(f"--frames must be >= 1, got {frames}")
+    if fps is not None and not fps > 0:
+        raise UsageError(f"--fps must be > 0, got {fps}")
+    sampling = Sampling(n=frames) if frames else (Sampling(fps=fps, max_frames=max_frames) if fps else None)
+    if video_root is not None and not Path(video_root).is_dir():
+        raise UsageError(f"--video_root {video_root} is not a directory")
+    paths = Paths(video_root)
+    stage = StageRun(STAGE, layout, dict(root_dir=root, formats=formats, frames=frames, fps=fps, max_frames=max_frames,
+                                         video_root=str(video_root) if video_root else None, workers=workers,
+                                         limit=limit, overwrite=overwrite))
+    # what each format reads
+    plan = []
+    for fmt in formats:
+        for part in FORMATS[fmt]:
+            for src in SOURCES[part.source](layout):
+                plan.append((fmt, part, src))
+    if not plan:
+        raise UsageError(f"nothing to export for {', '.join(formats)} in {root}: run ./generate_data.sh {root} first "
+                         f"(no sft/, pref/ or benchmark/ files)")
+    rows_of: dict[Path, list] = {}
+    for _, part, src in plan:
+        if src not in rows_of:
+            try:
+                rows = read_jsonl(src)
+            except (OSError, ValueError) as exc:
+                raise UsageError(f"{src} does not parse ({exc}): rerun the stage that writes it")
+            rows_of[src] = rows[:limit] if limit else rows
+    # frames, once per (sampling, video)
+    facts = None
+    media_of: dict[tuple, dict] = {}
+    for samp in sorted({s for s in (sampling_for(f, sampling) for f in formats) if s is not None}, key=lambda s: s.name):
+        videos = sorted({r.get("video") for fmt, part, src in plan if sampling_for(fmt, sampling) == samp
+                         for r in rows_of[src] if isinstance(r.get("video"), str)})
+        facts = video_facts(layout) if facts is None else facts
+        items = []
+        for rel in videos:
+            if rel not in facts:
+                media_of[(samp, rel)] = {"ok": False, "reason": "video has no annotation", "detail": rel}
+            elif not (root / rel).is_file():
+                media_of[(samp, rel)] = {"ok": False, "reason": "video missing", "detail": rel}
+            else:
+                items.append((rel, *facts[rel]))
+        job = FrameJob(str(root), samp, overwrite)
+        for item, res in zip(items, pmap(partial(sample_video, job), items, workers, desc=f"{STAGE} frames {samp.name}")):
+            if isinstance(res, Failed):
+                res = {"ok": False, "reason": "internal error", "detail": res.error}
+                log.error("%s: frames failed: %s", item[0], res["detail"])
+            media_of[(samp, item[0])] = res
+        stage.counts[f"frame folders {samp.name}"] += sum(1 for k, v in media_of.items() if k[0] == samp and v["ok"])
+    written = []
+    lf_info = collections.defaultdict(dict)
+    total_in = total_out = 0
+    for fmt, part, src in plan:
+        samp = sampling_for(fmt, sampling)
+        out_rows = []
+        for row in rows_of[src]:
+            row = normalize(row)
+            total_in += 1
+            rid = f"{fmt}:{src.stem}:{row_id(row)}"
+            missing = [k for k in REQUIRED[part.source] if k not in row]
+            if missing:
+                stage.reject(rid, "record lacks a field", f"{', '.join(missing)} missing in {src.name}")
+                continue
+            vpath = Path(row["video"]) if Path(row["video"]).is_absolute() else root / row["video"]
+            if not vpath.is_file():
+                stage.reject(rid, "video missing", str(vpath), str(src))
+                continue
+            if samp is None:
+                media = Media(paths(vpath), None, [])
+            else:
+                fr = media_of.get((samp, row["video"]))
+                if not fr or not fr["ok"]:
+                    stage.reject(rid, (fr or {}).get("reason", "no frames"), (fr or {}).get("detail", ""), str(src))
+                    continue
+                media = Media(paths(vpath), paths(Path(fr["dir"])), [paths(Path(f)) for f in fr["files"]])
+            out_rows.append(part.build(row, media))
+        out = layout.export_dir(fmt) / f"{part.prefix}{src.stem}{part.suffix}"
+        if part.suffix == ".json":
+            write_json(out, out_rows)
+        else:
+            write_jsonl(out, out_rows)
+        total_out += len(out_rows)
+        stage.counts[f"{fmt} records"] += len(out_rows)
+        written.append(out)
+        if fmt == "llamafactory":
+            lf_info[f"timewarp_{src.stem}"] = llamafactory_entry(out.name, part.source, samp is not None)
+    if lf_info:
+        info_path = layout.export_dir("llamafactory") / "dataset_info.json"
+        write_json(info_path, dict(sorted(lf_info.items())))
+        written.append(info_path)
+    stage.extra["files"] = [layout.rel(p) for p in written]
+    return stage.finish(total_in, total_out, f"{total_out} records in {len(written)} files under {layout.exports_dir}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="export.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root_dir", required=True, help="output root_dir of setup_dataset.sh + generate_data.sh")
+    p.add_argument("--format", required=True, help=f"one or more of {', '.join(FORMATS)} (comma-separated), or all")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--frames", type=int, default=None, help="sample N frames per video (uniform) and export frames")
+    g.add_argument("--fps", type=float, default=None, help="sample R frames per second and export frames")
+    p.add_argument("--max_frames", type=int, default=None, help="with --fps: at most this many frames per video")
+    p.add_argument("--video_root", default=None,
+                   help="write video/frame paths relative to this folder (default: absolute paths)")
+    add_common_args(p, seed=False)
+    return p
+
+
+def main(argv: Optional[list] = None) -> int:
+    def go(a):
+        run(a.root_dir, parse_formats(a.format), frames=a.frames, fps=a.fps, max_frames=a.max_frames,
+            video_root=a.video_root, workers=a.workers, limit=a.limit, overwrite=a.overwrite)
+        return 0
+    return cli(go, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
