@@ -1,0 +1,277 @@
+"""Stage 2: move every corrupted or unpaired normal item into quarantine (nothing is ever deleted).
+
+For each id under normal/ the annotation must parse (schema, id = file name), and the normal video
+and any clip files under normal/clips/<id>/ must pass a fast container check (non-empty, opens,
+first frame decodes) and then a full decode. An item that fails, a video without annotation, an
+annotation without video and a clip folder without annotation are moved, with the id's shuffled
+outputs if any, to quarantine/filter_corrupted/ under their own relative paths, and each gets one
+reject with its reason in rejects/filter_corrupted.jsonl.
+
+Resume: files that passed are recorded (size and mtime) in state/filter_corrupted.json; a rerun
+does not decode them again while they are unchanged (--overwrite decodes everything again).
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from timewarp.errors import ItemError, UsageError
+from timewarp.layout import Layout
+from timewarp.parallel import Failed, pmap
+from timewarp.schema import NormalAnnotation
+from timewarp.stage import StageRun, add_common_args, cli, log, require_root
+from timewarp.store import read_json, write_json
+from timewarp.video import decode_errors, ffmpeg_exe, probe
+
+STAGE = "filter_corrupted"
+RECORD_VERSION = 1
+CHECKPOINT_SECONDS = 30.0
+
+
+def subdirs(folder: Path) -> set[str]:
+    if not folder.is_dir():
+        return set()
+    return {p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")}
+
+
+def check_annotation(layout: Layout, vid: str) -> NormalAnnotation:
+    """The parsed annotation of ``vid``; ItemError naming what is wrong with it."""
+    path = layout.normal_annotation(vid)
+    try:
+        data = read_json(path)
+    except OSError as exc:
+        raise ItemError("annotation unreadable", f"{layout.rel(path)}: {exc.strerror or exc}")
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise ItemError("annotation is not valid JSON", f"{layout.rel(path)}: {exc}")
+    try:
+        ann = NormalAnnotation.from_dict(data)
+    except (ValueError, TypeError) as exc:
+        raise ItemError("annotation does not match the schema", f"{layout.rel(path)}: {exc}")
+    if ann.id != vid:
+        raise ItemError("annotation id differs from its file name", f"{layout.rel(path)}: id is {ann.id!r}")
+    return ann
+
+
+@dataclass(frozen=True)
+class Job:
+    root: str
+    id: str
+    verified: dict          # rel path -> [size, mtime_ns] of this id's files verified by an earlier run
+    overwrite: bool
+
+
+def _stat_key(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def verify_item(job: Job) -> dict:
+    """Check one id that has both annotation and video; never raises ItemError.
+
+    Returns ok, the verified files (rel -> [size, mtime_ns]) and decode counters, or the reason,
+    detail and failing file (``source``).
+    """
+    layout = Layout(Path(job.root))
+    counts = {"videos decoded": 0, "videos already verified": 0,
+              "clip files decoded": 0, "clip files already verified": 0}
+    source = layout.rel(layout.normal_annotation(job.id))
+    try:
+        check_annotation(layout, job.id)
+        clip_dir = layout.clip_dir(job.id)
+        files = [("videos", "", layout.normal_video(job.id))] + [
+            ("clip files", "clip: ", clip_dir / f"{k}.mp4") for k in layout.item_ids(clip_dir, ".mp4")]
+        todo, verified = [], {}
+        for kind, prefix, path in files:
+            rel = layout.rel(path)
+            verified[rel] = _stat_key(path)
+            if not job.overwrite and job.verified.get(rel) == verified[rel]:
+                counts[f"{kind} already verified"] += 1
+            else:
+                todo.append((kind, prefix, path, rel))
+        # fast container checks of every file first, then the full decodes
+        for kind, prefix, path, rel in todo:
+            source = rel
+            try:
+                probe(path)
+            except ItemError as exc:
+                raise ItemError(prefix + exc.reason, exc.detail.replace(str(path), rel) or rel)
+        for kind, prefix, path, rel in todo:
+            source = rel
+            err = decode_errors(path)
+            counts[f"{kind} decoded"] += 1
+            if err:
+                raise ItemError(prefix + "video does not decode", f"{rel}: {err}")
+        return {"ok": True, "verified": verified, "counts": counts}
+    except ItemError as exc:
+        return {"ok": False, "reason": exc.reason, "detail": exc.detail, "source": source, "counts": counts}
+
+
+def shuffled_by_normal(layout: Layout, normal_ids: set[str]) -> dict[str, list[str]]:
+    """Shuffled ids grouped by the normal id they come from (their annotation's normal_id, else their name)."""
+    sids = set(layout.item_ids(layout.shuffled_annotations_dir, ".json")) | set(
+        layout.item_ids(layout.shuffled_videos_dir, ".mp4"))
+    out: dict[str, list[str]] = defaultdict(list)
+    for sid in sorted(sids):
+        nid = None
+        try:
+            data = read_json(layout.shuffled_annotation(sid))
+            nid = data.get("normal_id") if isinstance(data, dict) else None
+        except (OSError, ValueError):
+            pass
+        if not isinstance(nid, str):
+            # shuffle_clips names the k-th permutation (k >= 1) of <id> as <id>__p<k>
+            nid = sid if sid in normal_ids else re.sub(r"__p\d+$", "", sid)
+        out[nid].append(sid)
+    return out
+
+
+def free_path(dst: Path) -> Path:
+    """``dst``, or ``<stem>~<n><suffix>`` beside it if something was already quarantined there."""
+    n = 0
+    out = dst
+    while out.exists() or out.is_symlink():
+        n += 1
+        out = dst.with_name(f"{dst.stem}~{n}{dst.suffix}")
+    return out
+
+
+def quarantine(layout: Layout, paths: list[Path]) -> list[str]:
+    """Move the existing ``paths`` (files or folders inside root) to quarantine; return where they went."""
+    moved = []
+    for src in paths:
+        if not (src.exists() or src.is_symlink()):
+            continue
+        dst = free_path(layout.quarantine_path(STAGE, src))
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(src), str(dst))
+        moved.append(layout.rel(dst))
+    return moved
+
+
+def item_paths(layout: Layout, vid: str, shuffled: dict[str, list[str]]) -> list[Path]:
+    """Everything of one id, in the order it is moved."""
+    paths = [layout.normal_annotation(vid), layout.normal_video(vid), layout.clip_dir(vid)]
+    for sid in shuffled.get(vid, []):
+        paths += [layout.shuffled_annotation(sid), layout.shuffled_video(sid)]
+    return paths
+
+
+def load_record(layout: Layout) -> dict[str, dict]:
+    """{id: {rel path: [size, mtime_ns]}} of files verified before; empty if absent or unreadable."""
+    path = layout.state_file(STAGE)
+    if not path.is_file():
+        return {}
+    try:
+        data = read_json(path)
+        if data.get("version") == RECORD_VERSION and isinstance(data.get("verified"), dict):
+            return data["verified"]
+    except (OSError, ValueError, AttributeError):
+        pass
+    log.warning("%s is unreadable: every video is decoded again", path)
+    return {}
+
+
+def save_record(layout: Layout, record: dict[str, dict]) -> None:
+    write_json(layout.state_file(STAGE), {"version": RECORD_VERSION,
+                                          "verified": {k: record[k] for k in sorted(record)}})
+
+
+def run(root_dir, *, workers: int = 1, limit: Optional[int] = None, overwrite: bool = False,
+        layout: Optional[Layout] = None) -> dict:
+    root = require_root(root_dir, "--root_dir")
+    layout = layout or Layout(root)
+    ann_ids = set(layout.item_ids(layout.normal_annotations_dir, ".json"))
+    if not ann_ids:
+        raise UsageError(f"no normal annotations in {layout.normal_annotations_dir}: run preprocess.py first")
+    ffmpeg_exe()
+    video_ids = set(layout.item_ids(layout.normal_videos_dir, ".mp4"))
+    clip_ids = subdirs(layout.normal_clips_dir)
+    ids = sorted(ann_ids | video_ids | clip_ids)
+    if limit:
+        ids = ids[:limit]
+    stage = StageRun(STAGE, layout, dict(root_dir=root, workers=workers, limit=limit, overwrite=overwrite))
+    shuffled = shuffled_by_normal(layout, ann_ids)
+    old_record = load_record(layout)
+    todo = set(ids)
+    record = {k: v for k, v in old_record.items() if k in ann_ids and k in video_ids and k not in todo}
+
+    def reject_and_move(vid: str, reason: str, detail: str, source: str) -> None:
+        moved = quarantine(layout, item_paths(layout, vid, shuffled))
+        stage.counts["ids quarantined"] += 1
+        stage.counts["files quarantined"] += len(moved)
+        stage.reject(vid, reason, f"{detail}; moved {', '.join(moved)}", source)
+
+    jobs = []
+    for vid in ids:
+        ann, video = layout.normal_annotation(vid), layout.normal_video(vid)
+        if vid not in ann_ids:
+            found = video if vid in video_ids else layout.clip_dir(vid)
+            reason = "video without annotation" if vid in video_ids else "clip folder without annotation"
+            reject_and_move(vid, reason, f"no {layout.rel(ann)}", layout.rel(found))
+        elif vid not in video_ids:
+            reject_and_move(vid, "annotation without video", f"no {layout.rel(video)}", layout.rel(ann))
+        else:
+            jobs.append(Job(str(layout.root), vid, old_record.get(vid, {}), overwrite))
+
+    good = 0
+    last_save = time.monotonic()
+    for job, res in zip(jobs, pmap(verify_item, jobs, workers, desc=STAGE)):
+        if isinstance(res, Failed):
+            stage.internal_error(job.id, res)
+            continue
+        for k, v in res["counts"].items():
+            stage.counts[k] += v
+        if res["ok"]:
+            good += 1
+            record[job.id] = res["verified"]
+        else:
+            reject_and_move(job.id, res["reason"], res["detail"], res["source"])
+        if time.monotonic() - last_save > CHECKPOINT_SECONDS:
+            save_record(layout, record)
+            last_save = time.monotonic()
+    save_record(layout, record)
+    n_moved = stage.counts["ids quarantined"]
+    where = f"; {n_moved} quarantined in {layout.quarantine_dir / STAGE}" if n_moved else ""
+    return stage.finish(len(ids), good, f"{good} of {len(ids)} items verified{where}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="filter_corrupted.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root_dir", required=True, help="output root_dir of preprocess.py")
+    p.add_argument("--shuffled_dir_name", default="shuffled",
+                   help="folder of shuffled outputs under root_dir, moved along with a quarantined id "
+                        "(default: shuffled)")
+    p.add_argument("--annotation_dir_name", default="shuffled_annotations",
+                   help="shuffled annotations folder inside it (default: shuffled_annotations)")
+    p.add_argument("--video_dir_name", default="shuffled_videos",
+                   help="shuffled videos folder inside it (default: shuffled_videos)")
+    add_common_args(p)
+    p._option_string_actions["--seed"].help = ("no effect: nothing here is random "
+                                               "(accepted so one TIMEWARP_ARGS fits every stage)")
+    p._option_string_actions["--overwrite"].help = "decode every file again, even those verified unchanged before"
+    return p
+
+
+def main(argv: Optional[list] = None) -> int:
+    def go(a):
+        try:
+            layout = Layout(Path(a.root_dir), a.shuffled_dir_name, a.annotation_dir_name, a.video_dir_name)
+        except ValueError as exc:
+            raise UsageError(str(exc))
+        run(a.root_dir, workers=a.workers, limit=a.limit, overwrite=a.overwrite, layout=layout)
+    return cli(go, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

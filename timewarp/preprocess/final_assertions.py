@@ -1,0 +1,417 @@
+"""Stage 3: check that every annotation agrees with its videos and with the other annotations.
+
+Normal items: the annotation parses and its id is its file name; at least --min_clips clips, indexed
+0..n-1, ordered and non-overlapping, each start/end equal to start_frame/end_frame / fps within 1 ms
+and inside the video, the video ending at the last clip; the video's fps, size and frame count
+match the annotation (frame count from the container, or by decoding with --decode); each clip
+file present has end_frame - start_frame frames (within 1). Across items: no two annotations share
+a source_id, and no source_id is in both splits. Shuffled items (if any): the permutation is a
+non-identity permutation of the normal clips, each clip carries the caption, length and times of
+the normal clip it names, the shuffled timeline is contiguous, and the shuffled video has the sum
+of the clip lengths in frames.
+
+Violations are printed as a table (id, check, detail), written as rejects/final_assertions.jsonl,
+and make the exit status 1; with none, one summary line and exit status 0. Nothing is modified.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Optional
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from timewarp.errors import ItemError, UsageError
+from timewarp.layout import Layout
+from timewarp.parallel import Failed, pmap
+from timewarp.schema import NormalAnnotation, ShuffledAnnotation
+from timewarp.stage import StageRun, add_common_args, cli, log, require_root
+from timewarp.store import read_json
+from timewarp.timestamps import parse_rate
+from timewarp.video import count_frames, probe
+
+STAGE = "final_assertions"
+TIME_TOLERANCE = 0.001      # seconds: times are frame times rounded for JSON
+FPS_TOLERANCE = 0.001       # frames per second: the container's rate vs the annotation's
+CLIP_FRAME_TOLERANCE = 1    # frames: a stream-copied clip file may gain or lose one at its edges
+
+
+@dataclass(frozen=True)
+class Violation:
+    id: str
+    check: str
+    detail: str
+    source: str = ""        # the file the violation is about, relative to root_dir
+    kind: str = "normal"    # what it is charged to: a "normal" or "shuffled" item (ids may be equal), or a "video"
+
+
+@dataclass(frozen=True)
+class Config:
+    root: str
+    layout_names: tuple
+    decode: bool
+    min_clips: int
+
+    def layout(self) -> Layout:
+        return Layout(Path(self.root), *self.layout_names)
+
+
+@dataclass
+class Report:
+    """What run() returns: the violations found (sorted) and the stats written."""
+
+    violations: list[Violation] = field(default_factory=list)
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+
+class Checker:
+    """Collects the violations of one item."""
+
+    def __init__(self, item_id: str, source: str, kind: str):
+        self.id = item_id
+        self.source = source
+        self.kind = kind
+        self.found: list[Violation] = []
+
+    def fail(self, check: str, detail: str, source: str = "") -> None:
+        self.found.append(Violation(self.id, check, detail, source or self.source, self.kind))
+
+    def expect(self, cond: bool, check: str, detail: str, source: str = "") -> bool:
+        if not cond:
+            self.fail(check, detail, source)
+        return cond
+
+
+def _load(path: Path, cls, item_id: str, ck: Checker, prefix: str = ""):
+    """The record in ``path`` or None (with the violation recorded)."""
+    try:
+        rec = cls.from_dict(read_json(path))
+    except OSError as exc:
+        ck.fail(f"{prefix}annotation parses", f"unreadable: {exc.strerror or exc}")
+        return None
+    except (ValueError, TypeError) as exc:
+        ck.fail(f"{prefix}annotation parses", str(exc))
+        return None
+    if not ck.expect(rec.id == item_id, f"{prefix}id matches file name", f"id is {rec.id!r}"):
+        return None
+    return rec
+
+
+def _video_facts(path: Path, decode: bool, ck: Checker, check: str, rel: str):
+    """(fps, frames, width, height) of a video, or None with a violation if it does not open."""
+    try:
+        info = probe(path)
+    except ItemError as exc:
+        ck.fail(check, f"{exc.reason}: {rel}", rel)
+        return None
+    frames = count_frames(path) if decode else info.frame_count
+    return info.fps, frames, info.width, info.height
+
+
+def _rate(value, ck: Checker, check: str) -> Optional[Fraction]:
+    try:
+        return parse_rate(value)
+    except (ValueError, ZeroDivisionError, TypeError) as exc:
+        ck.fail(check, f"fps_rational {value!r} is not a frame rate: {exc}")
+        return None
+
+
+def _near(a: float, b: float, tol: float = TIME_TOLERANCE) -> bool:
+    return abs(a - b) <= tol + 1e-9
+
+
+def check_normal(job: tuple[str, Config]) -> dict:
+    """All checks of one normal item that need only its own files."""
+    vid, cfg = job
+    layout = cfg.layout()
+    ck = Checker(vid, layout.rel(layout.normal_annotation(vid)), "normal")
+    ann = _load(layout.normal_annotation(vid), NormalAnnotation, vid, ck)
+    if ann is None:
+        return {"violations": ck.found, "source_id": None, "split": None}
+    try:
+        _check_normal(ann, layout, cfg, ck)
+    except (TypeError, AttributeError, ValueError) as exc:  # a field of the wrong type
+        ck.fail("annotation field types", f"{type(exc).__name__}: {exc}")
+    return {"violations": ck.found, "source_id": ann.source_id, "split": ann.split}
+
+
+def _check_normal(ann: NormalAnnotation, layout: Layout, cfg: Config, ck: Checker) -> None:
+    ck.expect(ann.split in ("train", "test"), "split", f"split is {ann.split!r}, not train or test")
+    fps = _rate(ann.fps_rational, ck, "fps")
+    if fps is None:
+        return
+    ck.expect(_near(ann.fps, float(fps), FPS_TOLERANCE), "fps", f"fps {ann.fps} but fps_rational {ann.fps_rational}")
+    ck.expect(_near(ann.duration, float(ann.frame_count / fps)), "duration",
+              f"duration {ann.duration} but frame_count/fps = {float(ann.frame_count / fps):.6f}")
+
+    # clips
+    clips = ann.clips
+    ck.expect(len(clips) >= cfg.min_clips, "clip count", f"{len(clips)} clip(s), at least {cfg.min_clips} needed")
+    prev_end = 0
+    for i, c in enumerate(clips):
+        ck.expect(c.index == i, "clip index", f"clip {i} has index {c.index}")
+        ck.expect(0 <= c.start_frame < c.end_frame, "clip frames",
+                  f"clip {i}: frames [{c.start_frame}, {c.end_frame}) are empty or negative")
+        ck.expect(c.start_frame >= prev_end, "clips ordered and non-overlapping",
+                  f"clip {i} starts at frame {c.start_frame}, before the end of clip {i - 1} at frame {prev_end}")
+        prev_end = max(prev_end, c.end_frame)
+        for what, t, frame in (("start", c.start, c.start_frame), ("end", c.end, c.end_frame)):
+            ck.expect(_near(t, float(frame / fps)), "clip times match frames",
+                      f"clip {i}: {what} {t} but {what}_frame {frame} is at {float(frame / fps):.6f}s")
+        ck.expect(c.end_frame <= ann.frame_count and c.end <= ann.duration + TIME_TOLERANCE, "clip inside video",
+                  f"clip {i} ends at frame {c.end_frame} ({c.end}s), the video has {ann.frame_count} frames "
+                  f"({ann.duration}s)")
+    if clips:
+        ck.expect(clips[-1].end_frame == ann.frame_count, "video ends at last clip",
+                  f"frame_count {ann.frame_count} but the last clip ends at frame {clips[-1].end_frame}")
+
+    # the normal video
+    video = layout.normal_video(ann.id)
+    rel = layout.rel(video)
+    if not ck.expect(ann.video == rel, "video path", f"video is {ann.video!r}, expected {rel!r}"):
+        return
+    if not ck.expect(video.is_file(), "video exists", f"{rel} is missing", rel):
+        return
+    facts = _video_facts(video, cfg.decode, ck, "video opens", rel)
+    if facts:
+        v_fps, v_frames, v_w, v_h = facts
+        ck.expect(_near(float(v_fps), float(fps), FPS_TOLERANCE), "video fps",
+                  f"{rel} runs at {float(v_fps):.6f} fps, annotation says {ann.fps_rational}", rel)
+        ck.expect((v_w, v_h) == (ann.width, ann.height), "video size",
+                  f"{rel} is {v_w}x{v_h}, annotation says {ann.width}x{ann.height}", rel)
+        ck.expect(v_frames == ann.frame_count, "video frame count",
+                  f"{rel} has {v_frames} frames, annotation frame_count is {ann.frame_count}", rel)
+
+    # clip files (optional)
+    folder = layout.clip_dir(ann.id)
+    if folder.is_dir():
+        by_index = {str(c.index): c for c in clips}
+        for stem in layout.item_ids(folder, ".mp4"):
+            path = folder / f"{stem}.mp4"
+            crel = layout.rel(path)
+            c = by_index.get(stem)
+            if not ck.expect(c is not None, "clip file without clip", f"{crel} names no clip of the annotation", crel):
+                continue
+            facts = _video_facts(path, cfg.decode, ck, "clip file opens", crel)
+            if facts:
+                want = c.end_frame - c.start_frame
+                ck.expect(abs(facts[1] - want) <= CLIP_FRAME_TOLERANCE, "clip file frames",
+                          f"{crel} has {facts[1]} frames, clip {c.index} spans {want}", crel)
+
+
+def check_shuffled(job: tuple[str, Config]) -> dict:
+    """All checks of one shuffled item against its normal annotation and its video."""
+    sid, cfg = job
+    layout = cfg.layout()
+    ck = Checker(sid, layout.rel(layout.shuffled_annotation(sid)), "shuffled")
+    sh = _load(layout.shuffled_annotation(sid), ShuffledAnnotation, sid, ck, "shuffled ")
+    if sh is None:
+        return {"violations": ck.found, "source_id": None, "split": None}
+    try:
+        _check_shuffled(sh, layout, cfg, ck)
+    except (TypeError, AttributeError, ValueError) as exc:
+        ck.fail("shuffled annotation field types", f"{type(exc).__name__}: {exc}")
+    return {"violations": ck.found, "source_id": sh.source_id, "split": sh.split}
+
+
+def _check_shuffled(sh: ShuffledAnnotation, layout: Layout, cfg: Config, ck: Checker) -> None:
+    npath = layout.normal_annotation(sh.normal_id)
+    try:
+        ann = NormalAnnotation.from_dict(read_json(npath))
+    except (OSError, ValueError, TypeError) as exc:
+        ck.fail("shuffled normal annotation", f"normal_id {sh.normal_id!r}: {layout.rel(npath)} does not load: {exc}")
+        return
+    for name in ("source_id", "split", "fps_rational", "width", "height"):
+        ck.expect(getattr(sh, name) == getattr(ann, name), "shuffled matches normal",
+                  f"{name} is {getattr(sh, name)!r}, normal {ann.id} has {getattr(ann, name)!r}")
+    ck.expect(sh.normal_video == ann.video, "shuffled matches normal",
+              f"normal_video is {sh.normal_video!r}, normal {ann.id} has {ann.video!r}")
+    fps = _rate(sh.fps_rational, ck, "shuffled fps")
+    if fps is None:
+        return
+
+    n = len(ann.clips)
+    perm = list(sh.permutation)
+    if not ck.expect(sorted(perm) == list(range(n)), "shuffled permutation",
+                     f"{perm} is not a permutation of the {n} normal clips"):
+        return
+    ck.expect(perm != list(range(n)), "shuffled permutation", f"{perm} is the identity")
+    if not ck.expect(len(sh.clips) == n, "shuffled clips follow permutation",
+                     f"{len(sh.clips)} clips, the permutation has {n}"):
+        return
+    pos = 0
+    for i, c in enumerate(sh.clips):
+        ck.expect(c.index == i and c.source_index == perm[i], "shuffled clips follow permutation",
+                  f"clip {i} has index {c.index}, source_index {c.source_index}; permutation says {perm[i]}")
+        if ck.expect(0 <= c.source_index < n, "shuffled clips follow permutation",
+                     f"clip {i} has source_index {c.source_index}, the normal video has {n} clips"):
+            k, src = c.source_index, ann.clips[c.source_index]
+            ck.expect(c.caption == src.caption, "shuffled clip caption",
+                      f"clip {i} caption differs from normal clip {k}")
+            length, want = c.end_frame - c.start_frame, src.end_frame - src.start_frame
+            ck.expect(length == want, "shuffled clip length",
+                      f"clip {i} spans {length} frames, normal clip {k} spans {want}")
+            ck.expect(_near(c.source_start, src.start) and _near(c.source_end, src.end), "shuffled clip source times",
+                      f"clip {i} source [{c.source_start}, {c.source_end}] but normal clip {k} is "
+                      f"[{src.start}, {src.end}]")
+        ck.expect(c.start_frame == pos, "shuffled timeline contiguous",
+                  f"clip {i} starts at frame {c.start_frame}, the previous clip ends at frame {pos}")
+        for what, t, frame in (("start", c.start, c.start_frame), ("end", c.end, c.end_frame)):
+            ck.expect(_near(t, float(frame / fps)), "shuffled clip times match frames",
+                      f"clip {i}: {what} {t} but {what}_frame {frame} is at {float(frame / fps):.6f}s")
+        pos = c.end_frame
+    total = sum(c.end_frame - c.start_frame for c in sh.clips)
+    ck.expect(sh.frame_count == total, "shuffled frame count",
+              f"frame_count {sh.frame_count}, the clips sum to {total} frames")
+    ck.expect(_near(sh.duration, float(sh.frame_count / fps)), "shuffled duration",
+              f"duration {sh.duration} but frame_count/fps = {float(sh.frame_count / fps):.6f}")
+
+    video = layout.shuffled_video(sh.id)
+    rel = layout.rel(video)
+    if not ck.expect(sh.video == rel, "shuffled video path", f"video is {sh.video!r}, expected {rel!r}"):
+        return
+    if not ck.expect(video.is_file(), "shuffled video exists", f"{rel} is missing", rel):
+        return
+    facts = _video_facts(video, cfg.decode, ck, "shuffled video opens", rel)
+    if facts:
+        ck.expect(_near(float(facts[0]), float(fps), FPS_TOLERANCE), "shuffled video fps",
+                  f"{rel} runs at {float(facts[0]):.6f} fps, annotation says {sh.fps_rational}", rel)
+        ck.expect(facts[1] == total, "shuffled video frame count",
+                  f"{rel} has {facts[1]} frames, the clips sum to {total}", rel)
+
+
+def cross_checks(normal: dict[str, dict], shuffled: dict[str, dict], layout: Layout) -> list[Violation]:
+    """Unique source ids among normal annotations; no source id in both splits (normal and shuffled)."""
+    found = []
+    by_source: dict[str, list[str]] = defaultdict(list)
+    splits: dict[str, dict[str, list[tuple[str, str, str]]]] = defaultdict(lambda: defaultdict(list))
+    for kind, items, path_of in (("normal", normal, layout.normal_annotation),
+                                 ("shuffled", shuffled, layout.shuffled_annotation)):
+        for item_id, res in items.items():
+            if res["source_id"] is None:
+                continue
+            if kind == "normal":
+                by_source[res["source_id"]].append(item_id)
+            splits[res["source_id"]][res["split"]].append((kind, item_id, layout.rel(path_of(item_id))))
+    for source_id, ids in sorted(by_source.items()):
+        for item_id in ids if len(ids) > 1 else []:
+            others = ", ".join(i for i in ids if i != item_id)
+            found.append(Violation(item_id, "duplicate source_id", f"source_id {source_id!r} is also in {others}",
+                                   layout.rel(layout.normal_annotation(item_id))))
+    for source_id, by_split in sorted(splits.items()):
+        if len(by_split) > 1:
+            detail = f"source_id {source_id!r} is in " + "; ".join(
+                f"{split}: {', '.join(sorted(rel for _, _, rel in items))}"
+                for split, items in sorted(by_split.items()))
+            found += [Violation(item_id, ("shuffled " if kind == "shuffled" else "") + "source_id in both splits",
+                                detail, rel, kind)
+                      for items in by_split.values() for kind, item_id, rel in items]
+    return found
+
+
+def format_table(violations: list[Violation]) -> str:
+    rows = [("id", "check", "detail")] + [(v.id, v.check, v.detail) for v in violations]
+    w0 = max(len(r[0]) for r in rows)
+    w1 = max(len(r[1]) for r in rows)
+    lines = [f"{a:<{w0}}  {b:<{w1}}  {c}" for a, b, c in rows]
+    lines.insert(1, f"{'-' * w0}  {'-' * w1}  {'-' * 6}")
+    return "\n".join(lines)
+
+
+def run(root_dir, *, workers: int = 1, limit: Optional[int] = None, decode: bool = False, min_clips: int = 2,
+        layout: Optional[Layout] = None) -> Report:
+    root = require_root(root_dir, "--root_dir")
+    layout = layout or Layout(root)
+    if min_clips < 1:
+        raise UsageError(f"--min_clips must be >= 1, got {min_clips}")
+    all_normal = layout.item_ids(layout.normal_annotations_dir, ".json")
+    if not all_normal:
+        raise UsageError(f"no normal annotations in {layout.normal_annotations_dir}: run preprocess.py first")
+    all_shuffled = layout.item_ids(layout.shuffled_annotations_dir, ".json")
+    normal_ids, shuffled_ids = all_normal[:limit or None], all_shuffled[:limit or None]
+    stage = StageRun(STAGE, layout, dict(root_dir=root, workers=workers, limit=limit, decode=decode,
+                                         min_clips=min_clips))
+    cfg = Config(str(layout.root), (layout.shuffled_dir_name, layout.shuffled_annotation_dir_name,
+                                    layout.shuffled_video_dir_name), decode, min_clips)
+    violations: list[Violation] = []
+    results: dict[str, dict[str, dict]] = {"normal": {}, "shuffled": {}}
+    for kind, ids, fn in (("normal", normal_ids, check_normal), ("shuffled", shuffled_ids, check_shuffled)):
+        for item_id, res in zip(ids, pmap(fn, [(i, cfg) for i in ids], workers, desc=f"{STAGE} ({kind})",
+                                          unit="item")):
+            if isinstance(res, Failed):  # a bug, not a verdict: it must not pass for a clean item
+                violations.append(Violation(item_id, "internal error", res.error, kind=kind))
+                log.error("%s: internal error: %s", item_id, res.error)
+                log.debug("%s", res.traceback)
+                continue
+            results[kind][item_id] = res
+            violations += res["violations"]
+        stage.counts[f"{kind} annotations checked"] = len(ids)
+
+    # files no annotation claims (filter_corrupted moves them; here they are only reported)
+    for check, videos, annotated, path_of in (
+            ("video without annotation", layout.normal_videos_dir, all_normal, layout.normal_video),
+            ("shuffled video without annotation", layout.shuffled_videos_dir, all_shuffled, layout.shuffled_video)):
+        for vid in sorted(set(layout.item_ids(videos, ".mp4")) - set(annotated)):
+            rel = layout.rel(path_of(vid))
+            violations.append(Violation(vid, check, f"{rel} has no annotation", rel, "video"))
+    violations += cross_checks(results["normal"], results["shuffled"], layout)
+    violations.sort(key=lambda v: (v.id, v.check, v.detail))
+
+    for v in violations:
+        stage.reject(v.id, v.check, v.detail, v.source)
+    bad = {(v.kind, v.id) for v in violations}
+    n_items = len(normal_ids) + len(shuffled_ids)
+    n_ok = sum(1 for kind in results for i in results[kind] if (kind, i) not in bad)
+    stage.counts["violations"] = len(violations)
+    if violations:
+        print(format_table(violations))
+        summary = f"{len(violations)} violations in {len(bad)} items; {n_ok} of {n_items} annotations pass"
+    else:
+        summary = f"all checks pass: {len(normal_ids)} normal and {len(shuffled_ids)} shuffled annotations"
+    stats = stage.finish(n_items, n_ok, summary)
+    return Report(violations, stats)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="final_assertions.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root_dir", required=True, help="output root_dir of preprocess.py (and shuffle_clips.py)")
+    p.add_argument("--decode", action="store_true",
+                   help="count the frames of every video by decoding it (default: the container's frame count)")
+    p.add_argument("--min_clips", type=int, default=2, help="fewest clips an annotation may have (default: 2)")
+    p.add_argument("--shuffled_dir_name", default="shuffled",
+                   help="folder of shuffled outputs under root_dir (default: shuffled)")
+    p.add_argument("--annotation_dir_name", default="shuffled_annotations",
+                   help="shuffled annotations folder inside it (default: shuffled_annotations)")
+    p.add_argument("--video_dir_name", default="shuffled_videos",
+                   help="shuffled videos folder inside it (default: shuffled_videos)")
+    add_common_args(p)
+    p._option_string_actions["--seed"].help = ("no effect: nothing here is random "
+                                               "(accepted so one TIMEWARP_ARGS fits every stage)")
+    p._option_string_actions["--overwrite"].help = "no effect: this stage only reads"
+    return p
+
+
+def main(argv: Optional[list] = None) -> int:
+    def go(a):
+        try:
+            layout = Layout(Path(a.root_dir), a.shuffled_dir_name, a.annotation_dir_name, a.video_dir_name)
+        except ValueError as exc:
+            raise UsageError(str(exc))
+        report = run(a.root_dir, workers=a.workers, limit=a.limit, decode=a.decode, min_clips=a.min_clips,
+                     layout=layout)
+        return 0 if report.ok else 1
+    return cli(go, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
