@@ -113,3 +113,17 @@ def test_missing_ffmpeg_is_one_line(wild_dataset, tmp_path):
     res = subprocess.run([sys.executable, "timewarp/preprocess/preprocess.py", "--root_dir", str(wild_dataset),
                           "--save_dir", str(tmp_path / "o"), "--scale", "1"], cwd=ROOT, capture_output=True, text=True, env=env)
     assert res.returncode == 2 and "ffmpeg" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_rerun_removes_what_a_killed_run_left(wild_dataset, tmp_path):
+    out = tmp_path / "out"
+    preprocess.run(wild_dataset, out, 1, workers=1)
+    layout = Layout(out)
+    stale = [layout.normal_annotations_dir / ".tmp-x-abc.json", layout.normal_videos_dir / ".tmp-x-abc.mp4",
+             layout.tmp_dir / "src-x-abc.mp4"]
+    for p in stale:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"half")
+    preprocess.run(wild_dataset, out, 1, workers=1)
+    assert not any(p.exists() for p in stale)
+    assert len(layout.normal_ids()) == 1

@@ -214,7 +214,7 @@ class Layout:
 
     def normal_ids(self) -> list[str]:
         """Ids of all normal annotations, sorted."""
-        return sorted(p.stem for p in self.normal_annotations_dir.glob("*.json"))
+        return self.item_ids(self.normal_annotations_dir, ".json")
 
     def shuffled_ids(self) -> list[str]:
-        return sorted(p.stem for p in self.shuffled_annotations_dir.glob("*.json"))
+        return self.item_ids(self.shuffled_annotations_dir, ".json")

@@ -40,6 +40,27 @@ def atomic_path(final: Path, suffix: str | None = None) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+TEMP_PREFIXES = (".tmp-", ".concat-")
+
+
+def remove_stale_temp(root: Path) -> int:
+    """Delete temporary files a killed run left under ``root`` (they never carry a final name).
+
+    Call at the start of a stage; one run per root_dir at a time is assumed.
+    """
+    n = 0
+    root = Path(root)
+    if not root.is_dir():
+        return 0
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            if name.startswith(TEMP_PREFIXES) or Path(dirpath).name == "tmp" and Path(dirpath).parent == root:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(dirpath, name))
+                    n += 1
+    return n
+
+
 def write_text(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as fh:

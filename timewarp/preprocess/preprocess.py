@@ -29,7 +29,7 @@ from timewarp.parallel import Failed, pmap
 from timewarp.schema import Clip, NormalAnnotation, SourceVideo
 from timewarp.splits import rank_key, split_of
 from timewarp.stage import StageRun, add_common_args, cli, require_root
-from timewarp.store import write_json
+from timewarp.store import remove_stale_temp, write_json
 from timewarp.timestamps import frame_to_time, time_to_frame
 from timewarp.video import EncodeSettings, concat_copy, encode_normal, ffmpeg_exe, output_size, probe
 
@@ -175,6 +175,7 @@ def run(root_dir, save_dir, scale: int, *, seed: int = 42, workers: int = 1, lim
         probe_file.unlink()
     except OSError as exc:
         raise UsageError(f"--save_dir {save_dir} is not writable: {exc.strerror or exc}")
+    remove_stale_temp(layout.root)
     stage = StageRun(STAGE, layout, dict(root_dir=root, save_dir=save_dir, scale=scale, seed=seed, workers=workers,
                                          limit=limit, overwrite=overwrite, write_clips=write_clips,
                                          test_fraction=test_fraction, duration_tolerance=duration_tolerance,

@@ -24,7 +24,7 @@ from timewarp.parallel import Failed, pmap
 from timewarp.schema import NormalAnnotation, ShuffledAnnotation, ShuffledClip
 from timewarp.splits import item_seed
 from timewarp.stage import StageRun, add_common_args, cli, require_root
-from timewarp.store import read_json, write_json
+from timewarp.store import read_json, remove_stale_temp, write_json
 from timewarp.timestamps import frame_to_time, parse_rate
 from timewarp.video import concat_copy, ffmpeg_exe
 
@@ -120,6 +120,7 @@ def run(root_dir, *, seed: int = 42, workers: int = 1, limit: Optional[int] = No
     ffmpeg_exe()
     if limit:
         ids = ids[:limit]
+    remove_stale_temp(layout.root)
     stage = StageRun(STAGE, layout, dict(root_dir=root, seed=seed, workers=workers, limit=limit, overwrite=overwrite,
                                          permutations_per_video=permutations_per_video, keep_audio=keep_audio))
     cfg = Config(str(layout.root), seed, permutations_per_video, keep_audio, overwrite,
