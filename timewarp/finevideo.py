@@ -272,7 +272,7 @@ def extract_mp4(ref: SourceRef, dst: Path) -> Path:
 
 
 def _extract_parquet_row(pq, ref: SourceRef, dst: Path) -> Path:
-    pf = pq.ParquetFile(ref.path, buffer_size=1 << 20, pre_buffer=False)
+    pf = pq.ParquetFile(ref.path)
     row = int(ref.row)
     for rg in range(pf.metadata.num_row_groups):
         n = pf.metadata.row_group(rg).num_rows
@@ -281,13 +281,426 @@ def _extract_parquet_row(pq, ref: SourceRef, dst: Path) -> Path:
         row -= n
     else:
         raise ItemError("parquet row out of range", ref.label())
+    try:
+        found = _PageReader(pf, ref.path, rg, "mp4").extract(row, dst)
+    except _Unsupported as exc:
+        log.debug("%s: page reader: %s; reading with pyarrow", ref.label(), exc)
+        found = _extract_with_pyarrow(pf, rg, row, dst)
+    except (IndexError, ValueError, OverflowError) as exc:  # a page the reader misparsed: pyarrow knows better
+        log.warning("%s: page reader failed (%s: %s); reading with pyarrow", ref.label(), type(exc).__name__, exc)
+        found = _extract_with_pyarrow(pf, rg, row, dst)
+    if found is None:
+        raise ItemError("parquet row out of range", ref.label())
+    if found == 0:
+        raise ItemError("empty mp4 bytes", ref.label())
+    return dst
+
+
+def _extract_with_pyarrow(pf, rg: int, row: int, dst: Path) -> Optional[int]:
+    """Fallback for layouts the page reader does not handle: reads the row group up to ``row``."""
     for i, batch in enumerate(pf.iter_batches(batch_size=1, row_groups=[rg], columns=["mp4"], use_threads=False)):
         if i == row:
             value = batch.column(0)[0].as_py()
             if not value:
-                raise ItemError("empty mp4 bytes", ref.label())
+                return 0
             with open(dst, "wb") as fh:
                 fh.write(value)
-            return dst
-    raise ItemError("parquet row out of range", ref.label())
+            return len(value)
+    return None
 
+
+# ------------------------------------------------- reading one value of a parquet column chunk
+#
+# pyarrow cannot start decoding a column chunk at a given row: it decodes the row group from its
+# start (and a dictionary-encoded chunk's whole dictionary page, which for an mp4 column holds
+# every video of the row group) with memory several times the row group. A shard is ~500 MB, often
+# one row group, so ``_PageReader`` walks the chunk's page headers instead (Thrift compact,
+# a few dozen bytes each), seeks over the pages before the wanted row, and decodes only the page
+# holding it; a value inside a dictionary page is streamed out of that page (uncompressed, snappy
+# or gzip) without holding the page. Anything else raises ``_Unsupported`` (pyarrow fallback).
+
+class _Unsupported(Exception):
+    pass
+
+
+_PAGE_DATA, _PAGE_INDEX, _PAGE_DICT, _PAGE_DATA_V2 = 0, 1, 2, 3
+_ENC_PLAIN, _ENC_PLAIN_DICT, _ENC_RLE, _ENC_RLE_DICT = 0, 2, 3, 8
+_COPY = 1 << 20
+
+
+class _Thrift:
+    """Minimal Thrift compact-protocol decoder over a binary file object (structs as {id: value})."""
+
+    def __init__(self, fh):
+        self.fh = fh
+
+    def byte(self) -> int:
+        b = self.fh.read(1)
+        if not b:
+            raise _Unsupported("truncated page header")
+        return b[0]
+
+    def varint(self) -> int:
+        shift = result = 0
+        while True:
+            b = self.byte()
+            result |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return result
+            shift += 7
+            if shift > 70:
+                raise _Unsupported("bad varint in page header")
+
+    def zigzag(self) -> int:
+        n = self.varint()
+        return (n >> 1) ^ -(n & 1)
+
+    def value(self, t: int):
+        if t in (1, 2):
+            return t == 1
+        if t == 3:
+            return self.byte()
+        if t in (4, 5, 6):
+            return self.zigzag()
+        if t == 7:
+            return self.fh.read(8)
+        if t == 8:
+            return self.fh.read(self.varint())
+        if t in (9, 10):
+            h = self.byte()
+            n, et = h >> 4, h & 0x0F
+            if n == 15:
+                n = self.varint()
+            return [self.byte() == 1 if et in (1, 2) else self.value(et) for _ in range(n)]
+        if t == 11:
+            n = self.varint()
+            if not n:
+                return {}
+            kv = self.byte()
+            return {self.value(kv >> 4): self.value(kv & 0x0F) for _ in range(n)}
+        if t == 12:
+            return self.struct()
+        raise _Unsupported(f"thrift type {t}")
+
+    def struct(self) -> dict:
+        out, last = {}, 0
+        while True:
+            h = self.byte()
+            if h == 0:
+                return out
+            t, delta = h & 0x0F, h >> 4
+            fid = last + delta if delta else self.zigzag()
+            out[fid] = self.value(t)
+            last = fid
+
+
+def _hybrid(buf, pos: int, end: int, bit_width: int, count: int) -> list[int]:
+    """The first ``count`` values of an RLE / bit-packed hybrid run list."""
+    out: list[int] = []
+    vbytes = (bit_width + 7) // 8
+    mask = (1 << bit_width) - 1
+    while len(out) < count and pos < end:
+        shift = header = 0
+        while True:
+            b = buf[pos]
+            pos += 1
+            header |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                break
+        if header & 1:
+            groups = header >> 1
+            nbytes = groups * bit_width
+            bits = int.from_bytes(bytes(buf[pos:pos + nbytes]), "little")
+            for k in range(min(groups * 8, count - len(out))):
+                out.append((bits >> (k * bit_width)) & mask)
+            pos += nbytes
+        else:
+            value = int.from_bytes(bytes(buf[pos:pos + vbytes]), "little")
+            out.extend([value] * min(header >> 1, count - len(out)))
+            pos += vbytes
+    if len(out) < count:
+        raise _Unsupported("short level / index run")
+    return out
+
+
+class _SnappyStream:
+    """Raw snappy (as parquet stores it), decompressed incrementally with a bounded window."""
+
+    WINDOW = 1 << 16
+
+    def __init__(self, fh, size: int):
+        self.fh, self.left = fh, size
+        self.win = bytearray()
+        self.pending = memoryview(b"")
+        self._varint()  # uncompressed length: not needed
+
+    def _in(self, n: int) -> bytes:
+        if n > self.left:
+            raise _Unsupported("snappy data runs past its page")
+        b = self.fh.read(n)
+        if len(b) != n:
+            raise _Unsupported("truncated snappy page")
+        self.left -= n
+        return b
+
+    def _varint(self) -> int:
+        shift = result = 0
+        while True:
+            b = self._in(1)[0]
+            result |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return result
+            shift += 7
+
+    def _element(self) -> bytes:
+        tag = self._in(1)[0]
+        kind = tag & 3
+        if kind == 0:
+            n = tag >> 2
+            if n >= 60:
+                n = int.from_bytes(self._in(n - 59), "little")
+            out = self._in(n + 1)
+        else:
+            if kind == 1:
+                n, off = 4 + ((tag >> 2) & 7), ((tag >> 5) << 8) | self._in(1)[0]
+            elif kind == 2:
+                n, off = (tag >> 2) + 1, int.from_bytes(self._in(2), "little")
+            else:
+                n, off = (tag >> 2) + 1, int.from_bytes(self._in(4), "little")
+            if off == 0 or off > len(self.win):
+                raise _Unsupported("snappy copy reaches past the kept window")
+            start = len(self.win) - off
+            if off >= n:
+                out = bytes(self.win[start:start + n])
+            else:
+                rep = self.win[start:]
+                out = bytes((rep * (n // off + 1))[:n])
+        self.win += out
+        if len(self.win) > 2 * self.WINDOW:
+            del self.win[:len(self.win) - self.WINDOW]
+        return out
+
+    def read(self, n: int) -> bytes:
+        """Up to ``n`` bytes (fewer only at the end of the stream)."""
+        parts, got = [], 0
+        while got < n:
+            if not self.pending:
+                if self.left <= 0:
+                    break
+                self.pending = memoryview(self._element())
+                continue
+            take = self.pending[:n - got]
+            parts.append(bytes(take))
+            got += len(take)
+            self.pending = self.pending[len(take):]
+        return b"".join(parts)
+
+
+class _FileSlice:
+    """An uncompressed page payload read straight from the file."""
+
+    def __init__(self, fh, size: int):
+        self.fh, self.left = fh, size
+
+    def read(self, n: int) -> bytes:
+        b = self.fh.read(min(n, self.left))
+        self.left -= len(b)
+        return b
+
+
+class _GzipStream:
+    def __init__(self, fh, size: int):
+        import zlib
+
+        self.fh, self.left = fh, size
+        self.z = zlib.decompressobj(wbits=47)  # gzip or zlib header
+        self.buf = b""
+
+    def read(self, n: int) -> bytes:
+        while len(self.buf) < n and (self.left > 0 or self.z.unconsumed_tail):
+            data = self.z.unconsumed_tail or self.fh.read(min(_COPY, self.left))
+            if not self.z.unconsumed_tail:
+                self.left -= len(data)
+            self.buf += self.z.decompress(data, max(n - len(self.buf), _COPY))
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+
+class _PageReader:
+    def __init__(self, pf, path: str, rg: int, column: str):
+        md = pf.metadata
+        idx = next((i for i in range(md.num_columns) if md.schema.column(i).path == column), None)
+        if idx is None:
+            raise _Unsupported(f"no flat column {column}")
+        desc = md.schema.column(idx)
+        if desc.max_repetition_level != 0 or desc.max_definition_level > 1 or desc.physical_type != "BYTE_ARRAY":
+            raise _Unsupported("nested or non-binary column")
+        self.max_def = desc.max_definition_level
+        self.chunk = md.row_group(rg).column(idx)
+        self.codec = self.chunk.compression.upper()
+        if self.codec not in ("UNCOMPRESSED", "SNAPPY", "GZIP", "ZSTD", "BROTLI", "LZ4_RAW"):
+            raise _Unsupported(f"codec {self.codec}")
+        self.path = path
+
+    def _decompress(self, data: bytes, size: int) -> bytes:
+        if self.codec == "UNCOMPRESSED":
+            return data
+        import pyarrow as pa
+
+        return pa.Codec(self.codec.lower()).decompress(data, decompressed_size=size).to_pybytes()
+
+    def extract(self, row: int, dst: Path) -> Optional[int]:
+        """Write the value of ``row`` (index inside the row group) to ``dst``; its length, 0 if null/empty."""
+        c = self.chunk
+        offsets = [c.data_page_offset]
+        if c.has_dictionary_page and c.dictionary_page_offset:
+            offsets.append(c.dictionary_page_offset)
+        start = min(offsets)
+        end = start + c.total_compressed_size
+        dictionary = None
+        seen = 0
+        with open(self.path, "rb", buffering=1 << 16) as fh:
+            fh.seek(start)
+            th = _Thrift(fh)
+            while fh.tell() < end:
+                header = th.struct()
+                ptype, usize, csize = header.get(1), header.get(2), header.get(3)
+                if usize is None or csize is None or csize < 0:
+                    raise _Unsupported("page header without sizes")
+                payload = fh.tell()
+                if ptype == _PAGE_DICT:
+                    dh = header.get(7) or {}
+                    if dh.get(2, _ENC_PLAIN) not in (_ENC_PLAIN, _ENC_PLAIN_DICT):
+                        raise _Unsupported("dictionary page not PLAIN")
+                    dictionary = (payload, csize, usize, dh.get(1, 0))
+                elif ptype in (_PAGE_DATA, _PAGE_DATA_V2):
+                    h = header.get(5 if ptype == _PAGE_DATA else 8) or {}
+                    num = h.get(3) if ptype == _PAGE_DATA_V2 else h.get(1)
+                    if num is None:
+                        raise _Unsupported("data page without a value count")
+                    if row < seen + num:
+                        return self._from_page(fh, ptype, h, csize, usize, row - seen, num, dictionary, dst)
+                    seen += num
+                fh.seek(payload + csize)
+        return None
+
+    def _stream(self, fh, size: int):
+        """The decompressed bytes of the ``size`` bytes at the file position, read incrementally (or None)."""
+        if self.codec == "UNCOMPRESSED":
+            return _FileSlice(fh, size)
+        if self.codec == "SNAPPY":
+            return _SnappyStream(fh, size)
+        if self.codec == "GZIP":
+            return _GzipStream(fh, size)
+        return None
+
+    def _from_page(self, fh, ptype, h, csize, usize, k, num, dictionary, dst) -> int:
+        encoding = h.get(2) if ptype == _PAGE_DATA else h.get(4)
+        if encoding == _ENC_PLAIN and csize > _COPY:
+            # a big page of PLAIN values (writers put many videos in one page): stream it
+            payload = fh.tell()
+            if ptype == _PAGE_DATA:
+                stream = self._stream(fh, csize)
+                if stream is not None:
+                    levels = None
+                    if self.max_def:
+                        if h.get(3, _ENC_RLE) != _ENC_RLE:
+                            raise _Unsupported("definition levels not RLE")
+                        n = int.from_bytes(_exact(stream, 4), "little")
+                        levels = _hybrid(_exact(stream, n), 0, n, 1, k + 1)
+                    return self._plain_value(fh, stream, levels, k, dst)
+            else:
+                dl, rl = h.get(5, 0), h.get(6, 0)
+                level_bytes = fh.read(dl + rl)
+                body = csize - dl - rl
+                stream = self._stream(fh, body) if h.get(7, True) else _FileSlice(fh, body)
+                if stream is not None:
+                    levels = _hybrid(level_bytes, rl, rl + dl, 1, k + 1) if self.max_def else None
+                    return self._plain_value(fh, stream, levels, k, dst)
+            fh.seek(payload)
+        raw = fh.read(csize)
+        if len(raw) != csize:
+            raise _Unsupported("truncated data page")
+        if ptype == _PAGE_DATA:
+            data = memoryview(self._decompress(raw, usize))
+            pos = 0
+            levels = None
+            if self.max_def:
+                if h.get(3, _ENC_RLE) != _ENC_RLE:
+                    raise _Unsupported("definition levels not RLE")
+                n = int.from_bytes(data[:4], "little")
+                levels = _hybrid(data, 4, 4 + n, 1, k + 1)
+                pos = 4 + n
+        else:
+            dl, rl = h.get(5, 0), h.get(6, 0)
+            levels_raw = raw[:dl + rl]
+            body = raw[dl + rl:]
+            if h.get(7, True):
+                body = self._decompress(body, usize - dl - rl)
+            data = memoryview(levels_raw + body)
+            levels = _hybrid(data, rl, rl + dl, 1, k + 1) if self.max_def else None
+            pos = dl + rl
+        if levels is not None:
+            if levels[k] < self.max_def:
+                return 0
+            k = sum(1 for v in levels[:k] if v == self.max_def)
+        if encoding == _ENC_PLAIN:
+            for _ in range(k):
+                pos += 4 + int.from_bytes(data[pos:pos + 4], "little")
+            n = int.from_bytes(data[pos:pos + 4], "little")
+            if pos + 4 + n > len(data):
+                raise _Unsupported("value runs past its page")
+            with open(dst, "wb") as out:
+                out.write(data[pos + 4:pos + 4 + n])
+            return n
+        if encoding in (_ENC_RLE_DICT, _ENC_PLAIN_DICT):
+            if dictionary is None:
+                raise _Unsupported("dictionary-encoded page without a dictionary")
+            width = data[pos]
+            index = _hybrid(data, pos + 1, len(data), width, k + 1)[k] if width else 0
+            del data, raw
+            return self._from_dictionary(fh, dictionary, index, dst)
+        raise _Unsupported(f"value encoding {encoding}")
+
+    def _from_dictionary(self, fh, dictionary, index: int, dst: Path) -> int:
+        payload, csize, usize, count = dictionary
+        if index >= count:
+            raise _Unsupported("dictionary index out of range")
+        fh.seek(payload)
+        stream = self._stream(fh, csize)
+        if stream is None:
+            raise _Unsupported(f"streaming a {self.codec} dictionary page")
+        return self._plain_value(fh, stream, None, index, dst)
+
+    @staticmethod
+    def _plain_value(fh, stream, levels: Optional[list], k: int, dst: Path) -> int:
+        """Skip to the k-th PLAIN BYTE_ARRAY value of ``stream`` (k counts rows when ``levels`` is given)."""
+        if levels is not None:
+            if levels[k] < 1:
+                return 0
+            k = sum(1 for v in levels[:k] if v >= 1)
+        for _ in range(k):
+            n = int.from_bytes(_exact(stream, 4), "little")
+            if isinstance(stream, _FileSlice):
+                if n > stream.left:
+                    raise _Unsupported("value runs past its page")
+                fh.seek(n, 1)
+                stream.left -= n
+            else:
+                while n:
+                    n -= len(_exact(stream, min(n, _COPY)))
+        n = total = int.from_bytes(_exact(stream, 4), "little")
+        with open(dst, "wb") as out:
+            while n:
+                chunk = _exact(stream, min(n, _COPY))
+                out.write(chunk)
+                n -= len(chunk)
+        return total
+
+
+def _exact(stream, n: int) -> bytes:
+    b = stream.read(n)
+    if len(b) != n:
+        raise _Unsupported("page shorter than its values")
+    return b

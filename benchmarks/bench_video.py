@@ -1,0 +1,399 @@
+"""Video benchmark: the published moviepy method vs this project vs the one-encode floor.
+
+On the same generated FineVideo-shaped input (one parquet shard of lavfi ``testsrc2`` videos with
+B-frames, ``--clips`` annotated scenes each, gaps between clips) it times, each variant in its own
+process so peak memory is separate:
+
+* baseline: the published method's video work re-done with moviepy: the normal video (0 s to the
+  end of the last clip) rendered with libx264, then the shuffled video rendered by concatenating
+  subclips of it (moviepy defaults, as the release passes none: preset medium, ffmpeg threads);
+  sequential, as the release is;
+* project: ``preprocess.run`` + ``shuffle_clips.run`` from the shard (``--workers``);
+* floor: one bare ``ffmpeg`` libx264 encode per video of the same frames with the same settings
+  (preset, crf, ``-bf 0``, no audio, same ``-threads`` and the same number of parallel videos);
+* project and floor again at ``--workers 1`` (or 2 when ``--workers 1``): the scaling line;
+* the memory line (``bench_memory.py``): preprocess from a >= ``--memory_gb`` shard.
+
+Peak RSS is the largest sampled sum of resident memory over the variant's process tree (python
+plus its ffmpeg children), polled from /proc every 50 ms. Usage::
+
+    python benchmarks/bench_video.py                      # 4 videos x 60 s at 720p, 6 clips
+    python benchmarks/bench_video.py --videos 1 --duration 4 --height 144 --memory_gb 0.02
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from fractions import Fraction
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+FPS = "30000/1001"
+PAGE = os.sysconf("SC_PAGE_SIZE")
+COLORS = ["red", "green", "blue", "yellow", "purple", "orange", "cyan", "pink", "brown", "gray"]
+SHAPES = ["square", "circle", "bar", "cross"]
+
+
+# ------------------------------------------------------------------ process-tree memory sampling
+
+def _tree_rss(root_pid: int) -> tuple[int, int]:
+    """Sums of RSS and of PSS (bytes) over ``root_pid`` and all its descendants.
+
+    RSS counts pages shared by forked workers once per process (an over-count); PSS splits them.
+    """
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(b")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(d))
+    rss = pss = 0
+    todo = [root_pid]
+    while todo:
+        pid = todo.pop()
+        try:
+            with open(f"/proc/{pid}/smaps_rollup", "rb") as fh:
+                for line in fh:
+                    if line.startswith(b"Rss:"):
+                        rss += int(line.split()[1]) * 1024
+                    elif line.startswith(b"Pss:"):
+                        pss += int(line.split()[1]) * 1024
+        except (OSError, IndexError, ValueError):
+            pass
+        todo.extend(children.get(pid, []))
+    return rss, pss
+
+
+def run_child(args: list[str], env_extra: dict | None = None) -> dict:
+    """Run ``python <this script> --_child ...`` and return its JSON result plus ``peak_rss``."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env_extra or {})}
+    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            text=True)
+    peak = peak_pss = 0
+    stop = threading.Event()
+
+    def sample():
+        nonlocal peak, peak_pss
+        while not stop.is_set():
+            rss, pss = _tree_rss(proc.pid)
+            peak, peak_pss = max(peak, rss), max(peak_pss, pss)
+            stop.wait(0.05)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    out, err = proc.communicate()
+    stop.set()
+    t.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark step {args[1:4]} failed (exit {proc.returncode}):\n{err[-3000:]}")
+    lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+    res = json.loads(lines[-1])
+    res["peak_rss"], res["peak_pss"] = peak, peak_pss
+    return res
+
+
+# ------------------------------------------------------------------ input generation
+
+def frame_size(height: int) -> tuple[int, int]:
+    w = int(round(height * 16 / 9 / 2)) * 2
+    return w, height - height % 2
+
+
+def generate(work: Path, videos: int, duration: float, height: int, clips: int, seed: int = 0) -> dict:
+    """Render the source videos and write them as one FineVideo parquet shard; return the plan."""
+    from timewarp.sample_data import SceneSpec, VideoSpec, metadata_for, write_shard
+    from timewarp.timestamps import parse_timestamp, time_to_frame
+    from timewarp.video import ffmpeg_exe
+
+    rng = random.Random(seed)
+    fps = Fraction(FPS)
+    w, h = frame_size(height)
+    total = int(duration * fps)
+    src_dir = work / "src"
+    src_dir.mkdir(parents=True, exist_ok=True)
+    rows, plan = [], []
+    for i in range(videos):
+        name = f"bench{i:03d}"
+        path = src_dir / f"{name}.mp4"
+        # scenes: equal shares of the video; the activity (clip) skips ~10% of each scene at both ends
+        bounds = [round(total * k / clips) for k in range(clips + 1)]
+        scenes = []
+        for k in range(clips):
+            n = bounds[k + 1] - bounds[k]
+            a, b = max(0, n // 10), n - max(1, n // 10)
+            scenes.append(SceneSpec(n, rng.choice(COLORS), rng.choice(SHAPES), [(a, b)]))
+        spec = VideoSpec(name, scenes, fps=FPS, size=(w, h))
+        # testsrc2 (moving, textured), a different pattern offset per video; B-frames as in the wild
+        cmd = [ffmpeg_exe(), "-hide_banner", "-v", "error", "-y", "-f", "lavfi",
+               "-i", f"testsrc2=size={w}x{h}:rate={FPS}", "-frames:v", str(total),
+               "-vf", "hflip" if i % 2 else "null",
+               "-c:v", "libx264", "-preset", "superfast", "-bf", "3", "-g", "250", "-crf", "20",
+               "-pix_fmt", "yuv420p", str(path)]
+        subprocess.run(cmd, check=True)
+        meta = metadata_for(spec)
+        rows.append((path.read_bytes(), meta))
+        spans = [(parse_timestamp(sc["activities"][0]["timestamp"]["start_timestamp"]),
+                  parse_timestamp(sc["activities"][0]["timestamp"]["end_timestamp"]))
+                 for sc in meta["content_metadata"]["scenes"]]
+        perm = list(range(clips))
+        while perm == list(range(clips)):
+            rng.shuffle(perm)
+        plan.append({"name": name, "src": str(path), "spans": spans, "perm": perm,
+                     "n_frames": time_to_frame(spans[-1][1], fps)})
+    write_shard(work / "finevideo" / "data" / "train-00000-of-00001.parquet", rows)
+    return {"videos": plan, "size": [w, h], "fps": FPS, "frames": total}
+
+
+# ------------------------------------------------------------------ the variants (child side)
+
+def child_baseline(plan: dict, out: Path, limit: int, preset: str) -> dict:
+    from moviepy import VideoFileClip, concatenate_videoclips
+
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    done = 0
+    for v in plan["videos"][:limit]:
+        normal = out / f"{v['name']}.mp4"
+        shuffled = out / f"{v['name']}_shuffled.mp4"
+        spans = v["spans"]
+        with VideoFileClip(v["src"], audio=False) as clip:
+            clip.subclipped(0, min(spans[-1][1], clip.duration)).write_videofile(
+                str(normal), codec="libx264", audio=False, preset=preset, logger=None)
+        with VideoFileClip(str(normal), audio=False) as clip:
+            parts = [clip.subclipped(spans[i][0], min(spans[i][1], clip.duration)) for i in v["perm"]]
+            concatenate_videoclips(parts).write_videofile(str(shuffled), codec="libx264", audio=False,
+                                                          preset=preset, logger=None)
+        done += 1
+    return {"seconds": time.perf_counter() - t0, "videos": done}
+
+
+def child_project(work: Path, out: Path, videos: int, workers: int, preset: str, crf: int) -> dict:
+    import logging
+
+    from timewarp.preprocess import preprocess, shuffle_clips
+    from timewarp.video import EncodeSettings
+
+    logging.disable(logging.WARNING)
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    t0 = time.perf_counter()
+    pre = preprocess.run(work / "finevideo", out, videos, workers=workers, test_fraction=0.0,
+                         encode=EncodeSettings(preset=preset, crf=crf))
+    t1 = time.perf_counter()
+    shuffle_clips.run(out, workers=workers)
+    t2 = time.perf_counter()
+    n = len(list((out / "shuffled" / "shuffled_videos").glob("*.mp4")))
+    if n != videos:
+        raise SystemExit(f"project made {n} shuffled videos, expected {videos}: {pre}")
+    return {"seconds": t2 - t0, "preprocess": t1 - t0, "shuffle": t2 - t1, "videos": n}
+
+
+def floor_threads(workers: int) -> int:
+    """The same -threads preprocess uses: cpu // workers when parallel, else ffmpeg's own choice (0)."""
+    return max(1, (os.cpu_count() or 1) // workers) if workers > 1 else 0
+
+
+def child_floor(plan: dict, out: Path, workers: int, preset: str, crf: int) -> dict:
+    from timewarp.video import ffmpeg_exe
+
+    out.mkdir(parents=True, exist_ok=True)
+    threads = str(floor_threads(workers))
+    exe = ffmpeg_exe()
+
+    def one(v):
+        subprocess.run([exe, "-hide_banner", "-nostdin", "-v", "error", "-y", "-threads", threads, "-i", v["src"],
+                        "-map", "0:v:0", "-an", "-frames:v", str(v["n_frames"]), "-c:v", "libx264",
+                        "-preset", preset, "-crf", str(crf), "-bf", "0", "-pix_fmt", "yuv420p",
+                        "-threads", threads, str(out / f"{v['name']}.mp4")], check=True)
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(one, plan["videos"]))
+    return {"seconds": time.perf_counter() - t0, "videos": len(plan["videos"])}
+
+
+def child_main(argv: list[str]) -> int:
+    kind, work, spec = argv[0], Path(argv[1]), json.loads(argv[2])
+    plan = json.loads((work / "plan.json").read_text())
+    out = work / spec["out"]
+    shutil.rmtree(out, ignore_errors=True)
+    if kind == "baseline":
+        res = child_baseline(plan, out, spec["limit"], spec["preset"])
+    elif kind == "project":
+        res = child_project(work, out, len(plan["videos"]), spec["workers"], spec["preset"], spec["crf"])
+    elif kind == "floor":
+        res = child_floor(plan, out, spec["workers"], spec["preset"], spec["crf"])
+    else:
+        raise SystemExit(f"unknown child {kind}")
+    shutil.rmtree(out, ignore_errors=True)
+    print(json.dumps(res))
+    return 0
+
+
+# ------------------------------------------------------------------ parent
+
+def variant(kind: str, work: Path, **spec) -> dict:
+    return run_child([__file__, "--_child", kind, str(work), json.dumps(spec)])
+
+
+def mb(n: int) -> str:
+    return f"{n / 2**20:.0f}"
+
+
+def load() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--videos", type=int, default=4, help="source videos (default: 4)")
+    p.add_argument("--duration", type=float, default=60.0, help="seconds per source video (default: 60)")
+    p.add_argument("--height", type=int, default=720, help="frame height, 16:9 (default: 720)")
+    p.add_argument("--clips", type=int, default=6, help="annotated clips per video (default: 6)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel videos (default: nproc)")
+    p.add_argument("--preset", default="veryfast", help="x264 preset of project and floor (default: veryfast)")
+    p.add_argument("--crf", type=int, default=23)
+    p.add_argument("--baseline_preset", default="medium",
+                   help="x264 preset of the moviepy baseline (default: medium, moviepy's default, as published)")
+    p.add_argument("--baseline_videos", type=int, default=None,
+                   help="run the (slow) baseline on only this many videos; ratios use seconds per video "
+                        "(default: all)")
+    p.add_argument("--no_baseline", action="store_true")
+    p.add_argument("--memory_gb", type=float, default=1.0, help="size of the memory-benchmark shard (default: 1)")
+    p.add_argument("--memory_rows", type=int, default=3, help="videos preprocess picks from it (default: 3)")
+    p.add_argument("--no_memory", action="store_true", help="skip the memory benchmark")
+    p.add_argument("--work_dir", default=None, help="where to generate inputs (default: a temp dir, removed)")
+    p.add_argument("--json", default=None, help="also write the results here")
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv and argv[0] == "--_child":
+        return child_main(argv[1:])
+    a = p.parse_args(argv)
+    if a.videos < 1 or a.clips < 2 or a.workers < 1:
+        p.error("need --videos >= 1, --clips >= 2, --workers >= 1")
+    os.environ["TQDM_DISABLE"] = "1"
+
+    tmp = None
+    if a.work_dir:
+        work = Path(a.work_dir)
+        work.mkdir(parents=True, exist_ok=True)
+    else:
+        tmp = tempfile.mkdtemp(prefix="timewarp-bench-")
+        work = Path(tmp)
+    try:
+        return _bench(a, work)
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _bench(a, work: Path) -> int:
+    t0 = time.perf_counter()
+    plan = generate(work, a.videos, a.duration, a.height, a.clips)
+    (work / "plan.json").write_text(json.dumps(plan))
+    gen_s = time.perf_counter() - t0
+    w, h = plan["size"]
+    print(f"# {a.videos} videos x {a.duration:g} s, {w}x{h} @ 29.97 fps, {a.clips} clips each; "
+          f"x264 {a.preset} crf {a.crf}; --workers {a.workers}; {os.cpu_count()} CPUs ({cpu_model()}); "
+          f"inputs generated in {gen_s:.1f} s; load average {load()}", flush=True)
+
+    ww = a.workers if a.workers > 1 else 2  # the other side of the scaling line
+    results: dict = {}
+    common = dict(preset=a.preset, crf=a.crf)
+    results["floor"] = variant("floor", work, out="o_floor", workers=a.workers, **common)
+    results["project"] = variant("project", work, out="o_project", workers=a.workers, **common)
+    other = 1 if a.workers > 1 else ww
+    results["floor_other"] = variant("floor", work, out="o_floor1", workers=other, **common)
+    results["project_other"] = variant("project", work, out="o_project1", workers=other, **common)
+    if not a.no_baseline:
+        limit = min(a.videos, a.baseline_videos or a.videos)
+        results["baseline"] = variant("baseline", work, out="o_base", limit=limit, preset=a.baseline_preset)
+
+    def per(r):
+        return r["seconds"] / r["videos"]
+
+    rows = []
+    if "baseline" in results:
+        rows.append((f"moviepy baseline (published; {a.baseline_preset}, sequential)", results["baseline"]))
+    rows += [(f"project preprocess+shuffle (--workers {a.workers})", results["project"]),
+             (f"floor: 1 ffmpeg encode/video (--workers {a.workers})", results["floor"]),
+             (f"project preprocess+shuffle (--workers {other})", results["project_other"]),
+             (f"floor: 1 ffmpeg encode/video (--workers {other})", results["floor_other"])]
+    print()
+    print(f"{'variant':<52} {'videos':>6} {'seconds':>8} {'s/video':>8} {'peak RSS MB':>12} {'peak PSS MB':>12}")
+    for name, r in rows:
+        print(f"{name:<52} {r['videos']:>6} {r['seconds']:>8.2f} {per(r):>8.2f} {mb(r['peak_rss']):>12} "
+              f"{mb(r['peak_pss']):>12}")
+    pr = results["project"]
+    print(f"{'  of which preprocess / shuffle':<52} {'':>6} {pr['preprocess']:>8.2f} {'':>8} "
+          f"{'':>12}  shuffle {pr['shuffle']:.2f} s")
+    print()
+
+    def verdict(ok):
+        return "PASS" if ok else "MISS"
+
+    ratios = {}
+    if "baseline" in results:
+        ratios["baseline_over_project"] = per(results["baseline"]) / per(pr)
+    ratios["project_over_floor"] = per(pr) / per(results["floor"])
+    w1, w2 = (results["project_other"], pr) if a.workers > 1 else (pr, results["project_other"])
+    f1, f2 = (results["floor_other"], results["floor"]) if a.workers > 1 else (results["floor"], results["floor_other"])
+    hi = max(a.workers, ww)
+    ratios["project_workers_scaling"] = per(w1) / per(w2)
+    ratios["floor_workers_scaling"] = per(f1) / per(f2)
+    if "baseline_over_project" in ratios:
+        print(f"baseline / project          {ratios['baseline_over_project']:6.2f}x   (target >= 10)   "
+              f"{verdict(ratios['baseline_over_project'] >= 10)}")
+    print(f"project / floor             {ratios['project_over_floor']:6.2f}x   (target <= 1.2)  "
+          f"{verdict(ratios['project_over_floor'] <= 1.2)}")
+    print(f"throughput --workers {hi} / 1  {ratios['project_workers_scaling']:6.2f}x   (target >= 1.7)  "
+          f"{verdict(ratios['project_workers_scaling'] >= 1.7)}   (floor: {ratios['floor_workers_scaling']:.2f}x, "
+          f"the most the hardware gives)", flush=True)
+
+    if not a.no_memory:
+        from bench_memory import memory_benchmark
+
+        mem = memory_benchmark(work, plan, gb=a.memory_gb, chosen=a.memory_rows, workers=a.workers,
+                               preset=a.preset, crf=a.crf)
+        results["memory"] = mem
+        print()
+        for line in mem["lines"]:
+            print(line)
+    print(f"# load average at the end {load()} (other work on the machine skews every number)")
+    if a.json:
+        Path(a.json).write_text(json.dumps({"args": vars(a), "results": results, "ratios": ratios}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    sys.exit(main())
