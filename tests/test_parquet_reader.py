@@ -34,8 +34,12 @@ LAYOUTS += [dict(compression="snappy", use_dictionary=True, dictionary_pagesize_
             dict(compression="snappy", use_dictionary=False, data_page_size=10_000_000)]
 
 
+@pytest.mark.parametrize("stream_pages", [False, True], ids=["whole-page", "streamed"])
 @pytest.mark.parametrize("layout", LAYOUTS, ids=lambda kw: "-".join(f"{k}={v}" for k, v in kw.items()))
-def test_extract_matches_pyarrow(layout, tmp_path, monkeypatch):
+def test_extract_matches_pyarrow(layout, stream_pages, tmp_path, monkeypatch):
+    """Both ways of reading a page: decompressed whole (small pages) and streamed (pages too big to hold)."""
+    if stream_pages:
+        monkeypatch.setattr(finevideo, "_WHOLE_PAGE", 0)
     values = _values()
     path = tmp_path / "s.parquet"
     pq.write_table(pa.table({"mp4": pa.array(values, pa.binary()), "json": pa.array([{"a": i} for i in range(len(values))])}),

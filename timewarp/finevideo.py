@@ -12,6 +12,7 @@ read alone, streamed from its row group (``extract_mp4``), so a 500 MB shard is 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import re
@@ -326,6 +327,7 @@ class _Unsupported(Exception):
 _PAGE_DATA, _PAGE_INDEX, _PAGE_DICT, _PAGE_DATA_V2 = 0, 1, 2, 3
 _ENC_PLAIN, _ENC_PLAIN_DICT, _ENC_RLE, _ENC_RLE_DICT = 0, 2, 3, 8
 _COPY = 1 << 20
+_WHOLE_PAGE = 64 << 20
 
 
 class _Thrift:
@@ -585,10 +587,16 @@ class _PageReader:
                 fh.seek(payload + csize)
         return None
 
-    def _stream(self, fh, size: int):
-        """The decompressed bytes of the ``size`` bytes at the file position, read incrementally (or None)."""
+    def _stream(self, fh, size: int, usize: int):
+        """The decompressed bytes of the ``size`` bytes at the file position, read incrementally (or None).
+
+        A page of at most ``_WHOLE_PAGE`` bytes is decompressed at once by pyarrow's C++ codec:
+        the pure-Python streams are for pages too big to hold, and slow on compressible data.
+        """
         if self.codec == "UNCOMPRESSED":
             return _FileSlice(fh, size)
+        if size <= _WHOLE_PAGE and usize <= _WHOLE_PAGE:
+            return io.BytesIO(self._decompress(fh.read(size), usize))
         if self.codec == "SNAPPY":
             return _SnappyStream(fh, size)
         if self.codec == "GZIP":
@@ -601,7 +609,7 @@ class _PageReader:
             # a big page of PLAIN values (writers put many videos in one page): stream it
             payload = fh.tell()
             if ptype == _PAGE_DATA:
-                stream = self._stream(fh, csize)
+                stream = self._stream(fh, csize, usize)
                 if stream is not None:
                     levels = None
                     if self.max_def:
@@ -614,7 +622,7 @@ class _PageReader:
                 dl, rl = h.get(5, 0), h.get(6, 0)
                 level_bytes = fh.read(dl + rl)
                 body = csize - dl - rl
-                stream = self._stream(fh, body) if h.get(7, True) else _FileSlice(fh, body)
+                stream = self._stream(fh, body, usize - dl - rl) if h.get(7, True) else _FileSlice(fh, body)
                 if stream is not None:
                     levels = _hybrid(level_bytes, rl, rl + dl, 1, k + 1) if self.max_def else None
                     return self._plain_value(fh, stream, levels, k, dst)
@@ -668,7 +676,7 @@ class _PageReader:
         if index >= count:
             raise _Unsupported("dictionary index out of range")
         fh.seek(payload)
-        stream = self._stream(fh, csize)
+        stream = self._stream(fh, csize, usize)
         if stream is None:
             raise _Unsupported(f"streaming a {self.codec} dictionary page")
         return self._plain_value(fh, stream, None, index, dst)
