@@ -1,0 +1,91 @@
+"""Generation stages with the model backend: SIGKILL mid-run and a server that dies mid-run.
+
+After either, rerunning the same command finishes only what is missing (no paid call twice) and
+the output is byte-identical to an uninterrupted run.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from fake_openai import FakeOpenAI
+from test_resume import kill_when
+from timewarp.layout import Layout
+from timewarp.pref_data import generate_sft_explicit
+from timewarp.store import read_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _rewrite(req: dict) -> str:
+    """A well-behaved model: keeps every text, adds a little wording (same as test_gen_cli)."""
+    user = json.loads(req["messages"][-1]["content"])
+    return json.dumps({k: f"Well, {v}" for k, v in user.items()})
+
+
+def _args(root: Path, server: FakeOpenAI, *extra) -> list[str]:
+    return ["--root_dir", str(root), "--backend", "openai", "--llm_base_url", server.base_url, "--llm_model",
+            server.model, "--llm_concurrency", "1", "--workers", "1", *extra]
+
+
+def _reference(processed: Path, tmp_path: Path) -> tuple[bytes, int]:
+    ref = tmp_path / "ref"
+    shutil.copytree(processed, ref)
+    with FakeOpenAI(responder=_rewrite) as server:
+        assert generate_sft_explicit.main(_args(ref, server)) == 0
+        calls = server.chat_calls
+    return Layout(ref).sft_explicit_file.read_bytes(), calls
+
+
+def _cache_files(root: Path) -> int:
+    return len(list(Layout(root).cache_dir.rglob("*.json"))) if Layout(root).cache_dir.is_dir() else 0
+
+
+def test_sigkill_during_model_calls_then_rerun(processed, tmp_path):
+    want, n_requests = _reference(processed, tmp_path)
+    assert n_requests >= 3
+    root = tmp_path / "out"
+    shutil.copytree(processed, root)
+    with FakeOpenAI(responder=_rewrite) as server:
+        server.delay = 0.15
+        cmd = [sys.executable, "timewarp/pref_data/generate_sft_explicit.py", *_args(root, server)]
+        assert kill_when(cmd, lambda: _cache_files(root) >= 2), "finished before it could be killed"
+        assert not Layout(root).sft_explicit_file.exists()  # nothing half-written under the final name
+        cached = _cache_files(root)
+        server.delay = 0.0
+        subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
+        # each request answered once, except at most the one in flight when the process died
+        assert server.chat_calls <= n_requests + 1
+        assert server.chat_calls - cached <= n_requests - cached + 1
+    assert Layout(root).sft_explicit_file.read_bytes() == want
+
+
+def test_server_dies_mid_run_then_rerun_finishes_only_the_missing(processed, tmp_path):
+    want, n_requests = _reference(processed, tmp_path)
+    root = tmp_path / "out"
+    shutil.copytree(processed, root)
+    answered = 2
+    server = FakeOpenAI()
+
+    def dying(req):
+        if len(server.chat_requests) >= answered:  # the server goes away after answering `answered` calls
+            threading.Thread(target=server.stop, daemon=True).start()
+        return _rewrite(req)
+
+    server.responder = dying
+    with server:
+        assert generate_sft_explicit.main(_args(root, server, "--llm_max_retries", "0", "--llm_timeout", "2")) == 0
+    rows = read_jsonl(Layout(root).sft_explicit_file)
+    assert rows and sum(r["wording"] == "llm" for r in rows) <= answered + 1  # the rest kept template wording
+    rejects = read_jsonl(Layout(root).rejects_file("generate_sft_explicit"))
+    assert rejects and all("model reply not used" in r["reason"] for r in rejects)
+    failed = len(rejects)
+    with FakeOpenAI(responder=_rewrite) as back:  # the server is back (on another port: the cache does not care)
+        assert generate_sft_explicit.main(_args(root, back)) == 0
+        assert back.chat_calls == failed  # only what was missing
+    assert Layout(root).sft_explicit_file.read_bytes() == want
+    assert read_jsonl(Layout(root).rejects_file("generate_sft_explicit")) == []
