@@ -1,20 +1,42 @@
-"""The one parallel map over items (videos, annotations): a process pool with a tqdm bar.
+"""The one parallel map over items (videos, annotations): a process pool or Ray tasks, one tqdm bar.
 
 Results come back in input order whatever ``workers`` is, so outputs do not depend on it.
 An exception inside ``fn`` never stops the run: it comes back as a ``Failed`` value naming it.
+
+Two executors, chosen once per process with ``configure`` (stage scripts: ``--executor``):
+
+- ``local`` (default): a fork process pool of ``workers`` processes (1 = in-process).
+- ``ray``: each item is one Ray task (``@ray.remote(max_retries=...)``: Ray re-runs a task whose
+  worker died); at most ``workers`` tasks are in flight. Tasks get only the small job (a shard path
+  + row index, a file path), read their own input and write atomically into root_dir, which must
+  be a path every node sees. Ray is imported only when this executor is chosen
+  (``pip install -r requirements-ray.txt``).
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import multiprocessing
+import os
 import traceback
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Sequence, TypeVar
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Optional, Sequence, TypeVar
 
 from tqdm import tqdm
 
+from timewarp.errors import UsageError
+
 T = TypeVar("T")
 R = TypeVar("R")
+
+log = logging.getLogger("timewarp")
+
+EXECUTORS = ("local", "ray")
+RAY_MISSING = "--executor ray needs the ray package, which is not installed: pip install -r requirements-ray.txt"
+PACKAGE_DIR = Path(__file__).resolve().parent          # .../timewarp
+REPO_DIR = PACKAGE_DIR.parent
 
 
 @dataclass
@@ -23,6 +45,76 @@ class Failed:
 
     error: str
     traceback: str
+
+
+@dataclass
+class _Settings:
+    executor: str = "local"
+    ray_address: Optional[str] = None    # None: start a local Ray instance; "auto" or host:port: join a cluster
+    max_retries: int = 3                 # Ray re-runs of a task whose worker process or node died
+    started_ray: bool = False            # pmap called ray.init (so shutdown() ends it)
+
+
+_settings = _Settings()
+
+
+def configure(executor: str = "local", ray_address: Optional[str] = None, max_retries: int = 3) -> None:
+    """Choose the executor every later ``pmap`` call uses; raises UsageError if Ray is chosen but missing."""
+    if executor not in EXECUTORS:
+        raise UsageError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    if executor == "ray":
+        _import_ray()
+    elif ray_address:
+        raise UsageError("--ray_address needs --executor ray")
+    _settings.executor, _settings.ray_address, _settings.max_retries = executor, ray_address, max_retries
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise UsageError(RAY_MISSING) from None
+    return ray
+
+
+def start_ray(address: Optional[str] = None, **init_kwargs) -> bool:
+    """Connect to Ray at ``address`` or start a local instance; False (and nothing done) if already connected.
+
+    Workers must import ``timewarp``: a local instance inherits this checkout on PYTHONPATH; a
+    cluster gets the package shipped as a runtime_env ``py_modules`` (its dependencies,
+    requirements.txt, must be installed on every node). The caller owns the connection it made
+    (``ray.shutdown()``); ``pmap`` calls this itself when Ray is not running.
+    """
+    ray = _import_ray()
+    if ray.is_initialized():
+        return False
+    init_kwargs.setdefault("logging_level", logging.WARNING)
+    if address:
+        env = dict(init_kwargs.pop("runtime_env", None) or {})
+        env.setdefault("py_modules", [str(PACKAGE_DIR)])
+        init_kwargs["runtime_env"] = env
+    else:
+        init_kwargs.setdefault("include_dashboard", False)
+        path = os.environ.get("PYTHONPATH", "")
+        if str(REPO_DIR) not in path.split(os.pathsep):
+            os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_DIR), path) if p)
+    try:
+        ray.init(address=address or "local", **init_kwargs)  # "local": a new instance, never a stale cluster
+    except (ConnectionError, RuntimeError) as exc:  # unreachable, or a Ray/Python version mismatch
+        raise UsageError(f"cannot {'connect to Ray at --ray_address ' + address if address else 'start Ray'}: "
+                         f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
+    log.info("ray: %s, %d CPUs in %d node(s)", f"connected to {address}" if address else "started a local instance",
+             ray.cluster_resources().get("CPU", 0), len([n for n in ray.nodes() if n.get("Alive")]))
+    return True
+
+
+def shutdown() -> None:
+    """Shut Ray down if ``pmap`` started or connected it (a later Ray ``pmap`` does so again)."""
+    if _settings.started_ray:
+        import ray
+
+        ray.shutdown()
+    _settings.started_ray = False
 
 
 def _call(fn, item):
@@ -34,10 +126,16 @@ def _call(fn, item):
 
 def pmap(fn: Callable[[T], R], items: Sequence[T], workers: int = 1, desc: str = "",
          unit: str = "video", disable: bool | None = None) -> Iterator[R | Failed]:
-    """Yield ``fn(item)`` for each item, in order, using ``workers`` processes (1 = in-process)."""
+    """Yield ``fn(item)`` for each item, in order, with at most ``workers`` running at once.
+
+    Local executor: ``workers`` processes (1 = in-process). Ray executor: ``workers`` tasks in flight.
+    """
     items = list(items)
     bar = tqdm(total=len(items), desc=desc, unit=unit, disable=disable, dynamic_ncols=True, leave=False)
     try:
+        if _settings.executor == "ray" and items:
+            yield from _ray_map(fn, items, max(1, workers), bar)
+            return
         if workers <= 1 or len(items) <= 1:
             for item in items:
                 yield _call(fn, item)
@@ -51,6 +149,51 @@ def pmap(fn: Callable[[T], R], items: Sequence[T], workers: int = 1, desc: str =
                 bar.update(1)
     finally:
         bar.close()
+
+
+_remote_call = {}   # max_retries -> the remote function (one per process; Ray exports it once)
+
+
+def _ray_map(fn, items: list, in_flight: int, bar) -> Iterator:
+    """Submit one Ray task per item (at most ``in_flight`` pending), yield results in input order."""
+    ray = _import_ray()
+    if start_ray(_settings.ray_address):
+        _settings.started_ray = True
+    remote = _remote_call.get(_settings.max_retries)
+    if remote is None:
+        remote = _remote_call[_settings.max_retries] = ray.remote(max_retries=_settings.max_retries)(_call)
+    fn_ref = ray.put(fn)                                # serialised once, not per task
+    index: dict = {}                                    # ObjectRef -> item position
+    done: dict[int, object] = {}
+    next_submit = next_yield = 0
+    try:
+        while next_yield < len(items):
+            while next_submit < len(items) and len(index) < in_flight:
+                index[remote.remote(fn_ref, items[next_submit])] = next_submit
+                next_submit += 1
+            ready, rest = ray.wait(list(index), num_returns=1)
+            if rest:  # collect every other finished task too, without waiting
+                ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
+            for ref in ready:
+                done[index.pop(ref)] = _ray_result(ray, ref)
+                bar.update(1)
+            while next_yield in done:
+                yield done.pop(next_yield)
+                next_yield += 1
+    finally:
+        for ref in index:  # the caller stopped early or the run was interrupted
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=True)
+
+
+def _ray_result(ray, ref):
+    """The task's value; a task Ray could not run (worker died past its retries, out of memory) is Failed."""
+    try:
+        return ray.get(ref)
+    except Exception as exc:  # noqa: BLE001 - RayTaskError, WorkerCrashedError, OutOfMemoryError, ...
+        cause = getattr(exc, "cause", None) or exc
+        lines = str(cause).strip().splitlines()
+        return Failed(f"{type(cause).__name__}: {lines[0] if lines else ''}", str(exc))
 
 
 def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
+from timewarp import parallel
 from timewarp.errors import UsageError
 from timewarp.layout import Layout
 from timewarp.schema import Reject
@@ -26,7 +27,14 @@ def add_common_args(parser: argparse.ArgumentParser, *, workers: bool = True, se
     g = parser.add_argument_group("common options")
     if workers:
         g.add_argument("--workers", type=int, default=max(1, min(os.cpu_count() or 1, 8)),
-                       help="parallel worker processes (default: number of cores, at most 8)")
+                       help="parallel worker processes, or with --executor ray the most tasks in flight across "
+                            "the cluster (default: number of cores, at most 8)")
+        g.add_argument("--executor", choices=parallel.EXECUTORS, default="local",
+                       help="where per-item work runs: local = process pool on this machine; ray = Ray tasks, "
+                            "needs pip install -r requirements-ray.txt (default: local)")
+        g.add_argument("--ray_address", default=None,
+                       help="with --executor ray: the cluster to join ('auto' or host:port); root_dir and the "
+                            "input must be on a path every node sees (default: start a local Ray instance)")
     if seed:
         g.add_argument("--seed", type=int, default=42, help="random seed; outputs are a function of it (default: 42)")
     g.add_argument("--limit", type=int, default=None, help="process at most this many items (for trial runs)")
@@ -53,7 +61,12 @@ def cli(run_from_args: Callable[[argparse.Namespace], object], parser: argparse.
     args = parser.parse_args(argv)
     setup_logging(getattr(args, "log_level", "INFO"))
     try:
-        result = run_from_args(args)
+        parallel.configure(getattr(args, "executor", "local"), getattr(args, "ray_address", None))
+        try:
+            result = run_from_args(args)
+        finally:
+            parallel.shutdown()
+            parallel.configure()
     except UsageError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2
