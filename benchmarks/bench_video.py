@@ -10,7 +10,7 @@ process so peak memory is separate:
   sequential, as the release is;
 * project: ``preprocess.run`` + ``shuffle_clips.run`` from the shard (``--workers``);
 * floor: one bare ``ffmpeg`` libx264 encode per video of the same frames with the same settings
-  (preset, crf, ``-bf 0``, no audio, same ``-threads`` and the same number of parallel videos);
+  (preset, crf, ``-bf 0``, no audio, same encoder ``-threads`` and the same number of parallel videos);
 * project and floor again at ``--workers 1`` (or 2 when ``--workers 1``): the scaling line;
 * the memory line (``bench_memory.py``): preprocess from a >= ``--memory_gb`` shard.
 
@@ -204,20 +204,22 @@ def child_project(work: Path, out: Path, videos: int, workers: int, preset: str,
     return {"seconds": t2 - t0, "preprocess": t1 - t0, "shuffle": t2 - t1, "videos": n}
 
 
-def floor_threads(workers: int) -> int:
-    """The same -threads preprocess uses: cpu // workers when parallel, else ffmpeg's own choice (0)."""
-    return max(1, (os.cpu_count() or 1) // workers) if workers > 1 else 0
+def floor_threads() -> int:
+    """The same encoder threads preprocess uses (a fixed default; decoding threads are ffmpeg's choice)."""
+    from timewarp.video import EncodeSettings
+
+    return EncodeSettings().threads
 
 
 def child_floor(plan: dict, out: Path, workers: int, preset: str, crf: int) -> dict:
     from timewarp.video import ffmpeg_exe
 
     out.mkdir(parents=True, exist_ok=True)
-    threads = str(floor_threads(workers))
+    threads = str(floor_threads())
     exe = ffmpeg_exe()
 
     def one(v):
-        subprocess.run([exe, "-hide_banner", "-nostdin", "-v", "error", "-y", "-threads", threads, "-i", v["src"],
+        subprocess.run([exe, "-hide_banner", "-nostdin", "-v", "error", "-y", "-i", v["src"],
                         "-map", "0:v:0", "-an", "-frames:v", str(v["n_frames"]), "-c:v", "libx264",
                         "-preset", preset, "-crf", str(crf), "-bf", "0", "-pix_fmt", "yuv420p",
                         "-threads", threads, str(out / f"{v['name']}.mp4")], check=True)

@@ -96,6 +96,8 @@ def test_outputs_do_not_depend_on_workers(wild_dataset, tmp_path):
         outs.append(out)
     a, b = (json_files(o) for o in outs)
     assert a == b and len(a) >= 9
+    videos = [{p.relative_to(o).as_posix(): p.read_bytes() for p in sorted(o.rglob("*.mp4"))} for o in outs]
+    assert videos[0] == videos[1] and len(videos[0]) >= 9  # x264 threads do not follow --workers
     assert (outs[0] / "rejects" / "preprocess.jsonl").read_bytes() == (outs[1] / "rejects" / "preprocess.jsonl").read_bytes()
 
 

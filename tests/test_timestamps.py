@@ -54,3 +54,5 @@ def test_safe_id_is_a_plain_file_name(raw):
 def test_safe_id_keeps_clean_ids_and_separates_collisions():
     assert safe_id("O-w6CSLiRsA") == "O-w6CSLiRsA"
     assert safe_id("a b") != safe_id("a_b") and safe_id("a b") != safe_id("a;b")
+    # an id shaped like shuffle_clips' "<id>__p<k>" could collide with another video's extra shuffle
+    assert safe_id("abc__p1") != "abc__p1" and not safe_id("abc__p1").endswith("__p1")

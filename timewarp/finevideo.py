@@ -29,6 +29,7 @@ log = logging.getLogger("timewarp.finevideo")
 
 JSON_BATCH_ROWS = 64
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_SHUFFLE_SUFFIX = re.compile(r"__p\d+$")
 
 
 def safe_id(raw: str) -> str:
@@ -38,7 +39,8 @@ def safe_id(raw: str) -> str:
     """
     raw = str(raw)
     cleaned = _SAFE.sub("_", raw).strip("._-")[:80]
-    if cleaned == raw and cleaned:
+    # "<id>__p<k>" names the k-th extra shuffle of <id> (shuffle_clips), so no source id may look like one
+    if cleaned == raw and cleaned and not _SHUFFLE_SUFFIX.search(cleaned):
         return cleaned
     digest = hashlib.sha1(raw.encode("utf-8", "surrogatepass")).hexdigest()[:8]
     return f"{cleaned or 'video'}-{digest}"

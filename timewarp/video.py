@@ -115,7 +115,9 @@ class EncodeSettings:
     crf: int = 23
     max_height: Optional[int] = None
     keep_audio: bool = False
-    threads: int = 0          # 0 = ffmpeg's choice
+    # x264's output depends on its thread count, so it is fixed (not derived from --workers or the
+    # machine): the same input gives the same bytes on any machine with any --workers.
+    threads: int = 2
 
 
 def encode_normal(src: Path, dst: Path, fps: Fraction, n_frames: int, keyframes: Sequence[int],
@@ -134,7 +136,7 @@ def encode_normal(src: Path, dst: Path, fps: Fraction, n_frames: int, keyframes:
             filters.append(f"crop={out_w}:{out_h}:0:0")
     # half a frame before each keyframe's time: the first frame at or after it is exactly that frame
     kf = ",".join(f"{float((Fraction(k) - Fraction(1, 2)) / fps):.6f}" for k in sorted(set(keyframes)) if k > 0)
-    args = ["-threads", settings.threads, "-i", src, "-map", "0:v:0"]
+    args = ["-i", src, "-map", "0:v:0"]
     if settings.keep_audio:
         args += ["-map", "0:a:0?", "-c:a", "aac", "-b:a", "128k", "-t", f"{float(n_frames / fps):.6f}"]
     else:

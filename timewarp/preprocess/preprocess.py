@@ -114,7 +114,9 @@ def process_video(job: tuple[SourceVideo, Config]) -> dict:
         write_json(layout.normal_annotation(sv.id), ann.to_dict())
         return {"id": sv.id, "ok": True, "skipped": dict(skipped), "clips": len(clips)}
     except ItemError as exc:
-        return {"id": sv.id, "ok": False, "reason": exc.reason, "detail": exc.detail}
+        # name the input, not our scratch copy of it (whose name is random)
+        detail = exc.detail.replace(str(tmp_src), sv.ref.label()) if tmp_src else exc.detail
+        return {"id": sv.id, "ok": False, "reason": exc.reason, "detail": detail}
     finally:
         if tmp_src is not None:
             with contextlib.suppress(FileNotFoundError):
@@ -183,8 +185,6 @@ def run(root_dir, save_dir, scale: int, *, seed: int = 42, workers: int = 1, lim
     ranked, seen = select_candidates(root, layout.root.resolve(), seed, clip, stage)
     if seen == 0:
         raise UsageError(f"no FineVideo data under {root}: no *.parquet shards and no *.mp4 files")
-    if workers > 1 and not encode.threads:
-        encode = EncodeSettings(**{**vars(encode), "threads": max(1, (os.cpu_count() or 1) // workers)})
     cfg = Config(str(layout.root), str(root), clip, encode, write_clips, test_fraction, duration_tolerance)
     target = min(scale, limit) if limit else scale
     done, pos = 0, 0
@@ -236,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--keep_audio", action="store_true", help="keep the first audio track, as AAC (default: no audio, as published)")
     v.add_argument("--preset", default="veryfast", help="x264 preset (default: veryfast; B-frames are always off)")
     v.add_argument("--crf", type=int, default=23, help="x264 quality, lower is better (default: 23)")
+    v.add_argument("--x264_threads", type=int, default=2,
+                   help="encoder threads per video; fixed so output bytes do not depend on --workers (default: 2)")
     v.add_argument("--write_clips", action="store_true", help="also write each clip as normal/clips/<id>/<k>.mp4 (stream copy)")
     add_common_args(p)
     return p
@@ -245,7 +247,7 @@ def main(argv: Optional[list] = None) -> int:
     def go(a):
         run(a.root_dir, a.save_dir, a.scale, seed=a.seed, workers=a.workers, limit=a.limit, overwrite=a.overwrite,
             clip=ClipOptions(a.max_seconds, a.min_clips, a.max_clips, a.min_clip_seconds),
-            encode=EncodeSettings(a.preset, a.crf, a.max_height, a.keep_audio),
+            encode=EncodeSettings(a.preset, a.crf, a.max_height, a.keep_audio, a.x264_threads),
             write_clips=a.write_clips, test_fraction=a.test_fraction, duration_tolerance=a.duration_tolerance)
     return cli(go, build_parser(), argv)
 
