@@ -12,3 +12,7 @@ class ItemError(Exception):
         super().__init__(reason)
         self.reason = reason
         self.detail = detail
+
+
+class DiskFullError(UsageError):
+    """No space left where outputs go: every later item would fail too, so the whole run stops."""

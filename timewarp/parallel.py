@@ -120,6 +120,8 @@ def shutdown() -> None:
 def _call(fn, item):
     try:
         return fn(item)
+    except UsageError:  # the run as a whole cannot go on (e.g. the disk is full): stop, do not reject
+        raise
     except Exception as exc:  # noqa: BLE001 - one bad item must not stop the run
         return Failed(f"{type(exc).__name__}: {exc}", traceback.format_exc())
 
@@ -142,11 +144,14 @@ def pmap(fn: Callable[[T], R], items: Sequence[T], workers: int = 1, desc: str =
                 bar.update(1)
             return
         ctx = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=ctx) as pool:
+        pool = ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=ctx)
+        try:
             futures = [pool.submit(_call, fn, item) for item in items]
             for fut in futures:
                 yield fut.result()
                 bar.update(1)
+        finally:  # on a stop (UsageError, Ctrl-C, caller gone) queued items are not started
+            pool.shutdown(wait=True, cancel_futures=True)
     finally:
         bar.close()
 
@@ -192,6 +197,8 @@ def _ray_result(ray, ref):
         return ray.get(ref)
     except Exception as exc:  # noqa: BLE001 - RayTaskError, WorkerCrashedError, OutOfMemoryError, ...
         cause = getattr(exc, "cause", None) or exc
+        if isinstance(cause, UsageError):  # as locally: the run stops
+            raise cause from None
         lines = str(cause).strip().splitlines()
         return Failed(f"{type(cause).__name__}: {lines[0] if lines else ''}", str(exc))
 

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
+
+from timewarp.errors import DiskFullError
 
 
 _UMASK = os.umask(0)
@@ -35,9 +38,19 @@ def atomic_path(final: Path, suffix: str | None = None) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, final)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise DiskFullError(disk_full_message(final)) from None
+        raise
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+
+
+def disk_full_message(path) -> str:
+    """The one line for a full disk, naming the folder that was being written."""
+    return (f"no space left on the device of {Path(path).parent}: free some and rerun the same command "
+            f"(finished work is kept)")
 
 
 TEMP_PREFIXES = (".tmp-", ".concat-")

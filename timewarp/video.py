@@ -20,8 +20,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Optional, Sequence
 
-from timewarp.errors import ItemError, UsageError
-from timewarp.store import atomic_path
+from timewarp.errors import DiskFullError, ItemError, UsageError
+from timewarp.store import atomic_path, disk_full_message
 from timewarp.timestamps import parse_rate
 
 # OpenCV's bundled FFmpeg would print libav errors ("moov atom not found") for every bad file;
@@ -57,6 +57,8 @@ def _run_ffmpeg(args: Sequence[str], what: str, timeout: int = FFMPEG_TIMEOUT) -
     except subprocess.TimeoutExpired:
         raise ItemError(f"{what}: ffmpeg timed out", f"after {timeout}s")
     if res.returncode != 0:
+        if "No space left on device" in res.stderr:
+            raise DiskFullError(disk_full_message(args[-1]))
         last = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
         raise ItemError(f"{what}: ffmpeg failed", last[-1][:300] if last else f"exit {res.returncode}")
     return res
