@@ -98,6 +98,23 @@ class StageRun:
         log.error("%s: internal error: %s", item_id, failed.error)
         log.debug("%s", failed.traceback)
 
+    def succeeded(self, ids, results, sources=None):
+        """Pair ids with their ``pmap`` results and yield ``(id, result)`` for the items that succeeded.
+
+        A ``Failed`` becomes an ``internal error`` reject; a result dict with ``ok`` false becomes a
+        reject with its ``reason`` and ``detail`` (and ``sources[i]``, or its own ``source``).
+        """
+        from timewarp.parallel import Failed
+
+        sources = sources or [""] * len(ids)
+        for item_id, source, res in zip(ids, sources, results):
+            if isinstance(res, Failed):
+                self.internal_error(item_id, res, source)
+            elif not res.get("ok"):
+                self.reject(item_id, res["reason"], res.get("detail", ""), res.get("source") or source)
+            else:
+                yield item_id, res
+
     def finish(self, items_in: int, items_out: int, summary: str = "") -> dict:
         """Write rejects and stats, print the one-line summary, return the stats."""
         rejects = sorted(self.rejects, key=lambda r: (r.id, r.reason, r.detail))

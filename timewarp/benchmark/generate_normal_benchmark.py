@@ -31,7 +31,7 @@ from timewarp.errors import ItemError, UsageError
 from timewarp.generation import (backend_from_args, layout_for, layout_names, llm_options, load_normal, load_shuffled,
                                  note_usage, require_normal_ids)
 from timewarp.layout import Layout
-from timewarp.parallel import Failed, pmap
+from timewarp.parallel import pmap
 from timewarp.schema import BenchmarkRecord
 from timewarp.splits import item_seed
 from timewarp.stage import StageRun, add_common_args, cli, log
@@ -90,14 +90,7 @@ def run(root_dir, *, seed: int = 42, workers: int = 1, limit: Optional[int] = No
     job = Job(str(layout.root), layout_names(layout), seed, questions_per_video)
     balancer = KeyBalancer()
     items, videos = [], 0
-    for vid, res in zip(ids, pmap(partial(mcqs_for_video, job), ids, workers, desc=STAGE)):
-        if isinstance(res, Failed):
-            stage.reject(vid, "internal error", res.error)
-            log.error("%s: internal error %s\n%s", vid, res.error, res.traceback)
-            continue
-        if not res["ok"]:
-            stage.reject(vid, res["reason"], res["detail"])
-            continue
+    for vid, res in stage.succeeded(ids, pmap(partial(mcqs_for_video, job), ids, workers, desc=STAGE)):
         if not res["held_out"]:
             stage.counts["train-split videos skipped"] += 1
             continue

@@ -34,10 +34,10 @@ from timewarp.errors import ItemError, UsageError
 from timewarp.generation import (backend_from_args, layout_for, layout_names, llm_options, load_normal, load_shuffled,
                                  note_usage, require_file, require_normal_ids, shuffled_ids_of)
 from timewarp.layout import Layout
-from timewarp.parallel import Failed, pmap
+from timewarp.parallel import pmap
 from timewarp.schema import PrefRecord, SFTRecord
 from timewarp.splits import item_seed
-from timewarp.stage import StageRun, add_common_args, cli, log
+from timewarp.stage import StageRun, add_common_args, cli
 from timewarp.store import read_jsonl, write_jsonl
 from timewarp.temporal import adjacent_swaps, answer, answer_text, reversed_order
 from timewarp.textgen import Rewrite, TemplateBackend
@@ -149,17 +149,12 @@ def run(root_dir, *, seed: int = 42, workers: int = 1, limit: Optional[int] = No
         ids = ids[:limit]
     job = Job(str(layout.root), layout_names(layout), seed, mirrored, tuple(hard_negatives))
     items, videos = [], 0
-    for vid, res in zip(ids, pmap(partial(pairs_for_video, job), [(v, by_video[v]) for v in ids], workers, desc=STAGE)):
-        if isinstance(res, Failed):
-            stage.reject(vid, "internal error", res.error)
-            log.error("%s: internal error %s\n%s", vid, res.error, res.traceback)
-        elif not res["ok"]:
-            stage.reject(vid, res["reason"], res["detail"])
-        else:
-            videos += 1
-            for r in res["rejects"]:
-                stage.reject(*r)
-            items.extend(res["pairs"])
+    for vid, res in stage.succeeded(ids, pmap(partial(pairs_for_video, job), [(v, by_video[v]) for v in ids],
+                                              workers, desc=STAGE)):
+        videos += 1
+        for r in res["rejects"]:
+            stage.reject(*r)
+        items.extend(res["pairs"])
     reworded = backend.reword([Rewrite(it["rec"]["pid"], {"chosen": it["rec"]["chosen"], "rejected": it["rec"]["rejected"]},
                                        keep={"chosen": it["keep_c"], "rejected": it["keep_r"]}) for it in items],
                               desc=f"{STAGE} (model)")

@@ -45,7 +45,7 @@ from timewarp.corruptions import CORRUPTIONS, NEEDS_OTHER, Corrupted, NotApplica
 from timewarp.errors import ItemError, UsageError
 from timewarp.frames import DEFAULT_QUALITY, cached_frames, decode_jpeg, encode_jpeg, resize_max_side, sample_indices
 from timewarp.layout import Layout
-from timewarp.parallel import Failed, chunked, pmap
+from timewarp.parallel import chunked, pmap
 from timewarp.schema import ImplicitPrefRecord, NormalAnnotation
 from timewarp.splits import item_seed
 from timewarp.stage import StageRun, add_common_args, cli, require_root
@@ -333,13 +333,8 @@ def run(root_dir, *, client=None, frames: int = 8, fps: Optional[float] = None, 
     cfg = FrameConfig(str(layout.root), None if fps else frames, fps, max_frames if fps else None, jpeg_quality, overwrite)
     jobs = [(v, anns[v].video, anns[v].frame_count, float(anns[v].fps), cfg) for v in train_ids]
     indices: dict[str, list[int]] = {}
-    for vid, res in zip(train_ids, pmap(sample_video, jobs, workers, desc=f"{STAGE}: frames")):
-        if isinstance(res, Failed):
-            stage.internal_error(vid, res)
-        elif res["ok"]:
-            indices[vid] = res["indices"]
-        else:
-            stage.reject(vid, res["reason"], res["detail"])
+    for vid, res in stage.succeeded(train_ids, pmap(sample_video, jobs, workers, desc=f"{STAGE}: frames")):
+        indices[vid] = res["indices"]
     ok_ids = sorted(indices)
     stage.counts["videos with frames"] = len(ok_ids)
 

@@ -25,7 +25,7 @@ from timewarp.errors import ItemError, UsageError
 from timewarp.generation import (backend_from_args, layout_for, layout_names, llm_options, load_normal, note_usage,
                                  require_normal_ids)
 from timewarp.layout import Layout
-from timewarp.parallel import Failed, pmap
+from timewarp.parallel import pmap
 from timewarp.schema import SFTRecord
 from timewarp.splits import item_seed
 from timewarp.stage import StageRun, add_common_args, cli, log
@@ -86,13 +86,8 @@ def run(root_dir, *, seed: int = 42, workers: int = 1, limit: Optional[int] = No
                                          **(options or {"backend": backend.name})))
     job = Job(str(layout.root), layout_names(layout), seed, qa_per_video)
     items, videos = [], 0
-    for vid, res in zip(ids, pmap(partial(qa_for_video, job), ids, workers, desc=STAGE)):
-        if isinstance(res, Failed):
-            stage.reject(vid, "internal error", res.error)
-            log.error("%s: internal error %s\n%s", vid, res.error, res.traceback)
-        elif not res["ok"]:
-            stage.reject(vid, res["reason"], res["detail"])
-        elif res["held_out"]:
+    for vid, res in stage.succeeded(ids, pmap(partial(qa_for_video, job), ids, workers, desc=STAGE)):
+        if res["held_out"]:
             stage.counts["test-split videos held out"] += 1
         else:
             videos += 1

@@ -24,9 +24,9 @@ from timewarp.errors import ItemError, UsageError
 from timewarp.generation import (backend_from_args, layout_for, layout_names, llm_options, load_normal,
                                  load_shuffled, note_usage, require_normal_ids)
 from timewarp.layout import Layout
-from timewarp.parallel import Failed, pmap
+from timewarp.parallel import pmap
 from timewarp.schema import CaptionRecord, NormalAnnotation, ShuffledAnnotation
-from timewarp.stage import StageRun, add_common_args, cli, log
+from timewarp.stage import StageRun, add_common_args, cli
 from timewarp.store import read_json, write_json, write_jsonl
 from timewarp.textgen import Rewrite, TemplateBackend
 
@@ -82,15 +82,9 @@ def merge(which: str, stage_name: str, root_dir, *, workers: int = 1, limit: Opt
             if vid not in have:
                 stage.reject(vid, "missing shuffled annotation", str(layout.shuffled_annotation(vid)))
     items = []
-    for item_id, res in zip(ids, pmap(partial(load_item, Job(str(layout.root), layout_names(layout), which)), ids,
+    for _, res in stage.succeeded(ids, pmap(partial(load_item, Job(str(layout.root), layout_names(layout), which)), ids,
                                       workers, desc=stage_name)):
-        if isinstance(res, Failed):
-            stage.reject(item_id, "internal error", res.error)
-            log.error("%s: internal error %s\n%s", item_id, res.error, res.traceback)
-        elif not res["ok"]:
-            stage.reject(item_id, res["reason"], res["detail"])
-        else:
-            items.append(res)
+        items.append(res)
     joins = [plain_join(it["captions"]) for it in items]
     reworded = backend.reword([Rewrite(it["id"], {"caption": j}, keep={"caption": it["captions"]}, caption=True,
                                        events=tuple(" ".join(c.split()) for c in it["captions"]))

@@ -25,7 +25,7 @@ from timewarp.errors import ItemError, UsageError
 from timewarp.finevideo import (ClipOptions, ScanProblem, extract_mp4, iter_metadata, meta_of, safe_id, source_id_of,
                                  source_video)
 from timewarp.layout import Layout
-from timewarp.parallel import Failed, pmap
+from timewarp.parallel import pmap
 from timewarp.schema import Clip, NormalAnnotation, SourceVideo
 from timewarp.splits import rank_key, split_of
 from timewarp.stage import StageRun, add_common_args, cli, require_root
@@ -198,16 +198,12 @@ def run(root_dir, save_dir, scale: int, *, seed: int = 42, workers: int = 1, lim
                 done += 1
             else:
                 todo.append((sv, cfg))
-        for (sv, _), res in zip(todo, pmap(process_video, todo, workers, desc=STAGE)):
-            if isinstance(res, Failed):
-                stage.internal_error(sv.id, res, sv.ref.label())
-            elif res["ok"]:
-                done += 1
-                stage.counts["clips"] += res["clips"]
-                for k, v in res["skipped"].items():
-                    stage.counts[f"clips skipped: {k}"] += v
-            else:
-                stage.reject(sv.id, res["reason"], res["detail"], sv.ref.label())
+        results = pmap(process_video, todo, workers, desc=STAGE)
+        for _, res in stage.succeeded([sv.id for sv, _ in todo], results, [sv.ref.label() for sv, _ in todo]):
+            done += 1
+            stage.counts["clips"] += res["clips"]
+            for k, v in res["skipped"].items():
+                stage.counts[f"clips skipped: {k}"] += v
     with contextlib.suppress(OSError):
         layout.tmp_dir.rmdir()
     stage.extra.update(requested=scale, usable_candidates=len(ranked), records_seen=seen)

@@ -20,7 +20,7 @@ if __package__ in (None, ""):
 
 from timewarp.errors import ItemError, UsageError
 from timewarp.layout import Layout
-from timewarp.parallel import Failed, pmap
+from timewarp.parallel import pmap
 from timewarp.schema import NormalAnnotation, ShuffledAnnotation, ShuffledClip
 from timewarp.splits import item_seed
 from timewarp.stage import StageRun, add_common_args, cli, require_root
@@ -127,16 +127,11 @@ def run(root_dir, *, seed: int = 42, workers: int = 1, limit: Optional[int] = No
                  (layout.shuffled_dir_name, layout.shuffled_annotation_dir_name, layout.shuffled_video_dir_name))
     layout.shuffled_annotations_dir.mkdir(parents=True, exist_ok=True)
     out = 0
-    for vid, res in zip(ids, pmap(shuffle_video, [(v, cfg) for v in ids], workers, desc=STAGE)):
-        if isinstance(res, Failed):
-            stage.internal_error(vid, res)
-        elif res["ok"]:
-            out += 1
-            stage.counts["shuffled videos"] += res["count"]
-            if res["skipped"]:
-                stage.counts["already done"] += 1
-        else:
-            stage.reject(vid, res["reason"], res["detail"])
+    for _, res in stage.succeeded(ids, pmap(shuffle_video, [(v, cfg) for v in ids], workers, desc=STAGE)):
+        out += 1
+        stage.counts["shuffled videos"] += res["count"]
+        if res["skipped"]:
+            stage.counts["already done"] += 1
     return stage.finish(len(ids), out, f"{stage.counts['shuffled videos']} shuffled videos of {out} videos "
                                          f"in {layout.shuffled_dir}")
 
