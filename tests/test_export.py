@@ -10,7 +10,7 @@ import pytest
 from generated_output import build, fresh_copy
 from timewarp import export
 from timewarp.layout import Layout
-from timewarp.sample_data import ID_BITS, _cell
+from timewarp.sample_data import frame_id as sample_frame_id
 from timewarp.store import read_json, read_jsonl
 
 datasets = pytest.importorskip("datasets")  # requirements-dev.txt
@@ -38,14 +38,7 @@ def frame_id(path: Path) -> int:
     """The source frame number drawn into a sample_data frame (read from the JPEG)."""
     import cv2
 
-    img = cv2.imread(str(path))
-    h, w = img.shape[:2]
-    value = 0
-    for bit in range(ID_BITS):
-        x, y, cw, ch = _cell(w, h, bit)
-        if img[y + ch // 3:y + ch - ch // 3, x + cw // 3:x + cw - cw // 3].mean() > 127:
-            value |= 1 << bit
-    return value
+    return sample_frame_id(cv2.imread(str(path)))
 
 
 def test_every_format_loads_with_datasets_and_keeps_the_answers(exported, tmp_path):

@@ -3,27 +3,14 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 from timewarp.errors import ItemError
 from timewarp.frames import cached_frames, decode_jpeg, extract_frames, sample_indices, write_frames
 from timewarp.layout import Layout
-from timewarp.sample_data import ID_BITS, _cell
+from timewarp.sample_data import frame_id  # noqa: F401 - test_implicit and test_corruptions import it from here
 from timewarp.schema import NormalAnnotation
 from timewarp.store import read_json
-
-
-def frame_id(img: np.ndarray) -> int:
-    """The frame number drawn into a (decoded, possibly re-encoded or resized) frame."""
-    h, w = img.shape[:2]
-    value = 0
-    for bit in range(ID_BITS):
-        x, y, cw, ch = _cell(w, h, bit)
-        patch = img[y + ch // 3:y + ch - ch // 3, x + cw // 3:x + cw - cw // 3]
-        if patch.size and patch.mean() > 127:
-            value |= 1 << bit
-    return value
 
 
 def normal(processed, vid: str) -> tuple[Layout, NormalAnnotation]:

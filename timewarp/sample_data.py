@@ -78,6 +78,18 @@ def draw_frame(width: int, height: int, frame_id: int, background, shape: str, p
     return img
 
 
+def frame_id(img: np.ndarray) -> int:
+    """The frame number drawn into one (decoded, possibly re-encoded or resized) frame."""
+    h, w = img.shape[:2]
+    value = 0
+    for bit in range(ID_BITS):
+        x, y, cw, ch = _cell(w, h, bit)
+        patch = img[y + ch // 3:y + ch - ch // 3, x + cw // 3:x + cw - cw // 3]
+        if patch.size and patch.mean() > 127:
+            value |= 1 << bit
+    return value
+
+
 def read_frame_ids(path: Path) -> list[int]:
     """The frame number drawn into each decoded frame of a video, in decode order."""
     import cv2
@@ -89,14 +101,7 @@ def read_frame_ids(path: Path) -> list[int]:
             ok, img = cap.read()
             if not ok:
                 break
-            h, w = img.shape[:2]
-            value = 0
-            for bit in range(ID_BITS):
-                x, y, cw, ch = _cell(w, h, bit)
-                patch = img[y + ch // 3:y + ch - ch // 3, x + cw // 3:x + cw - cw // 3]
-                if patch.size and patch.mean() > 127:
-                    value |= 1 << bit
-            ids.append(value)
+            ids.append(frame_id(img))
     finally:
         cap.release()
     return ids

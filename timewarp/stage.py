@@ -23,7 +23,9 @@ from timewarp.store import write_json, write_jsonl
 log = logging.getLogger("timewarp")
 
 
-def add_common_args(parser: argparse.ArgumentParser, *, workers: bool = True, seed: bool = True) -> None:
+def add_common_args(parser: argparse.ArgumentParser, *, workers: bool = True, seed: bool = True,
+                    seed_help: Optional[str] = None, overwrite_help: Optional[str] = None) -> None:
+    """The options every stage takes; a stage can say what --seed / --overwrite mean for it."""
     g = parser.add_argument_group("common options")
     if workers:
         g.add_argument("--workers", type=int, default=max(1, min(os.cpu_count() or 1, 8)),
@@ -36,11 +38,39 @@ def add_common_args(parser: argparse.ArgumentParser, *, workers: bool = True, se
                        help="with --executor ray: the cluster to join ('auto' or host:port); root_dir and the "
                             "input must be on a path every node sees (default: start a local Ray instance)")
     if seed:
-        g.add_argument("--seed", type=int, default=42, help="random seed; outputs are a function of it (default: 42)")
+        g.add_argument("--seed", type=int, default=42,
+                       help=seed_help or "random seed; outputs are a function of it (default: 42)")
     g.add_argument("--limit", type=int, default=None, help="process at most this many items (for trial runs)")
-    g.add_argument("--overwrite", action="store_true", help="redo items whose outputs already exist (default: resume)")
+    g.add_argument("--overwrite", action="store_true",
+                   help=overwrite_help or "redo items whose outputs already exist (default: resume)")
     g.add_argument("--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                    help="logging verbosity (default: INFO)")
+
+
+NO_SEED_HELP = "no effect: nothing here is random (accepted so one TIMEWARP_ARGS fits every stage)"
+
+
+def add_shuffled_dir_args(parser: argparse.ArgumentParser) -> None:
+    """--shuffled_dir_name / --annotation_dir_name / --video_dir_name: where shuffle_clips' outputs are."""
+    g = parser.add_argument_group("shuffled folders (as shuffle_clips wrote them)")
+    g.add_argument("--shuffled_dir_name", default="shuffled",
+                   help="folder of the shuffled outputs under root_dir (default: shuffled)")
+    g.add_argument("--annotation_dir_name", default="shuffled_annotations",
+                   help="folder of the shuffled annotations inside it (default: shuffled_annotations)")
+    g.add_argument("--video_dir_name", default="shuffled_videos",
+                   help="folder of the shuffled videos inside it (default: shuffled_videos)")
+
+
+def layout_from_args(args: argparse.Namespace) -> Layout:
+    """The Layout of ``--root_dir`` (which must exist) with the shuffled folder names given, if any."""
+    root = require_root(args.root_dir, "--root_dir")
+    names = [getattr(args, n, d) for n, d in (("shuffled_dir_name", "shuffled"),
+                                               ("annotation_dir_name", "shuffled_annotations"),
+                                               ("video_dir_name", "shuffled_videos"))]
+    try:
+        return Layout(root, *names)
+    except ValueError as exc:
+        raise UsageError(str(exc))
 
 
 def setup_logging(level: str) -> None:

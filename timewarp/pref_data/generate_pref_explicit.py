@@ -37,7 +37,7 @@ from timewarp.layout import Layout
 from timewarp.parallel import pmap
 from timewarp.schema import PrefRecord, SFTRecord
 from timewarp.splits import item_seed
-from timewarp.stage import StageRun, add_common_args, cli
+from timewarp.stage import StageRun, add_common_args, add_shuffled_dir_args, cli, layout_from_args
 from timewarp.store import read_jsonl, write_jsonl
 from timewarp.temporal import adjacent_swaps, answer, answer_text, reversed_order
 from timewarp.textgen import Rewrite, TemplateBackend
@@ -182,11 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="generate_pref_explicit.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root_dir", required=True, help="output root_dir of setup_dataset.sh")
-    p.add_argument("--shuffled_dir_name", default="shuffled", help="folder of the shuffled data under root_dir (default: shuffled)")
-    p.add_argument("--annotation_dir_name", default="shuffled_annotations",
-                   help="folder of the shuffled annotations under the shuffled folder (default: shuffled_annotations)")
-    p.add_argument("--video_dir_name", default="shuffled_videos",
-                   help="folder of the shuffled videos under the shuffled folder (default: shuffled_videos)")
+    add_shuffled_dir_args(p)
     p.add_argument("--mirrored", action="store_true",
                    help="also emit the pair on the shuffled video (chosen = shuffled-order answer, rejected = real-order answer)")
     p.add_argument("--hard_negatives", default="", metavar="LIST",
@@ -198,17 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[list] = None) -> int:
     def go(a):
-        root = layout_for(a.root_dir).root
-        try:
-            layout = Layout(root, a.shuffled_dir_name, a.annotation_dir_name, a.video_dir_name)
-        except ValueError as exc:
-            raise UsageError(str(exc))
+        layout = layout_from_args(a)
         hard = parse_hard_negatives(a.hard_negatives)
         bad = [h for h in hard if h not in HARD_NEGATIVES]
         if bad:
             raise UsageError(f"--hard_negatives: unknown {', '.join(bad)} (choose from {', '.join(HARD_NEGATIVES)})")
         backend = backend_from_args(a, layout)
-        return run(root, seed=a.seed, workers=a.workers, limit=a.limit, overwrite=a.overwrite, mirrored=a.mirrored,
+        return run(layout.root, seed=a.seed, workers=a.workers, limit=a.limit, overwrite=a.overwrite, mirrored=a.mirrored,
                    hard_negatives=hard, backend=backend, layout=layout, options=llm_options(a))
     return cli(go, build_parser(), argv)
 

@@ -29,7 +29,8 @@ from timewarp.errors import ItemError, UsageError
 from timewarp.layout import Layout
 from timewarp.parallel import Failed, pmap
 from timewarp.schema import NormalAnnotation
-from timewarp.stage import StageRun, add_common_args, cli, log, require_root
+from timewarp.stage import (NO_SEED_HELP, StageRun, add_common_args, add_shuffled_dir_args, cli, layout_from_args, log,
+                            require_root)
 from timewarp.store import read_json, write_json
 from timewarp.video import decode_errors, ffmpeg_exe, probe
 
@@ -249,27 +250,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="filter_corrupted.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root_dir", required=True, help="output root_dir of preprocess.py")
-    p.add_argument("--shuffled_dir_name", default="shuffled",
-                   help="folder of shuffled outputs under root_dir, moved along with a quarantined id "
-                        "(default: shuffled)")
-    p.add_argument("--annotation_dir_name", default="shuffled_annotations",
-                   help="shuffled annotations folder inside it (default: shuffled_annotations)")
-    p.add_argument("--video_dir_name", default="shuffled_videos",
-                   help="shuffled videos folder inside it (default: shuffled_videos)")
-    add_common_args(p)
-    p._option_string_actions["--seed"].help = ("no effect: nothing here is random "
-                                               "(accepted so one TIMEWARP_ARGS fits every stage)")
-    p._option_string_actions["--overwrite"].help = "decode every file again, even those verified unchanged before"
+    add_shuffled_dir_args(p)  # a quarantined id's shuffled outputs move along with it
+    add_common_args(p, seed_help=NO_SEED_HELP,
+                    overwrite_help="decode every file again, even those verified unchanged before")
     return p
 
 
 def main(argv: Optional[list] = None) -> int:
     def go(a):
-        try:
-            layout = Layout(Path(a.root_dir), a.shuffled_dir_name, a.annotation_dir_name, a.video_dir_name)
-        except ValueError as exc:
-            raise UsageError(str(exc))
-        run(a.root_dir, workers=a.workers, limit=a.limit, overwrite=a.overwrite, layout=layout)
+        run(a.root_dir, workers=a.workers, limit=a.limit, overwrite=a.overwrite, layout=layout_from_args(a))
     return cli(go, build_parser(), argv)
 
 

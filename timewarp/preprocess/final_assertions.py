@@ -30,7 +30,8 @@ from timewarp.errors import ItemError, UsageError
 from timewarp.layout import Layout
 from timewarp.parallel import Failed, pmap
 from timewarp.schema import NormalAnnotation, ShuffledAnnotation
-from timewarp.stage import StageRun, add_common_args, cli, log, require_root
+from timewarp.stage import (NO_SEED_HELP, StageRun, add_common_args, add_shuffled_dir_args, cli, layout_from_args, log,
+                            require_root)
 from timewarp.store import read_json
 from timewarp.timestamps import parse_rate
 from timewarp.video import count_frames, probe
@@ -388,25 +389,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decode", action="store_true",
                    help="count the frames of every video by decoding it (default: the container's frame count)")
     p.add_argument("--min_clips", type=int, default=2, help="fewest clips an annotation may have (default: 2)")
-    p.add_argument("--shuffled_dir_name", default="shuffled",
-                   help="folder of shuffled outputs under root_dir (default: shuffled)")
-    p.add_argument("--annotation_dir_name", default="shuffled_annotations",
-                   help="shuffled annotations folder inside it (default: shuffled_annotations)")
-    p.add_argument("--video_dir_name", default="shuffled_videos",
-                   help="shuffled videos folder inside it (default: shuffled_videos)")
-    add_common_args(p)
-    p._option_string_actions["--seed"].help = ("no effect: nothing here is random "
-                                               "(accepted so one TIMEWARP_ARGS fits every stage)")
-    p._option_string_actions["--overwrite"].help = "no effect: this stage only reads"
+    add_shuffled_dir_args(p)
+    add_common_args(p, seed_help=NO_SEED_HELP, overwrite_help="no effect: this stage only reads")
     return p
 
 
 def main(argv: Optional[list] = None) -> int:
     def go(a):
-        try:
-            layout = Layout(Path(a.root_dir), a.shuffled_dir_name, a.annotation_dir_name, a.video_dir_name)
-        except ValueError as exc:
-            raise UsageError(str(exc))
+        layout = layout_from_args(a)
         report = run(a.root_dir, workers=a.workers, limit=a.limit, decode=a.decode, min_clips=a.min_clips,
                      layout=layout)
         return 0 if report.ok else 1
