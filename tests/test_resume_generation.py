@@ -12,6 +12,8 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
+
 from fake_openai import FakeOpenAI
 from test_resume import kill_when
 from timewarp.layout import Layout
@@ -24,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def _rewrite(req: dict) -> str:
     """A well-behaved model: keeps every text, adds a little wording (same as test_gen_cli)."""
     user = json.loads(req["messages"][-1]["content"])
+    if "events" in user:  # a merged caption
+        return json.dumps({"caption": "First, " + " Then, ".join(user["events"])})
     return json.dumps({k: f"Well, {v}" for k, v in user.items()})
 
 
@@ -89,3 +93,52 @@ def test_server_dies_mid_run_then_rerun_finishes_only_the_missing(processed, tmp
         assert back.chat_calls == failed  # only what was missing
     assert Layout(root).sft_explicit_file.read_bytes() == want
     assert read_jsonl(Layout(root).rejects_file("generate_sft_explicit")) == []
+
+
+MODEL_STAGES = ["pref_data/merge_normal_captions.py", "pref_data/merge_shuffled_captions.py",
+                "pref_data/generate_sft_explicit.py", "pref_data/generate_pref_explicit.py",
+                "benchmark/generate_normal_benchmark.py"]
+
+
+def _outputs(root: Path) -> dict[str, bytes]:
+    """Every data file a generation stage writes (JSON annotations, JSONL outputs, rejects); not stats or cache."""
+    keep = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root)
+        if p.is_file() and p.suffix in (".json", ".jsonl") and rel.parts[0] not in ("stats", "cache", "state"):
+            keep[rel.as_posix()] = p.read_bytes()
+    return keep
+
+
+@pytest.fixture(scope="module")
+def generated_base(processed, tmp_path_factory):
+    """The processed fixture after the whole template pipeline: every stage's input exists."""
+    base = tmp_path_factory.mktemp("gen_base") / "root"
+    shutil.copytree(processed, base)
+    subprocess.run(["bash", "generate_data.sh", str(base)], cwd=ROOT, check=True, capture_output=True)
+    return base
+
+
+@pytest.mark.parametrize("script", MODEL_STAGES)
+def test_every_model_stage_survives_sigkill(script, generated_base, tmp_path):
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    shutil.copytree(generated_base, ref)
+    shutil.copytree(generated_base, out)
+    with FakeOpenAI(responder=_rewrite) as server:
+        subprocess.run([sys.executable, f"timewarp/{script}", *_args(ref, server)], cwd=ROOT, check=True,
+                       capture_output=True)
+        n_requests = server.chat_calls
+    with FakeOpenAI(responder=_rewrite) as server:
+        server.delay = 0.1
+        cmd = [sys.executable, f"timewarp/{script}", *_args(out, server)]
+        assert kill_when(cmd, lambda: _cache_files(out) >= 1), "finished before it could be killed"
+        # nothing of this run is visible half-written: outputs are the old (template) ones or new whole ones
+        for rel, data in _outputs(out).items():
+            if rel.endswith(".json"):
+                json.loads(data)
+            else:
+                [json.loads(line) for line in data.splitlines() if line.strip()]
+        server.delay = 0.0
+        subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
+        assert server.chat_calls <= n_requests + 1  # answered replies are never paid for twice
+    assert _outputs(out) == _outputs(ref)
