@@ -232,8 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--keep_audio", action="store_true", help="keep the first audio track, as AAC (default: no audio, as published)")
     v.add_argument("--preset", default="veryfast", help="x264 preset (default: veryfast; B-frames are always off)")
     v.add_argument("--crf", type=int, default=23, help="x264 quality, lower is better (default: 23)")
-    v.add_argument("--x264_threads", type=int, default=2,
-                   help="encoder threads per video; fixed so output bytes do not depend on --workers (default: 2)")
+    v.add_argument("--x264_threads", type=int, default=1,
+                   help="encoder threads per video; fixed so output bytes do not depend on --workers; parallelism "
+                        "comes from --workers, one video per core (default: 1)")
     v.add_argument("--write_clips", action="store_true", help="also write each clip as normal/clips/<id>/<k>.mp4 (stream copy)")
     add_common_args(p)
     return p
