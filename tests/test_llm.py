@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fake_openai import Fault, fake_openai  # noqa: E402,F401 - fake_openai is a fixture
+from fake_openai import FakeOpenAI, Fault, fake_openai  # noqa: E402,F401 - fake_openai is a fixture
 
 from timewarp.errors import UsageError  # noqa: E402
 from timewarp.layout import Layout  # noqa: E402
@@ -362,3 +362,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_a_redirect_is_not_followed_so_the_key_stays_home(tmp_path):
+    """urllib would copy the Authorization header to any host a 3xx names."""
+    with FakeOpenAI() as server, FakeOpenAI() as elsewhere:
+        server.push(Fault("status", 302, "", (("Location", elsewhere.base_url + "/chat/completions"),)))
+        client = ChatClient(server.base_url, server.model, tmp_path / "cache", api_key="sk-secret-123",
+                            max_retries=0, backoff=0.01)
+        with pytest.raises(LLMError) as err:
+            client.complete(ChatRequest((("user", "hi"),)), str)
+        assert "302" in err.value.reason + err.value.detail
+        assert elsewhere.requests == []
+        assert "sk-secret-123" not in str(err.value) + err.value.detail

@@ -6,6 +6,7 @@ the output is byte-identical to an uninterrupted run.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -142,3 +143,16 @@ def test_every_model_stage_survives_sigkill(script, generated_base, tmp_path):
         subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
         assert server.chat_calls <= n_requests + 1  # answered replies are never paid for twice
     assert _outputs(out) == _outputs(ref)
+
+
+def test_generate_data_sh_with_the_model_backend_for_every_stage(generated_base, tmp_path):
+    """The README's TIMEWARP_ARGS="--backend openai ..." ./generate_data.sh: every stage must accept it."""
+    root = tmp_path / "out"
+    shutil.copytree(generated_base, root)
+    with FakeOpenAI(responder=_rewrite) as server:
+        env = {**os.environ, "TIMEWARP_ARGS": f"--backend openai --llm_base_url {server.base_url} "
+                                              f"--llm_model {server.model} --llm_concurrency 2"}
+        res = subprocess.run(["bash", "generate_data.sh", str(root)], cwd=ROOT, capture_output=True, text=True, env=env)
+        assert res.returncode == 0, res.stderr[-2000:]
+        assert server.chat_calls > 0
+    assert read_jsonl(Layout(root).benchmark_shuffled_file)

@@ -212,6 +212,11 @@ def _safe_dirname(model: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("._") or "model"
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
 class ChatClient:
     """Cached, retried, concurrency-limited chat completions against one OpenAI-compatible server."""
 
@@ -246,7 +251,9 @@ class ChatClient:
                         "prompt_tokens": 0, "completion_tokens": 0}
         # a local server must not be reached through an HTTP proxy from the environment
         handlers = [urllib.request.ProxyHandler({})] if self.local else []
-        self._opener = urllib.request.build_opener(*handlers)
+        # urllib follows redirects copying every header, Authorization included, to whatever host the
+        # redirect names: never follow one (a 3xx becomes an error naming the status)
+        self._opener = urllib.request.build_opener(*handlers, _NoRedirect())
 
     def __repr__(self) -> str:  # never shows the key
         return f"ChatClient(base_url={self.base_url!r}, model={self.model!r}, concurrency={self.concurrency})"
@@ -510,8 +517,11 @@ class ChatClient:
 
 
 # ---------------------------------------------------------------------- CLI glue
-def add_llm_args(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("text generation")
+def add_llm_args(parser: argparse.ArgumentParser, unused: bool = False) -> None:
+    """The text-backend options; ``unused``: a stage that calls no model accepts them (one TIMEWARP_ARGS
+    serves every stage of generate_data.sh) and says so."""
+    g = parser.add_argument_group("text generation (accepted for TIMEWARP_ARGS; this stage calls no model)"
+                                  if unused else "text generation")
     g.add_argument("--backend", choices=["template", "openai"], default="template",
                    help="template: offline, deterministic wording; openai: any OpenAI-compatible server "
                         "(OpenAI, vLLM, Ollama) writes the wording (default: template)")

@@ -21,6 +21,7 @@ if __package__ in (None, ""):
 from timewarp.errors import ItemError, UsageError
 from timewarp.generation import layout_for, load_shuffled, require_file, require_normal_ids
 from timewarp.layout import Layout
+from timewarp.llm import add_llm_args
 from timewarp.schema import BenchmarkRecord
 from timewarp.stage import StageRun, add_common_args, cli
 from timewarp.store import read_jsonl, write_jsonl
@@ -77,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="generate_shuffled_benchmark.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root_dir", required=True, help="output root_dir of setup_dataset.sh")
+    add_llm_args(p, unused=True)
     add_common_args(p)
     return p
 
