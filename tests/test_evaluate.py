@@ -43,6 +43,10 @@ HAND_CHECKED = [
     ("I would say (2), then (3), then (1).", ORDER_OPTS, 0),
     ("B", ORDER_OPTS, 1),
     ("(2) happens first", ORDER_OPTS, None),                   # "(2)" is an event there, not option 2
+    ("2", ORDER_OPTS, None),                                   # a bare number names an event there too
+    ("(2)", ORDER_OPTS, None),
+    ("Answer: 3", ORDER_OPTS, None),
+    ("Answer: 3", OPTS, 2),                                    # ...but is option 3 where options cite no events
 ]
 
 

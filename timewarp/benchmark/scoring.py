@@ -65,17 +65,18 @@ def extract_choice(text, options: Sequence[str] = ()) -> Optional[int]:
     text = str(text).replace("*", "").strip()
     if not text:
         return None
-    m = _WHOLE.match(text)
-    if m:
-        return _label_index(m.group(1))
-    opts = [_norm(str(o)) for o in options]
-    if _norm(text) in opts and opts.count(_norm(text)) == 1:
-        return opts.index(_norm(text))
     # options that cite the question's events as (1), (2), (3): numbers are not option labels there
     numbers_ok = not any(re.search(r"\(\d\)", str(o)) for o in options)
 
     def label(g: str) -> Optional[int]:
         return _label_index(g) if numbers_ok or not g.strip("()[] ").isdigit() else None
+
+    m = _WHOLE.match(text)
+    if m:
+        return label(m.group(1))
+    opts = [_norm(str(o)) for o in options]
+    if _norm(text) in opts and opts.count(_norm(text)) == 1:
+        return opts.index(_norm(text))
 
     found = {label(g) for g in _PHRASE.findall(text)}
     found.discard(None)
