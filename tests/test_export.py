@@ -138,6 +138,13 @@ def test_frames_are_the_sampled_frames_of_each_video(generated, tmp_path):
         assert len(r["images"]) == 4 and all(Path(p).is_file() for p in r["images"])
         blocks = r["prompt"][0]["content"]
         assert [b["type"] for b in blocks] == ["image"] * 4 + ["text"]
+    # frames of a video that changed since they were written are written again
+    first = read_json(layout.export_dir("mvbench") / "normal.json")[0]
+    frame = sorted(Path(first["video"]).glob("*.jpg"))[0]
+    frame.write_bytes(Path(files[0]).read_bytes() if frame != files[0] else b"")  # now wrong (or empty)
+    os.utime(frame, (1, 1))  # older than the video
+    export.run(out, "mvbench", frames=4, workers=1)
+    assert frame_id(frame) == int(frame.stem)
     # a rerun with another sampling does not leave stray frames in the folders trainers read whole
     export.run(out, "mvbench", fps=1.0, max_frames=3, workers=1)
     for r in read_json(layout.export_dir("mvbench") / "normal.json"):

@@ -156,7 +156,10 @@ def sample_video(job: FrameJob, item: tuple) -> dict:
         out = layout.export_frame_dir(s.name, rel)
         want = [out / framelib.frame_name(i) for i in idx]
         have = sorted(out.glob("*.jpg")) if out.is_dir() else []
-        if job.overwrite or sorted(have) != sorted(want):
+        video_mtime = (layout.root / rel).stat().st_mtime if (layout.root / rel).is_file() else 0
+        # (no manifest in this folder: trainers read every file in it; a re-encoded video is newer)
+        stale = any(w.stat().st_mtime < video_mtime for w in have)
+        if job.overwrite or stale or sorted(have) != sorted(want):
             for stale in have:
                 if stale not in want:
                     stale.unlink()
