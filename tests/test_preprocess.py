@@ -218,3 +218,23 @@ def test_resume_skips_done_videos(wild_dataset, tmp_path):
     assert {v: layout.normal_video(v).stat().st_mtime_ns for v in first} == first
     assert len(layout.normal_ids()) == 3
     assert not list(layout.root.rglob(".tmp-*"))
+
+
+def test_overwrite_with_other_clips_leaves_nothing_stale(wild_dataset, tmp_path):
+    from timewarp.finevideo import ClipOptions
+    from timewarp.preprocess import final_assertions
+
+    out = tmp_path / "out"
+    preprocess.run(wild_dataset, out, 2, workers=1, write_clips=True)
+    shuffle_clips.run(out, workers=1, permutations_per_video=2)
+    layout = Layout(out)
+    preprocess.run(wild_dataset, out, 2, workers=1, write_clips=True, overwrite=True, clip=ClipOptions(max_clips=2))
+    for vid in layout.normal_ids():
+        ann = read_json(layout.normal_annotation(vid))
+        assert len(ann["clips"]) == 2
+        assert sorted(p.name for p in layout.clip_dir(vid).iterdir()) == ["0.mp4", "1.mp4"]
+    shuffle_clips.run(out, workers=1)  # not --overwrite: the old 3-4 clip shuffles must not be kept
+    for vid in layout.normal_ids():
+        assert read_json(layout.shuffled_annotation(vid))["permutation"] == [1, 0]
+        assert not layout.shuffled_annotation(f"{vid}__p1").exists() and not layout.shuffled_video(f"{vid}__p1").exists()
+    assert final_assertions.run(out, workers=1).ok

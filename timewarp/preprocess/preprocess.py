@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import sys
 import tempfile
 from collections import Counter
@@ -22,8 +23,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from timewarp.errors import ItemError, UsageError
-from timewarp.finevideo import (ClipOptions, ScanProblem, extract_mp4, iter_metadata, meta_of, safe_id, source_id_of,
-                                 source_video)
+from timewarp.finevideo import (ClipOptions, ScanProblem, describe_skips, extract_mp4, iter_metadata, meta_of, safe_id,
+                                 source_id_of, source_video)
 from timewarp.layout import Layout
 from timewarp.parallel import pmap
 from timewarp.schema import Clip, NormalAnnotation, SourceVideo
@@ -75,17 +76,29 @@ def plan_frames(sv: SourceVideo, fps, frame_count: int, duration_tolerance: floa
         clips.append(Clip(len(clips), frame_to_time(a, fps), frame_to_time(b, fps), a, b, span.caption))
         prev_end = b
     if len(clips) < min_clips:
-        why = "; ".join(f"{k}: {v}" for k, v in sorted(skipped.items())) or "too few clips"
         raise ItemError(f"fewer than {min_clips} clips inside the real video",
-                        f"{len(clips)} clip(s), video is {float(duration):.3f}s; {why}")
+                        f"{len(clips)} clip(s), video is {float(duration):.3f}s; {describe_skips(skipped)}")
     return clips, skipped
 
 
+def remove_item(layout: Layout, vid: str) -> None:
+    """Remove one video's outputs, annotation (the done marker) first: an item is whole or absent."""
+    for path in (layout.normal_annotation(vid), layout.normal_video(vid)):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    shutil.rmtree(layout.clip_dir(vid), ignore_errors=True)
+
+
 def process_video(job: tuple[SourceVideo, Config]) -> dict:
-    """Encode one video and write its annotation; returns a small result dict (never raises ItemError)."""
+    """Encode one video and write its annotation; returns a small result dict (never raises ItemError).
+
+    Whatever an earlier run left for this id (an --overwrite, a crash after the encode) is removed
+    first, and a failure removes what this run wrote: no stale clip files, no video without annotation.
+    """
     sv, cfg = job
     layout = Layout(Path(cfg.save_dir))
     tmp_src: Optional[Path] = None
+    remove_item(layout, sv.id)
     try:
         if sv.ref.kind == "parquet":
             layout.tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -116,6 +129,7 @@ def process_video(job: tuple[SourceVideo, Config]) -> dict:
     except ItemError as exc:
         # name the input, not our scratch copy of it (whose name is random)
         detail = exc.detail.replace(str(tmp_src), sv.ref.label()) if tmp_src else exc.detail
+        remove_item(layout, sv.id)
         return {"id": sv.id, "ok": False, "reason": exc.reason, "detail": detail}
     finally:
         if tmp_src is not None:

@@ -9,6 +9,7 @@ the shuffled timeline; it is written after the video, so its presence marks the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import sys
 from dataclasses import dataclass
@@ -69,6 +70,30 @@ def shuffled_annotation(ann: NormalAnnotation, perm: list[int], k: int, seed: in
         height=ann.height, title=ann.title, category=ann.category, clips=clips)
 
 
+def is_done(layout: Layout, s: ShuffledAnnotation) -> bool:
+    """An earlier run wrote exactly this shuffle (same clips, same permutation) and its video.
+
+    A rerun after preprocess --overwrite changed a video's clips must not keep the old shuffle.
+    """
+    try:
+        old = read_json(layout.shuffled_annotation(s.id))
+    except (OSError, ValueError):
+        return False
+    new = s.to_dict()
+    same = isinstance(old, dict) and all(old.get(k) == v for k, v in new.items() if k != "merged_caption")
+    return same and layout.shuffled_video(s.id).is_file()
+
+
+def remove_extra_shuffles(layout: Layout, vid: str, count: int) -> None:
+    """Drop shuffles <vid>__p<k>, k >= count, that an earlier run with more permutations made."""
+    for path in layout.shuffled_annotations_dir.glob(f"{vid}__p*.json"):
+        k = path.stem[len(vid) + 3:]
+        if k.isdigit() and int(k) >= count:
+            for p in (path, layout.shuffled_video(path.stem)):
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+
+
 @dataclass(frozen=True)
 class Config:
     root: str
@@ -94,8 +119,8 @@ def shuffle_video(job: tuple[str, Config]) -> dict:
             raise ItemError("fewer than 2 clips", f"{len(ann.clips)} clip(s)")
         perms = draw_permutations(len(ann.clips), cfg.permutations, cfg.seed, ann.id)
         shuffled = [shuffled_annotation(ann, p, k, cfg.seed, layout) for k, p in enumerate(perms)]
-        if not cfg.overwrite and all(layout.shuffled_annotation(s.id).is_file() and layout.shuffled_video(s.id).is_file()
-                                     for s in shuffled):
+        remove_extra_shuffles(layout, vid, len(shuffled))
+        if not cfg.overwrite and all(is_done(layout, s) for s in shuffled):
             return {"id": vid, "ok": True, "skipped": True, "count": len(shuffled)}
         layout.shuffled_videos_dir.mkdir(parents=True, exist_ok=True)
         concat_copy(video, parse_rate(ann.fps_rational),
