@@ -238,3 +238,17 @@ def test_overwrite_with_other_clips_leaves_nothing_stale(wild_dataset, tmp_path)
         assert read_json(layout.shuffled_annotation(vid))["permutation"] == [1, 0]
         assert not layout.shuffled_annotation(f"{vid}__p1").exists() and not layout.shuffled_video(f"{vid}__p1").exists()
     assert final_assertions.run(out, workers=1).ok
+
+
+def test_save_dir_around_or_equal_to_the_dataset(wild_rows, tmp_path):
+    """--save_dir may contain --root_dir, or be it: our outputs are never read back as input."""
+    outer = tmp_path / "outer"
+    write_shard(outer / "fv" / "data" / "s.parquet", wild_rows[:2])
+    (outer / "fv" / "README.json").write_text("{}")  # a stray json is no video's metadata
+    stats = preprocess.run(outer / "fv", outer, 2, workers=1)
+    assert stats["items_out"] == 2 and stats["rejected"] == 0
+    same = tmp_path / "same"
+    write_shard(same / "data" / "s.parquet", wild_rows[:2])
+    preprocess.run(same, same, 2, workers=1)
+    stats = preprocess.run(same, same, 2, workers=1, overwrite=True)  # normal/videos/*.mp4 are not inputs
+    assert stats["rejected"] == 0 and stats["records_seen"] == 2

@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -75,6 +76,17 @@ class ClipOptions:
     min_clip_seconds: float = 0.0  # clips shorter than this are skipped (published: only start >= end)
 
 
+def content_metadata(meta: dict) -> Optional[dict]:
+    """``content_metadata`` as a dict (copies may hold it as a JSON string), or None."""
+    cm = meta.get("content_metadata")
+    if isinstance(cm, (str, bytes, bytearray)):
+        try:
+            cm = meta_of(cm)
+        except ItemError:
+            return None
+    return cm if isinstance(cm, dict) else None
+
+
 def clip_spans(meta: dict, opts: ClipOptions) -> tuple[list[ClipSpan], Counter]:
     """Clips as the published method cuts them, plus counts of why other scenes gave no clip.
 
@@ -83,10 +95,8 @@ def clip_spans(meta: dict, opts: ClipOptions) -> tuple[list[ClipSpan], Counter]:
     first clip that ends after ``max_seconds``.
     """
     skipped: Counter = Counter()
-    cm = meta.get("content_metadata")
-    if isinstance(cm, str):
-        cm = meta_of(cm)
-    if not isinstance(cm, dict):
+    cm = content_metadata(meta)
+    if cm is None:
         raise ItemError("metadata has no content_metadata")
     scenes = cm.get("scenes")
     if not isinstance(scenes, list) or not scenes:
@@ -148,7 +158,7 @@ def source_video(ref: SourceRef, meta: dict, opts: ClipOptions) -> SourceVideo:
     spans, skipped = clip_spans(meta, opts)
     if len(spans) < opts.min_clips:
         raise ItemError(f"fewer than {opts.min_clips} clips", f"{len(spans)} clip(s); {describe_skips(skipped)}")
-    cm = meta.get("content_metadata") or {}
+    cm = content_metadata(meta) or {}
     dur = meta.get("duration_seconds")
     return SourceVideo(
         id=safe_id(source_id),
@@ -174,36 +184,42 @@ class ScanProblem:
     source: str
 
 
-def _skip_dir(path: Path, root: Path, exclude: Optional[Path]) -> bool:
-    rel = path.relative_to(root).parts
-    if any(p.startswith(".") for p in rel[:-1]):
-        return True
-    if exclude is not None:
-        try:
-            path.resolve().relative_to(exclude)
-            return True
-        except ValueError:
-            pass
-    return False
+def _pruned_dirs(root: Path, save_dir: Optional[Path]) -> set[Path]:
+    """Folders of our own outputs that lie under the dataset root (never scanned as input)."""
+    if save_dir is None:
+        return set()
+    from timewarp.layout import Layout
+
+    root, save_dir = root.resolve(), save_dir.resolve()
+    if save_dir == root:
+        return {p.resolve() for p in Layout(save_dir).output_dirs()}
+    return {save_dir} if root in save_dir.parents else set()
 
 
 def find_inputs(root: Path, exclude: Optional[Path] = None) -> tuple[list[Path], list[tuple[Path, Optional[Path]]], list[Path]]:
-    """Parquet shards, (mp4, metadata json or None) pairs, and metadata files with no video; sorted."""
+    """Parquet shards, (mp4, metadata json or None) pairs, and metadata/ files with no video; sorted.
+
+    Hidden folders and the outputs of a save_dir (``exclude``) inside root are not walked.
+    """
     root = Path(root)
-    exclude = exclude.resolve() if exclude else None
+    pruned = _pruned_dirs(root, exclude)
     shards, pairs, orphans = [], [], []
     jsons = set()
     mp4s = []
-    for p in sorted(root.rglob("*")):
-        if not p.is_file() or _skip_dir(p, root, exclude):
-            continue
-        suffix = p.suffix.lower()
-        if suffix == ".parquet":
-            shards.append(p)
-        elif suffix == ".mp4":
-            mp4s.append(p)
-        elif suffix == ".json":
-            jsons.add(p)
+    for dirpath, dirs, files in os.walk(root):
+        here = Path(dirpath)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (here / d).resolve() not in pruned)
+        for name in sorted(files):
+            p = here / name
+            suffix = p.suffix.lower()
+            if suffix == ".parquet":
+                shards.append(p)
+            elif suffix == ".mp4":
+                mp4s.append(p)
+            elif suffix == ".json":
+                jsons.add(p)
+    shards.sort()
+    mp4s.sort()
     used = set()
     for mp4 in mp4s:
         cands = [mp4.with_suffix(".json")]
@@ -213,9 +229,8 @@ def find_inputs(root: Path, exclude: Optional[Path] = None) -> tuple[list[Path],
         if meta is not None:
             used.add(meta)
         pairs.append((mp4, meta))
-    for js in sorted(jsons - used):
-        if js.parent.name == "metadata" or js.with_suffix(".mp4").parent == js.parent:
-            orphans.append(js)
+    # a lone .json elsewhere may be anything (a README, dataset_info.json): only metadata/ counts
+    orphans = sorted(js for js in jsons - used if js.parent.name == "metadata")
     return shards, pairs, orphans
 
 

@@ -185,7 +185,11 @@ class Layout:
 
     def state_file(self, stage: str) -> Path:
         """A stage's small resume record (e.g. which files filter_corrupted already verified)."""
-        return self.root / "state" / f"{stage}.json"
+        return self.state_dir / f"{stage}.json"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "state"
 
     @property
     def cache_dir(self) -> Path:
@@ -196,6 +200,12 @@ class Layout:
     def tmp_dir(self) -> Path:
         """Scratch space on the same filesystem as the outputs (so os.replace is atomic)."""
         return self.root / "tmp"
+
+    def output_dirs(self) -> list[Path]:
+        """The top-level folders the stages write (what a dataset scan of the same root must skip)."""
+        return [self.normal_dir, self.shuffled_dir, self.captions_dir, self.sft_dir, self.pref_dir,
+                self.benchmark_dir, self.rejects_dir, self.stats_dir, self.quarantine_dir, self.cache_dir,
+                self.tmp_dir, self.state_dir, self.frames_dir, self.exports_dir, self.report_dir]
 
     def rel(self, path: Path) -> str:
         """A path inside root, as written into records (relative, forward slashes)."""
