@@ -153,7 +153,10 @@ def sample_video(job: FrameJob, item: tuple) -> dict:
         idx = framelib.sample_indices(frame_count, n=s.n, fps=s.fps, video_fps=fps, max_frames=s.max_frames)
         if not idx:
             raise ItemError("video has no frames", rel)
-        out = layout.export_frame_dir(s.name, rel)
+        try:
+            out = layout.export_frame_dir(s.name, rel)
+        except ValueError as exc:
+            raise ItemError("video path outside the output folder", str(exc))
         want = [out / framelib.frame_name(i) for i in idx]
         have = sorted(out.glob("*.jpg")) if out.is_dir() else []
         video_mtime = (layout.root / rel).stat().st_mtime if (layout.root / rel).is_file() else 0

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from timewarp.errors import ItemError
+from timewarp.layout import SHUFFLE_SUFFIX, Layout
 from timewarp.schema import ClipSpan, SourceRef, SourceVideo
 from timewarp.timestamps import parse_timestamp
 
@@ -30,7 +31,6 @@ log = logging.getLogger("timewarp.finevideo")
 
 JSON_BATCH_ROWS = 64
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-_SHUFFLE_SUFFIX = re.compile(r"__p\d+$")
 
 
 def safe_id(raw: str) -> str:
@@ -41,7 +41,7 @@ def safe_id(raw: str) -> str:
     raw = str(raw)
     cleaned = _SAFE.sub("_", raw).strip("._-")[:80]
     # "<id>__p<k>" names the k-th extra shuffle of <id> (shuffle_clips), so no source id may look like one
-    if cleaned == raw and cleaned and not _SHUFFLE_SUFFIX.search(cleaned):
+    if cleaned == raw and cleaned and not SHUFFLE_SUFFIX.search(cleaned):
         return cleaned
     digest = hashlib.sha1(raw.encode("utf-8", "surrogatepass")).hexdigest()[:8]
     return f"{cleaned or 'video'}-{digest}"
@@ -188,8 +188,6 @@ def _pruned_dirs(root: Path, save_dir: Optional[Path]) -> set[Path]:
     """Folders of our own outputs that lie under the dataset root (never scanned as input)."""
     if save_dir is None:
         return set()
-    from timewarp.layout import Layout
-
     root, save_dir = root.resolve(), save_dir.resolve()
     if save_dir == root:
         return {p.resolve() for p in Layout(save_dir).output_dirs()}

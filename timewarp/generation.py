@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 from timewarp.errors import ItemError, UsageError
-from timewarp.layout import Layout
+from timewarp.layout import Layout, split_shuffled_id
 from timewarp.schema import NormalAnnotation, ShuffledAnnotation
 from timewarp.stage import StageRun, require_root
 from timewarp.store import read_json
@@ -81,9 +81,10 @@ def load_shuffled(layout: Layout, sid: str, n_clips: Optional[int] = None) -> Sh
 
 def shuffled_ids_of(layout: Layout, vid: str) -> list[str]:
     """The shuffled ids of one normal video: ``vid`` (permutation 0) first, then ``vid__p<k>`` by k."""
-    extra = sorted((p.stem for p in layout.shuffled_annotations_dir.glob(f"{vid}__p*.json")),
-                   key=lambda s: (len(s), s))
-    return [vid] + [s for s in extra if s[len(vid) + 3:].isdigit()]
+    extra = [(k, sid) for sid, (nid, k) in ((p.stem, split_shuffled_id(p.stem))
+                                           for p in layout.shuffled_annotations_dir.glob(f"{vid}__p*.json"))
+             if nid == vid and k > 0]
+    return [vid] + [sid for _, sid in sorted(extra)]
 
 
 def backend_from_args(args: argparse.Namespace, layout: Layout):

@@ -1,8 +1,22 @@
 """Every path of an output root_dir, in one place. Scripts never join path strings themselves."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+# shuffle_clips names the k-th permutation of video <id> "<id>" (k = 0) or "<id>__p<k>" (k >= 1)
+SHUFFLE_SUFFIX = re.compile(r"__p(\d+)$")
+
+
+def shuffled_id(normal_id: str, k: int) -> str:
+    return normal_id if k == 0 else f"{normal_id}__p{k}"
+
+
+def split_shuffled_id(sid: str) -> tuple[str, int]:
+    """(normal id, permutation index) of a shuffled id."""
+    m = SHUFFLE_SUFFIX.search(sid)
+    return (sid[:m.start()], int(m.group(1))) if m else (sid, 0)
 
 
 @dataclass(frozen=True)
@@ -149,6 +163,8 @@ class Layout:
 
     def export_frame_dir(self, sampling: str, video_rel: str) -> Path:
         rel = Path(video_rel)
+        if rel.is_absolute() or ".." in rel.parts:  # from an annotation: must not lead outside root
+            raise ValueError(f"video path {video_rel!r} is not inside the output folder")
         return self.export_frames_dir / sampling / rel.with_suffix("")
 
     @property

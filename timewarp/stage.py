@@ -134,11 +134,9 @@ class StageRun:
         A ``Failed`` becomes an ``internal error`` reject; a result dict with ``ok`` false becomes a
         reject with its ``reason`` and ``detail`` (and ``sources[i]``, or its own ``source``).
         """
-        from timewarp.parallel import Failed
-
         sources = sources or [""] * len(ids)
         for item_id, source, res in zip(ids, sources, results):
-            if isinstance(res, Failed):
+            if isinstance(res, parallel.Failed):
                 self.internal_error(item_id, res, source)
             elif not res.get("ok"):
                 self.reject(item_id, res["reason"], res.get("detail", ""), res.get("source") or source)

@@ -13,7 +13,6 @@ does not decode them again while they are unchanged (--overwrite decodes everyth
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
 import sys
 import time
@@ -26,7 +25,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from timewarp.errors import ItemError, UsageError
-from timewarp.layout import Layout
+from timewarp.layout import Layout, split_shuffled_id
 from timewarp.parallel import Failed, pmap
 from timewarp.schema import NormalAnnotation
 from timewarp.stage import (NO_SEED_HELP, StageRun, add_common_args, add_shuffled_dir_args, cli, layout_from_args, log,
@@ -130,8 +129,7 @@ def shuffled_by_normal(layout: Layout, normal_ids: set[str]) -> dict[str, list[s
         except (OSError, ValueError):
             pass
         if not isinstance(nid, str):
-            # shuffle_clips names the k-th permutation (k >= 1) of <id> as <id>__p<k>
-            nid = sid if sid in normal_ids else re.sub(r"__p\d+$", "", sid)
+            nid = sid if sid in normal_ids else split_shuffled_id(sid)[0]
         out[nid].append(sid)
     return out
 

@@ -20,7 +20,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from timewarp.errors import ItemError, UsageError
-from timewarp.layout import Layout
+from timewarp.layout import Layout, shuffled_id, split_shuffled_id
 from timewarp.parallel import pmap
 from timewarp.schema import NormalAnnotation, ShuffledAnnotation, ShuffledClip
 from timewarp.splits import item_seed
@@ -31,10 +31,6 @@ from timewarp.video import concat_copy, ffmpeg_exe
 
 STAGE = "shuffle_clips"
 MAX_DRAWS = 1000
-
-
-def shuffled_id(normal_id: str, k: int) -> str:
-    return normal_id if k == 0 else f"{normal_id}__p{k}"
 
 
 def draw_permutations(n: int, count: int, seed: int, key: str) -> list[list[int]]:
@@ -87,8 +83,8 @@ def is_done(layout: Layout, s: ShuffledAnnotation) -> bool:
 def remove_extra_shuffles(layout: Layout, vid: str, count: int) -> None:
     """Drop shuffles <vid>__p<k>, k >= count, that an earlier run with more permutations made."""
     for path in layout.shuffled_annotations_dir.glob(f"{vid}__p*.json"):
-        k = path.stem[len(vid) + 3:]
-        if k.isdigit() and int(k) >= count:
+        nid, k = split_shuffled_id(path.stem)
+        if nid == vid and k >= count:
             for p in (path, layout.shuffled_video(path.stem)):
                 with contextlib.suppress(FileNotFoundError):
                     p.unlink()
