@@ -354,23 +354,120 @@ def content_words(text: str) -> list[str]:
     return [w for w in re.findall(r"[a-z0-9]+", text.lower()) if len(w) > 2 and w not in _STOP]
 
 
-def keeps_in_order(text: str, captions: Sequence[str], min_cover: float = 0.5) -> Optional[str]:
-    """None if ``text`` mentions every caption (>= min_cover of its distinctive words) in order,
-    else a short reason. Distinctive words = content words of a caption found in no other caption."""
-    words = content_words(text)
-    sets = [set(content_words(c)) for c in captions]
-    last_anchor = -1.0
-    for k, s in enumerate(sets):
-        others = set().union(*(sets[:k] + sets[k + 1:])) if len(sets) > 1 else set()
-        distinct = s - others or s
+def _tokens(text: str) -> list[str]:
+    """Lower-case word tokens, with a label such as "(2)" as one token."""
+    return re.findall(r"\(\d+\)|[a-z0-9]+", text.lower())
+
+
+def _is_content(tok: str) -> bool:
+    return len(tok) > 2 and tok[0] != "(" and tok not in _STOP
+
+
+def _distinctive(caption: str, others: Sequence[str]) -> set:
+    """Content words of ``caption`` found in none of ``others`` whose content words differ (an identical
+    caption is the same text, not another event); all its content words if none is distinctive."""
+    s = set(content_words(caption))
+    rest = [set(content_words(o)) for o in others]
+    distinct = s - set().union(*(r for r in rest if r != s))
+    return distinct or s
+
+
+def keeps_in_order(text: str, captions: Sequence[str], min_cover: float = 0.5, *, video: Sequence[str] = (),
+                   labels: Sequence[str] = ()) -> Optional[str]:
+    """None if ``text`` mentions every caption of ``captions`` in order, else a short reason.
+
+    A caption is mentioned when >= min_cover of its distinctive words (content words found in no other
+    caption of ``video``, or of ``captions`` when no video is given) occur in ``text``. Each caption's
+    words are searched only after the previous caption's anchor (the median position of its words)
+    and among words no earlier caption used, so identical captions each need their own mention.
+    ``labels`` (e.g. "(1)", "(2)", "(3)"): labels[k] must come after every word of caption k-1 and
+    before the words of caption k, which are searched only after it.
+    """
+    toks = _tokens(text)
+    pool = list(video) or list(captions)
+    used: set = set()
+    start = -1
+    for k, cap in enumerate(captions):
+        if k < len(labels):
+            lab = labels[k].lower()
+            at = next((i for i in range(start + 1, len(toks)) if toks[i] == lab), None)
+            if at is None:
+                return f"marker {labels[k]} {'out of place' if lab in toks else 'lost'}"
+            start = at
+        distinct = _distinctive(cap, pool)
         if not distinct:
             continue
-        found = [w for w in distinct if w in words]
-        if len(found) < min_cover * len(distinct):
-            return f"event {k + 1} missing"
-        positions = sorted(words.index(w) for w in found)
-        anchor = positions[len(positions) // 2]
-        if anchor <= last_anchor:
-            return f"event {k + 1} out of order"
-        last_anchor = anchor
+        need = min_cover * len(distinct)
+        found = []
+        for w in distinct:
+            i = next((i for i in range(start + 1, len(toks)) if toks[i] == w and i not in used), None)
+            if i is not None:
+                found.append(i)
+        if len(found) < need:
+            anywhere = sum(1 for w in distinct if w in toks)
+            return f"event {k + 1} {'out of order' if anywhere >= need else 'missing'}"
+        found.sort()
+        used.update(found)
+        start = found[-1] if labels else found[len(found) // 2]
     return None
+
+
+def foreign_words(text: str, template: str, keep: Sequence[str], video: Sequence[str]) -> Optional[str]:
+    """None unless ``text`` holds a distinctive word of a caption of ``video`` that is not in ``keep``
+    (another event of the video) and that ``template`` does not hold; else a short reason."""
+    toks, have = set(_tokens(text)), set(_tokens(template))
+    kept = [set(content_words(c)) for c in keep]
+    for k, cap in enumerate(video):
+        if set(content_words(cap)) in kept:
+            continue
+        distinct = set(content_words(cap)) - set().union(
+            *(set(content_words(o)) for o in video if set(content_words(o)) != set(content_words(cap))))
+        added = sorted(w for w in distinct if w in toks and w not in have)
+        if added:
+            return f"mentions another event ({', '.join(added)})"
+    return None
+
+
+# Words that would flip what a question of a kind asks or what its answer says. A rewording may not
+# add one; a word the template text already holds (a caption may say "first") does not count.
+_EARLY = ("first", "firstly", "begin", "begins", "began", "beginning", "start", "starts", "started", "starting",
+          "opening", "opens", "earliest", "earlier", "initially", "initial")
+_LATE = ("last", "lastly", "end", "ends", "ended", "ending", "final", "finally", "finale", "latest", "later")
+_BEFORE = ("before", "precede", "precedes", "preceded", "preceding", "prior", "previous", "previously", "earlier")
+_AFTER = ("after", "afterwards", "afterward", "follow", "follows", "followed", "following", "next", "later",
+          "subsequent", "subsequently")
+_REVERSE = ("reverse", "reversed", "backwards", "backward", "opposite")
+FLIP_WORDS = {
+    ("first", "question"): _LATE, ("first", "answer"): _LATE,
+    ("last", "question"): _EARLY, ("last", "answer"): _EARLY,
+    ("after", "question"): _BEFORE, ("after", "answer"): _BEFORE,
+    ("before", "question"): _AFTER, ("before", "answer"): _AFTER,
+    ("earliest_of", "question"): _LATE, ("latest_of", "question"): _EARLY,
+    ("which_first", "question"): _LATE, ("which_first", "answer"): _BEFORE + ("last", "lastly", "latest"),
+    ("order_three", "question"): _REVERSE + _EARLY + _LATE + _BEFORE,
+    ("order_three", "answer"): _REVERSE + _BEFORE + _EARLY + _LATE,
+}
+
+
+def flip_words(kind: str, role: str) -> tuple[str, ...]:
+    """Direction words a rewording of a ``kind`` question or answer (``role``) may not add."""
+    return FLIP_WORDS.get((kind, role), ())
+
+
+def added_flip_word(text: str, template: str, words: Sequence[str]) -> Optional[str]:
+    """None unless ``text`` holds one of ``words`` that ``template`` does not; else a short reason."""
+    toks, have = set(_tokens(text)), set(_tokens(template))
+    bad = sorted(w for w in words if w in toks and w not in have)
+    return f"direction word added ({', '.join(bad)})" if bad else None
+
+
+def question_keep(kind: str, events: Sequence[int]) -> list[int]:
+    """The clips a question's text names, in the order it names them (a rewording must keep them)."""
+    return list(events) if kind in ("after", "before", "which_first", "order_three") else []
+
+
+def answer_keep(kind: str, events: Sequence[int], ans: Sequence[int]) -> list[int]:
+    """The clips an answer's text names, in order (which_first: winner, then loser; none: nothing)."""
+    if kind == "which_first" and ans:
+        return [ans[0]] + [e for e in events if e != ans[0]]
+    return list(ans)

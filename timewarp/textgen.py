@@ -6,10 +6,19 @@ options, merged caption: right by construction). A backend then only *rewords* t
 * ``TemplateBackend`` (default): returns them unchanged. Offline, deterministic, no key.
 * ``OpenAIBackend``: asks an OpenAI-compatible model (through ``timewarp.llm.ChatClient``: cached on
   disk, retried on 429/5xx/timeouts, concurrency-limited, tokens counted) to rewrite them fluently,
-  as one strict JSON object with the same keys. A reply is accepted only if it is that object and
-  every field still names the same events in the same order (``temporal.keeps_in_order``) and holds
-  the required literal markers; otherwise the client re-asks, and when it gives up the template
-  text is kept and the failure comes back (reason + reply) for the stage's rejects file.
+  as one strict JSON object with the same keys. Only texts that name events are sent: a text with
+  nothing to keep ("What happens first in the video?", "Nothing follows it: ...") stays template
+  text. A reply is accepted only if it is that object and every field (``validate_field``)
+  - still names its events, each with its own distinctive words (computed against ALL captions of
+    the video), in the same order, and for labelled lists each "(k)" right before its own event
+    (``temporal.keeps_in_order``);
+  - names no other event of the video (no distinctive word of another caption that the template
+    text lacks: ``temporal.foreign_words``);
+  - adds no direction word that would flip the question or answer ("first" -> "last", "after" ->
+    "before": ``temporal.flip_words``; words already in the template text do not count);
+  - holds the required literal markers.
+  Otherwise the client re-asks, and when it gives up the template text is kept and the failure comes
+  back (reason + reply) for the stage's rejects file.
 """
 from __future__ import annotations
 
@@ -17,7 +26,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
-from timewarp.temporal import keeps_in_order
+from timewarp.temporal import added_flip_word, foreign_words, keeps_in_order
 
 SYSTEM_QA = (
     "You rewrite short texts about a video so they read fluently and naturally. You are given a JSON "
@@ -42,9 +51,18 @@ class Rewrite:
     key: str                                    # item id, for rejects
     fields: dict                                # name -> template text
     keep: dict = field(default_factory=dict)    # name -> captions that must stay mentioned, in order
+                                                # (a field with none is not sent: template text kept)
     markers: dict = field(default_factory=dict)  # name -> literal strings that must stay
     caption: bool = False                       # a merged-caption rewrite (other prompt)
     events: Sequence[str] = ()                  # caption rewrite: the event list, in order
+    captions: Sequence[str] = ()                # every caption of the video: distinctive words are
+                                                # computed against these; others may not be named
+    labels: dict = field(default_factory=dict)  # name -> labels of keep[k] ("(1)", ...), in order
+    forbid: dict = field(default_factory=dict)  # name -> direction words the rewording may not add
+
+    def sent(self) -> list:
+        """Names of the fields the model rewords: those with events to keep."""
+        return [n for n in self.fields if self.keep.get(n)]
 
 
 @dataclass
@@ -67,20 +85,31 @@ class TemplateBackend:
         return {}
 
 
+def validate_field(item: Rewrite, name: str, value: str) -> Optional[str]:
+    """None if ``value`` is an acceptable rewording of field ``name`` of ``item``, else the reason."""
+    original = item.fields[name]
+    keep = item.keep.get(name, ())
+    if len(value) > 3 * len(original) + 200:
+        return f"reply too long ({len(value)} characters)"
+    for m in item.markers.get(name, ()):
+        if m not in value:
+            return f"marker {m} lost"
+    return (keeps_in_order(value, keep, video=item.captions, labels=item.labels.get(name, ()))
+            or (foreign_words(value, original, keep, item.captions) if item.captions else None)
+            or added_flip_word(value, original, item.forbid.get(name, ())))
+
+
 def make_validator(item: Rewrite):
     from timewarp.llm import parse_json_object
 
+    names = item.sent()
+
     def validate(text: str) -> dict:
-        obj = parse_json_object(text, {k: str for k in item.fields})
+        obj = parse_json_object(text, {k: str for k in names})
         out = {}
-        for name, original in item.fields.items():
+        for name in names:
             value = " ".join(obj[name].split())
-            if len(value) > 3 * len(original) + 200:
-                raise ValueError(f"{name}: reply too long ({len(value)} characters)")
-            for m in item.markers.get(name, ()):
-                if m not in value:
-                    raise ValueError(f"{name}: marker {m} lost")
-            problem = keeps_in_order(value, item.keep.get(name, ()))
+            problem = validate_field(item, name, value)
             if problem:
                 raise ValueError(f"{name}: {problem}")
             out[name] = value
@@ -103,20 +132,26 @@ class OpenAIBackend:
         if item.caption:
             user = json.dumps({"events": list(item.events)}, ensure_ascii=False)
             return ChatRequest(messages=(("system", SYSTEM_CAPTION), ("user", user)), max_tokens=1024)
-        user = json.dumps(item.fields, ensure_ascii=False)
+        user = json.dumps({n: item.fields[n] for n in item.sent()}, ensure_ascii=False)
         return ChatRequest(messages=(("system", SYSTEM_QA), ("user", user)), max_tokens=768)
 
     def reword(self, items: Sequence[Rewrite], desc: str = "") -> list[Reworded]:
         from timewarp.llm import LLMError
 
-        replies = self.client.map([(self.request(it), make_validator(it)) for it in items], desc=desc or "rewording")
+        asked = [it for it in items if it.sent()]  # nothing to keep: nothing to reword
+        replies = iter(self.client.map([(self.request(it), make_validator(it)) for it in asked],
+                                       desc=desc or "rewording"))
         out = []
-        for it, rep in zip(items, replies):
+        for it in items:
+            if not it.sent():
+                out.append(Reworded(dict(it.fields), "template"))
+                continue
+            rep = next(replies)
             if isinstance(rep, LLMError):
                 detail = rep.detail + (f"; reply: {rep.reply}" if rep.reply is not None else "")
                 out.append(Reworded(dict(it.fields), "template", (f"model reply not used ({rep.reason})", detail)))
             else:
-                out.append(Reworded(rep, "llm"))
+                out.append(Reworded({**it.fields, **rep}, "llm"))
         return out
 
     @property

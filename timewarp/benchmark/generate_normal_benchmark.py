@@ -11,7 +11,10 @@ Too few clips: a video with fewer than 3 clips cannot have 4 plausible options a
 ("too few clips for 4 options"); 3 clips allow only the order-of-three kind (one question), 4 add
 first/last, 5 or more allow every kind. A test video without a shuffled annotation is rejected, so
 both benchmarks cover the same videos. Keys are computed from the clip order, never by a model;
-``--backend openai`` only rewords the question (options and key untouched).
+``--backend openai`` only rewords a question that names events (right after / right before X, order
+of three; options and key untouched; a first / last / earliest / latest question stays template
+text), with the checks of timewarp.textgen (same events in order, each "(k)" before its own event,
+no other event of the video, no direction word that flips the question).
 Output: benchmark/normal.jsonl (schema: timewarp.schema.BenchmarkRecord), rebuilt on every run.
 """
 from __future__ import annotations
@@ -36,7 +39,8 @@ from timewarp.schema import BenchmarkRecord
 from timewarp.splits import item_seed
 from timewarp.stage import StageRun, add_common_args, cli, log
 from timewarp.store import write_jsonl
-from timewarp.temporal import (LETTERS, MIN_CLIPS_MCQ, KeyBalancer, answer, option_text, pick_mcqs, question_text)
+from timewarp.temporal import (LETTERS, MIN_CLIPS_MCQ, KeyBalancer, answer, flip_words, option_text, pick_mcqs,
+                               question_keep, question_text)
 from timewarp.textgen import Rewrite, TemplateBackend
 
 STAGE = "generate_normal_benchmark"
@@ -109,9 +113,10 @@ def run(root_dir, *, seed: int = 42, workers: int = 1, limit: Optional[int] = No
                                   kind=q.kind, events=list(q.events), question=text, options=opts,
                                   option_clips=[list(o) for o in placed], answer=LETTERS[key], answer_index=key,
                                   order=list(range(n)), prompt="")
-            items.append(dict(rec=rec, keep=[caps[e] for e in q.events] if q.kind in ("after", "before", "order_three") else []))
+            items.append(dict(rec=rec, keep=[caps[e] for e in question_keep(q.kind, q.events)], captions=caps))
     reworded = backend.reword([Rewrite(it["rec"].qid, {"question": it["rec"].question}, keep={"question": it["keep"]},
-                                       markers={"question": ["(1)", "(2)", "(3)"]} if it["rec"].kind == "order_three" else {})
+                                       captions=it["captions"], forbid={"question": flip_words(it["rec"].kind, "question")},
+                                       labels={"question": ["(1)", "(2)", "(3)"]} if it["rec"].kind == "order_three" else {})
                                for it in items], desc=f"{STAGE} (model)")
     rows = []
     for it, rw in zip(items, reworded):

@@ -39,7 +39,7 @@ from timewarp.schema import PrefRecord, SFTRecord
 from timewarp.splits import item_seed
 from timewarp.stage import StageRun, add_common_args, add_shuffled_dir_args, cli, layout_from_args
 from timewarp.store import read_jsonl, write_jsonl
-from timewarp.temporal import adjacent_swaps, answer, answer_text, reversed_order
+from timewarp.temporal import adjacent_swaps, answer, answer_keep, answer_text, flip_words, reversed_order
 from timewarp.textgen import Rewrite, TemplateBackend
 
 STAGE = "generate_pref_explicit"
@@ -111,8 +111,17 @@ def pairs_for_video(job: Job, item: tuple) -> dict:
                              events=list(ev), question=q.question, chosen=good_text, rejected=bad_text,
                              chosen_clips=list(good), rejected_clips=list(bad), negative=negative,
                              negative_order=list(neg_order), wording="template")
-            pairs.append(dict(rec=rec.to_dict(), keep_c=[captions[c] for c in good], keep_r=[captions[c] for c in bad]))
+            pairs.append(dict(rec=rec.to_dict(), keep_c=[captions[c] for c in answer_keep(q.kind, ev, good)],
+                              keep_r=[captions[c] for c in answer_keep(q.kind, ev, bad)], captions=captions))
     return {"ok": True, "id": vid, "pairs": pairs, "rejects": rejects}
+
+
+def rewrite_item(it: dict) -> Rewrite:
+    """What the model may reword in one pair (both are answers), and what each must keep."""
+    forbid = flip_words(it["rec"]["kind"], "answer")
+    return Rewrite(it["rec"]["pid"], {"chosen": it["rec"]["chosen"], "rejected": it["rec"]["rejected"]},
+                   keep={"chosen": it["keep_c"], "rejected": it["keep_r"]}, captions=it["captions"],
+                   forbid={"chosen": forbid, "rejected": forbid})
 
 
 def run(root_dir, *, seed: int = 42, workers: int = 1, limit: Optional[int] = None, overwrite: bool = False,
@@ -155,9 +164,7 @@ def run(root_dir, *, seed: int = 42, workers: int = 1, limit: Optional[int] = No
         for r in res["rejects"]:
             stage.reject(*r)
         items.extend(res["pairs"])
-    reworded = backend.reword([Rewrite(it["rec"]["pid"], {"chosen": it["rec"]["chosen"], "rejected": it["rec"]["rejected"]},
-                                       keep={"chosen": it["keep_c"], "rejected": it["keep_r"]}) for it in items],
-                              desc=f"{STAGE} (model)")
+    reworded = backend.reword([rewrite_item(it) for it in items], desc=f"{STAGE} (model)")
     rows = []
     for it, rw in zip(items, reworded):
         rec = dict(it["rec"])

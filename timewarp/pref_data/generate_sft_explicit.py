@@ -4,8 +4,11 @@ For every TRAIN-split video (test-split videos are held out for the benchmarks),
 questions of different kinds (first / last / right after X / right before X / which of two comes
 first / order of three), drawn by an RNG seeded by ``--seed`` and the video id. Answers are computed
 from the clip order (timewarp.temporal), never by a model; each record names the clips it rests on.
-With ``--backend openai`` a model rewords question and answer; a rewording that loses an event or
-changes its order is not used (template text kept; reason and reply in the rejects file).
+With ``--backend openai`` a model rewords question and answer (a text naming no event, such as
+"What happens first in the video?" or "Nothing follows it: ...", is never sent); a rewording that
+loses an event, changes the order, names another event of the video or adds a direction word that
+flips the meaning ("first" -> "last", "after" -> "before") is not used (template text kept; reason
+and reply in the rejects file).
 Output: sft/sft_explicit.jsonl (schema: timewarp.schema.SFTRecord), rebuilt on every run.
 """
 from __future__ import annotations
@@ -30,7 +33,8 @@ from timewarp.schema import SFTRecord
 from timewarp.splits import item_seed
 from timewarp.stage import StageRun, add_common_args, cli, log
 from timewarp.store import write_jsonl
-from timewarp.temporal import answer, answer_text, grounding, pick_questions, question_text
+from timewarp.temporal import (answer, answer_keep, answer_text, flip_words, grounding, pick_questions, question_keep,
+                               question_text)
 from timewarp.textgen import Rewrite, TemplateBackend
 
 STAGE = "generate_sft_explicit"
@@ -64,12 +68,22 @@ def qa_for_video(job: Job, vid: str) -> dict:
                               question=question_text(q.kind, q.events, captions, q.phrasing),
                               answer=answer_text(q.kind, q.events, ans, captions, q.phrasing), wording="template",
                               phrasing=q.phrasing).to_dict(),
-                keep_q=[captions[e] for e in q.events], keep_a=[captions[c] for c in ans]))
+                keep_q=[captions[e] for e in question_keep(q.kind, q.events)],
+                keep_a=[captions[c] for c in answer_keep(q.kind, q.events, ans)], captions=captions))
         if not records:
             raise ItemError("no question possible", f"{len(captions)} clips")
         return {"ok": True, "id": vid, "held_out": False, "records": records}
     except ItemError as exc:
         return {"ok": False, "id": vid, "reason": exc.reason, "detail": exc.detail}
+
+
+def rewrite_item(it: dict) -> Rewrite:
+    """What the model may reword in one QA pair, and what the rewording must keep (``textgen.validate_field``)."""
+    kind = it["rec"]["kind"]
+    return Rewrite(it["rec"]["qid"], {"question": it["rec"]["question"], "answer": it["rec"]["answer"]},
+                   keep={"question": it["keep_q"], "answer": it["keep_a"]}, captions=it["captions"],
+                   labels={"question": ["(1)", "(2)", "(3)"]} if kind == "order_three" else {},
+                   forbid={"question": flip_words(kind, "question"), "answer": flip_words(kind, "answer")})
 
 
 def run(root_dir, *, seed: int = 42, workers: int = 1, limit: Optional[int] = None, overwrite: bool = False,
@@ -94,10 +108,7 @@ def run(root_dir, *, seed: int = 42, workers: int = 1, limit: Optional[int] = No
             if len(res["records"]) < qa_per_video:
                 stage.counts["videos with fewer questions than asked"] += 1
             items.extend(res["records"])
-    reworded = backend.reword([Rewrite(it["rec"]["qid"], {"question": it["rec"]["question"], "answer": it["rec"]["answer"]},
-                                       keep={"question": it["keep_q"], "answer": it["keep_a"]},
-                                       markers={"question": ["(1)", "(2)", "(3)"]} if it["rec"]["kind"] == "order_three" else {})
-                               for it in items], desc=f"{STAGE} (model)")
+    reworded = backend.reword([rewrite_item(it) for it in items], desc=f"{STAGE} (model)")
     rows = []
     for it, rw in zip(items, reworded):
         rec = dict(it["rec"])

@@ -87,6 +87,7 @@ def merge(which: str, stage_name: str, root_dir, *, workers: int = 1, limit: Opt
         items.append(res)
     joins = [plain_join(it["captions"]) for it in items]
     reworded = backend.reword([Rewrite(it["id"], {"caption": j}, keep={"caption": it["captions"]}, caption=True,
+                                       captions=it["captions"],
                                        events=tuple(" ".join(c.split()) for c in it["captions"]))
                                for it, j in zip(items, joins)], desc=f"{stage_name} (model)")
     rows = []
