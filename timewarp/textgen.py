@@ -77,7 +77,7 @@ class TemplateBackend:
 
     name = "template"
 
-    def reword(self, items: Sequence[Rewrite], desc: str = "") -> list[Reworded]:
+    def reword(self, items: Sequence[Rewrite], desc: str = "", reject=None) -> list[Reworded]:
         return [Reworded(dict(it.fields), "template") for it in items]
 
     @property
@@ -135,7 +135,9 @@ class OpenAIBackend:
         user = json.dumps({n: item.fields[n] for n in item.sent()}, ensure_ascii=False)
         return ChatRequest(messages=(("system", SYSTEM_QA), ("user", user)), max_tokens=768)
 
-    def reword(self, items: Sequence[Rewrite], desc: str = "") -> list[Reworded]:
+    def reword(self, items: Sequence[Rewrite], desc: str = "", reject=None) -> list[Reworded]:
+        """The reworded texts, in order; an item whose reply is not used keeps its template text and,
+        with ``reject`` (e.g. ``StageRun.reject``), is recorded as ``reject(key, reason, detail)``."""
         from timewarp.llm import LLMError
 
         asked = [it for it in items if it.sent()]  # nothing to keep: nothing to reword
@@ -150,6 +152,8 @@ class OpenAIBackend:
             if isinstance(rep, LLMError):
                 detail = rep.detail + (f"; reply: {rep.reply}" if rep.reply is not None else "")
                 out.append(Reworded(dict(it.fields), "template", (f"model reply not used ({rep.reason})", detail)))
+                if reject is not None:
+                    reject(it.key, *out[-1].failure)
             else:
                 out.append(Reworded({**it.fields, **rep}, "llm"))
         return out

@@ -117,12 +117,10 @@ def run(root_dir, *, seed: int = 42, workers: int = 1, limit: Optional[int] = No
     reworded = backend.reword([Rewrite(it["rec"].qid, {"question": it["rec"].question}, keep={"question": it["keep"]},
                                        captions=it["captions"], forbid={"question": flip_words(it["rec"].kind, "question")},
                                        labels={"question": ["(1)", "(2)", "(3)"]} if it["rec"].kind == "order_three" else {})
-                               for it in items], desc=f"{STAGE} (model)")
+                               for it in items], desc=f"{STAGE} (model)", reject=stage.reject)
     rows = []
     for it, rw in zip(items, reworded):
         rec = it["rec"]
-        if rw.failure:
-            stage.reject(rec.qid, *rw.failure)
         rec.question, rec.wording = rw.fields["question"], rw.wording
         rec.prompt = format_prompt(rec.question, rec.options)
         stage.counts[f"kind {rec.kind}"] += 1

@@ -164,12 +164,10 @@ def run(root_dir, *, seed: int = 42, workers: int = 1, limit: Optional[int] = No
         for r in res["rejects"]:
             stage.reject(*r)
         items.extend(res["pairs"])
-    reworded = backend.reword([rewrite_item(it) for it in items], desc=f"{STAGE} (model)")
+    reworded = backend.reword([rewrite_item(it) for it in items], desc=f"{STAGE} (model)", reject=stage.reject)
     rows = []
     for it, rw in zip(items, reworded):
         rec = dict(it["rec"])
-        if rw.failure:
-            stage.reject(rec["pid"], *rw.failure)
         rec.update(chosen=rw.fields["chosen"], rejected=rw.fields["rejected"], wording=rw.wording)
         stage.counts[f"negative {rec['negative']}"] += 1
         rows.append(rec)

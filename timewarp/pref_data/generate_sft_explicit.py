@@ -108,12 +108,10 @@ def run(root_dir, *, seed: int = 42, workers: int = 1, limit: Optional[int] = No
             if len(res["records"]) < qa_per_video:
                 stage.counts["videos with fewer questions than asked"] += 1
             items.extend(res["records"])
-    reworded = backend.reword([rewrite_item(it) for it in items], desc=f"{STAGE} (model)")
+    reworded = backend.reword([rewrite_item(it) for it in items], desc=f"{STAGE} (model)", reject=stage.reject)
     rows = []
     for it, rw in zip(items, reworded):
         rec = dict(it["rec"])
-        if rw.failure:
-            stage.reject(rec["qid"], *rw.failure)
         rec.update(question=rw.fields["question"], answer=rw.fields["answer"], wording=rw.wording)
         stage.counts[f"kind {rec['kind']}"] += 1
         rows.append(rec)

@@ -89,11 +89,9 @@ def merge(which: str, stage_name: str, root_dir, *, workers: int = 1, limit: Opt
     reworded = backend.reword([Rewrite(it["id"], {"caption": j}, keep={"caption": it["captions"]}, caption=True,
                                        captions=it["captions"],
                                        events=tuple(" ".join(c.split()) for c in it["captions"]))
-                               for it, j in zip(items, joins)], desc=f"{stage_name} (model)")
+                               for it, j in zip(items, joins)], desc=f"{stage_name} (model)", reject=stage.reject)
     rows = []
     for it, rw in zip(items, reworded):
-        if rw.failure:
-            stage.reject(it["id"], *rw.failure)
         text, method = rw.fields["caption"], ("llm" if rw.wording == "llm" else "join")
         stage.counts[f"merged by {method}"] += 1
         if overwrite or it["merged"] != text:
