@@ -156,3 +156,23 @@ def test_generate_data_sh_with_the_model_backend_for_every_stage(generated_base,
         assert res.returncode == 0, res.stderr[-2000:]
         assert server.chat_calls > 0
     assert read_jsonl(Layout(root).benchmark_shuffled_file)
+
+
+def test_generate_data_sh_with_renamed_shuffled_folders(generated_base, tmp_path):
+    """Every stage honours the shuffled folder names (given once, through TIMEWARP_ARGS)."""
+    root = tmp_path / "out"
+    shutil.copytree(generated_base, root)
+    ref = _outputs(root)
+    (root / "shuffled" / "shuffled_annotations").rename(root / "shuffled" / "ann")
+    (root / "shuffled" / "shuffled_videos").rename(root / "shuffled" / "vids")
+    (root / "shuffled").rename(root / "sh")
+    env = {**os.environ, "TIMEWARP_ARGS": "--shuffled_dir_name sh --annotation_dir_name ann --video_dir_name vids"}
+    res = subprocess.run(["bash", "generate_data.sh", str(root)], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = read_jsonl(Layout(root).benchmark_shuffled_file)
+    assert rows and all(r["video"].startswith("sh/vids/") for r in rows)
+    moved = {k.replace("shuffled/shuffled_annotations/", "sh/ann/"): v for k, v in ref.items()}
+    out = _outputs(root)
+    # same data, only the shuffled video paths differ
+    for rel in ("sft/sft_explicit.jsonl", "pref/pref_explicit.jsonl", "benchmark/normal.jsonl", "captions/normal.jsonl"):
+        assert out[rel] == moved[rel], rel

@@ -79,12 +79,13 @@ def load_shuffled(layout: Layout, sid: str, n_clips: Optional[int] = None) -> Sh
     return s
 
 
-def shuffled_ids_of(layout: Layout, vid: str) -> list[str]:
-    """The shuffled ids of one normal video: ``vid`` (permutation 0) first, then ``vid__p<k>`` by k."""
-    extra = [(k, sid) for sid, (nid, k) in ((p.stem, split_shuffled_id(p.stem))
-                                           for p in layout.shuffled_annotations_dir.glob(f"{vid}__p*.json"))
-             if nid == vid and k > 0]
-    return [vid] + [sid for _, sid in sorted(extra)]
+def shuffled_ids_by_video(layout: Layout) -> dict[str, list[str]]:
+    """normal id -> its shuffled ids, permutation 0 (``<id>``, expected even if missing) first, then by k."""
+    found: dict[str, list[tuple[int, str]]] = {}
+    for sid in layout.shuffled_ids():
+        nid, k = split_shuffled_id(sid)
+        found.setdefault(nid, []).append((k, sid))
+    return {nid: [nid] + [sid for k, sid in sorted(pairs) if k > 0] for nid, pairs in found.items()}
 
 
 def backend_from_args(args: argparse.Namespace, layout: Layout):

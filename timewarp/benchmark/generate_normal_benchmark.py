@@ -37,7 +37,7 @@ from timewarp.layout import Layout
 from timewarp.parallel import pmap
 from timewarp.schema import BenchmarkRecord
 from timewarp.splits import item_seed
-from timewarp.stage import StageRun, add_common_args, cli, log
+from timewarp.stage import StageRun, add_common_args, add_shuffled_dir_args, cli, layout_from_args, log
 from timewarp.store import write_jsonl
 from timewarp.temporal import (LETTERS, MIN_CLIPS_MCQ, KeyBalancer, answer, flip_words, option_text, pick_mcqs,
                                question_keep, question_text)
@@ -144,13 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--questions_per_video", type=int, default=3,
                    help="multiple-choice questions per test-split video (default: 3)")
     add_llm_args(p)
+    add_shuffled_dir_args(p)
     add_common_args(p)
     return p
 
 
 def main(argv: Optional[list] = None) -> int:
     def go(a):
-        layout = layout_for(a.root_dir)
+        layout = layout_from_args(a)
         backend = backend_from_args(a, layout)
         return run(a.root_dir, seed=a.seed, workers=a.workers, limit=a.limit, overwrite=a.overwrite,
                    questions_per_video=a.questions_per_video, backend=backend, layout=layout, options=llm_options(a))

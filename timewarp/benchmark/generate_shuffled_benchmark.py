@@ -23,7 +23,7 @@ from timewarp.generation import layout_for, load_shuffled, require_file, require
 from timewarp.layout import Layout
 from timewarp.llm import add_llm_args
 from timewarp.schema import BenchmarkRecord
-from timewarp.stage import StageRun, add_common_args, cli
+from timewarp.stage import StageRun, add_common_args, add_shuffled_dir_args, cli, layout_from_args
 from timewarp.store import read_jsonl, write_jsonl
 from timewarp.temporal import LETTERS, answer
 
@@ -79,12 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root_dir", required=True, help="output root_dir of setup_dataset.sh")
     add_llm_args(p, unused=True)
+    add_shuffled_dir_args(p)
     add_common_args(p)
     return p
 
 
 def main(argv: Optional[list] = None) -> int:
-    return cli(lambda a: run(a.root_dir, workers=a.workers, limit=a.limit, overwrite=a.overwrite), build_parser(), argv)
+    return cli(lambda a: run(a.root_dir, workers=a.workers, limit=a.limit, overwrite=a.overwrite,
+                             layout=layout_from_args(a)), build_parser(), argv)
 
 
 if __name__ == "__main__":

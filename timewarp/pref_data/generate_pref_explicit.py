@@ -32,7 +32,7 @@ if __package__ in (None, ""):
 
 from timewarp.errors import ItemError, UsageError
 from timewarp.generation import (backend_from_args, layout_for, layout_names, llm_options, load_normal, load_shuffled,
-                                 note_usage, require_file, require_normal_ids, shuffled_ids_of)
+                                 note_usage, require_file, require_normal_ids, shuffled_ids_by_video)
 from timewarp.layout import Layout
 from timewarp.parallel import pmap
 from timewarp.schema import PrefRecord, SFTRecord
@@ -60,14 +60,14 @@ def _text(kind, events, ans, captions, phrasing) -> str:
 
 
 def pairs_for_video(job: Job, item: tuple) -> dict:
-    vid, sft_rows = item
+    vid, sft_rows, sids = item
     layout = Layout(Path(job.root), *job.names)
     try:
         ann = load_normal(layout, vid)
         if ann.split != "train":
             raise ItemError("not a train-split video", f"split {ann.split!r}: SFT data is stale, rerun generate_sft_explicit.py")
         n = len(ann.clips)
-        shuffled = [load_shuffled(layout, sid, n) for sid in shuffled_ids_of(layout, vid)]
+        shuffled = [load_shuffled(layout, sid, n) for sid in sids]
     except ItemError as exc:
         return {"ok": False, "id": vid, "reason": exc.reason, "detail": exc.detail}
     captions = [c.caption for c in ann.clips]
@@ -158,7 +158,9 @@ def run(root_dir, *, seed: int = 42, workers: int = 1, limit: Optional[int] = No
         ids = ids[:limit]
     job = Job(str(layout.root), layout_names(layout), seed, mirrored, tuple(hard_negatives))
     items, videos = [], 0
-    for vid, res in stage.succeeded(ids, pmap(partial(pairs_for_video, job), [(v, by_video[v]) for v in ids],
+    sids = shuffled_ids_by_video(layout)  # one listing of the folder, not one glob per video
+    for vid, res in stage.succeeded(ids, pmap(partial(pairs_for_video, job),
+                                              [(v, by_video[v], sids.get(v, [v])) for v in ids],
                                               workers, desc=STAGE)):
         videos += 1
         for r in res["rejects"]:

@@ -31,7 +31,7 @@ from timewarp.layout import Layout
 from timewarp.parallel import pmap
 from timewarp.schema import SFTRecord
 from timewarp.splits import item_seed
-from timewarp.stage import StageRun, add_common_args, cli, log
+from timewarp.stage import StageRun, add_common_args, add_shuffled_dir_args, cli, layout_from_args, log
 from timewarp.store import write_jsonl
 from timewarp.temporal import (answer, answer_keep, answer_text, flip_words, grounding, pick_questions, question_keep,
                                question_text)
@@ -130,13 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root_dir", required=True, help="output root_dir of setup_dataset.sh")
     p.add_argument("--qa_per_video", type=int, default=3, help="questions per train-split video (default: 3)")
     add_llm_args(p)
+    add_shuffled_dir_args(p)
     add_common_args(p)
     return p
 
 
 def main(argv: Optional[list] = None) -> int:
     def go(a):
-        layout = layout_for(a.root_dir)
+        layout = layout_from_args(a)
         backend = backend_from_args(a, layout)
         return run(a.root_dir, seed=a.seed, workers=a.workers, limit=a.limit, overwrite=a.overwrite,
                    qa_per_video=a.qa_per_video, backend=backend, layout=layout, options=llm_options(a))

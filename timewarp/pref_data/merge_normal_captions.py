@@ -26,7 +26,7 @@ from timewarp.generation import (backend_from_args, layout_for, layout_names, ll
 from timewarp.layout import Layout
 from timewarp.parallel import pmap
 from timewarp.schema import CaptionRecord, NormalAnnotation, ShuffledAnnotation
-from timewarp.stage import StageRun, add_common_args, cli
+from timewarp.stage import StageRun, add_common_args, add_shuffled_dir_args, cli, layout_from_args
 from timewarp.store import read_json, write_json, write_jsonl
 from timewarp.textgen import Rewrite, TemplateBackend
 
@@ -123,6 +123,7 @@ def build_parser(prog: str = "merge_normal_captions.py", doc: str = __doc__) -> 
                    help="rewrite each merged caption into fluent text with the model (same as --backend openai); "
                         "a rewrite that loses or reorders a clip's content is replaced by the plain join")
     add_llm_args(p)
+    add_shuffled_dir_args(p)
     add_common_args(p)
     return p
 
@@ -131,7 +132,7 @@ def main_for(run_fn, parser: argparse.ArgumentParser, argv: Optional[list]) -> i
     def go(a):
         if a.llm:
             a.backend = "openai"
-        layout = layout_for(a.root_dir)
+        layout = layout_from_args(a)
         backend = backend_from_args(a, layout)
         return run_fn(a.root_dir, workers=a.workers, limit=a.limit, overwrite=a.overwrite, backend=backend,
                       layout=layout, options=llm_options(a))

@@ -24,7 +24,7 @@ from timewarp.layout import Layout, shuffled_id, split_shuffled_id
 from timewarp.parallel import pmap
 from timewarp.schema import NormalAnnotation, ShuffledAnnotation, ShuffledClip
 from timewarp.splits import item_seed
-from timewarp.stage import StageRun, add_common_args, cli, require_root
+from timewarp.stage import StageRun, add_common_args, add_shuffled_dir_args, cli, layout_from_args, require_root
 from timewarp.store import read_json, remove_stale_temp, write_json
 from timewarp.timestamps import frame_to_time, parse_rate
 from timewarp.video import concat_copy, ffmpeg_exe
@@ -164,13 +164,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--permutations_per_video", type=int, default=1,
                    help="distinct non-identity permutations per video; the k-th (k >= 1) is named <id>__p<k> (default: 1)")
     p.add_argument("--keep_audio", action="store_true", help="copy the audio track too, if the normal video has one")
+    add_shuffled_dir_args(p)
     add_common_args(p)
     return p
 
 
 def main(argv: Optional[list] = None) -> int:
     return cli(lambda a: run(a.root_dir, seed=a.seed, workers=a.workers, limit=a.limit, overwrite=a.overwrite,
-                             permutations_per_video=a.permutations_per_video, keep_audio=a.keep_audio),
+                             permutations_per_video=a.permutations_per_video, keep_audio=a.keep_audio,
+                             layout=layout_from_args(a)),
                build_parser(), argv)
 
 
