@@ -44,12 +44,13 @@ if __package__ in (None, ""):
 from timewarp.corruptions import CORRUPTIONS, NEEDS_OTHER, Corrupted, NotApplicable, corrupt
 from timewarp.errors import ItemError, UsageError
 from timewarp.frames import DEFAULT_QUALITY, cached_frames, decode_jpeg, encode_jpeg, resize_max_side, sample_indices
+from timewarp.generation import load_normal, require_normal_ids
 from timewarp.layout import Layout
 from timewarp.parallel import chunked, pmap
 from timewarp.schema import ImplicitPrefRecord, NormalAnnotation
 from timewarp.splits import item_seed
 from timewarp.stage import StageRun, add_common_args, cli, require_root
-from timewarp.store import read_json, write_jsonl
+from timewarp.store import write_jsonl
 
 log = logging.getLogger("timewarp.implicit")
 
@@ -265,13 +266,9 @@ def plan_pairs(vf: VideoFrames, pool: dict, pool_ids: list[str], *, seed: int, c
 
 # ---------------------------------------------------------------------- the stage
 def _load_annotation(layout: Layout, vid: str) -> NormalAnnotation:
-    path = layout.normal_annotation(vid)
-    try:
-        ann = NormalAnnotation.from_dict(read_json(path))
-    except (OSError, ValueError, TypeError) as exc:
-        raise ItemError("annotation does not parse", f"{path}: {exc}")
+    ann = load_normal(layout, vid)
     if not isinstance(ann.frame_count, int) or ann.frame_count <= 0:
-        raise ItemError("annotation does not parse", f"{path}: frame_count {ann.frame_count!r}")
+        raise ItemError("annotation does not parse", f"{layout.normal_annotation(vid)}: frame_count {ann.frame_count!r}")
     return ann
 
 
@@ -301,10 +298,7 @@ def run(root_dir, *, client=None, frames: int = 8, fps: Optional[float] = None, 
         raise UsageError(f"--frames must be >= 2, got {frames}")
     if fps is not None and fps <= 0:
         raise UsageError(f"--fps must be > 0, got {fps}")
-    ids = layout.normal_ids() if layout.normal_annotations_dir.is_dir() else []
-    if not ids:
-        raise UsageError(f"no normal annotations in {layout.normal_annotations_dir}: run ./setup_dataset.sh "
-                         f"(preprocess.py) on this root_dir first")
+    ids = require_normal_ids(layout)
     options = dict(root_dir=root, frames=frames, fps=fps, max_frames=max_frames, corruptions=list(corruptions),
                    corruptions_per_video=corruptions_per_video, rejected_mode=rejected_mode,
                    hallucinations_per_video=hallucinations_per_video, min_distance=min_distance,
