@@ -118,6 +118,15 @@ def _video_facts(path: Path, decode: bool, ck: Checker, check: str, rel: str):
     return info.fps, frames, info.width, info.height
 
 
+def _recorded_video(video: Path, recorded: str, rel: str, decode: bool, ck: Checker, prefix: str):
+    """Facts of the video an annotation names (``recorded``), after checking it is the expected file and exists."""
+    if not ck.expect(recorded == rel, f"{prefix}video path", f"video is {recorded!r}, expected {rel!r}"):
+        return None
+    if not ck.expect(video.is_file(), f"{prefix}video exists", f"{rel} is missing", rel):
+        return None
+    return _video_facts(video, decode, ck, f"{prefix}video opens", rel)
+
+
 def _rate(value, ck: Checker, check: str) -> Optional[Fraction]:
     try:
         return parse_rate(value)
@@ -178,11 +187,7 @@ def _check_normal(ann: NormalAnnotation, layout: Layout, cfg: Config, ck: Checke
     # the normal video
     video = layout.normal_video(ann.id)
     rel = layout.rel(video)
-    if not ck.expect(ann.video == rel, "video path", f"video is {ann.video!r}, expected {rel!r}"):
-        return
-    if not ck.expect(video.is_file(), "video exists", f"{rel} is missing", rel):
-        return
-    facts = _video_facts(video, cfg.decode, ck, "video opens", rel)
+    facts = _recorded_video(video, ann.video, rel, cfg.decode, ck, "")
     if facts:
         v_fps, v_frames, v_w, v_h = facts
         ck.expect(_near(float(v_fps), float(fps), FPS_TOLERANCE), "video fps",
@@ -278,11 +283,7 @@ def _check_shuffled(sh: ShuffledAnnotation, layout: Layout, cfg: Config, ck: Che
 
     video = layout.shuffled_video(sh.id)
     rel = layout.rel(video)
-    if not ck.expect(sh.video == rel, "shuffled video path", f"video is {sh.video!r}, expected {rel!r}"):
-        return
-    if not ck.expect(video.is_file(), "shuffled video exists", f"{rel} is missing", rel):
-        return
-    facts = _video_facts(video, cfg.decode, ck, "shuffled video opens", rel)
+    facts = _recorded_video(video, sh.video, rel, cfg.decode, ck, "shuffled ")
     if facts:
         ck.expect(_near(float(facts[0]), float(fps), FPS_TOLERANCE), "shuffled video fps",
                   f"{rel} runs at {float(facts[0]):.6f} fps, annotation says {sh.fps_rational}", rel)
