@@ -375,3 +375,19 @@ def test_a_redirect_is_not_followed_so_the_key_stays_home(tmp_path):
         assert "302" in err.value.reason + err.value.detail
         assert elsewhere.requests == []
         assert "sk-secret-123" not in str(err.value) + err.value.detail
+
+
+def test_a_malformed_reply_is_asked_again_warmer_and_cached_under_the_original_request(tmp_path):
+    from timewarp.llm import RETRY_TEMPERATURE
+
+    with FakeOpenAI() as server:
+        server.responder = lambda req: json.dumps({"answer": "ok"})
+        server.push(Fault.malformed("not json"))
+        client = ChatClient(server.base_url, server.model, tmp_path / "cache", max_retries=2, backoff=0.01)
+        req = ChatRequest((("user", "hi"),))
+        validate = lambda text: parse_json_object(text, {"answer": str})  # noqa: E731
+        assert client.complete(req, validate) == {"answer": "ok"}
+        temps = [r.body["temperature"] for r in server.chat_requests]
+        assert temps == [0.0, RETRY_TEMPERATURE]
+        again = ChatClient(server.base_url, server.model, tmp_path / "cache")
+        assert again.complete(req, validate) == {"answer": "ok"} and server.chat_calls == 2

@@ -36,7 +36,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence, TypeVar
 
@@ -210,6 +210,9 @@ def _parse_retry_after(headers) -> Optional[float]:
 
 def _safe_dirname(model: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("._") or "model"
+
+
+RETRY_TEMPERATURE = 0.7  # a malformed reply is asked again warmer: at temperature 0 it tends to come back as it was
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -396,6 +399,7 @@ class ChatClient:
                 return result
         last: Optional[_Retryable] = None
         last_reply: Optional[str] = None
+        asked = request
         for attempt in range(self.max_retries + 1):
             if attempt:
                 self._add(retries=1)
@@ -404,7 +408,7 @@ class ChatClient:
                     log.debug("retry %d/%d after %s; sleeping %.2fs", attempt, self.max_retries, last.reason, delay)
                     time.sleep(delay)
             try:
-                text, usage = self._send(request)
+                text, usage = self._send(asked)
             except _Retryable as exc:
                 last = exc
                 continue
@@ -419,8 +423,9 @@ class ChatClient:
             except ValueError as exc:
                 last = _Retryable("malformed reply", _one_line(str(exc)), reply=text)
                 log.debug("malformed reply (%s): %r", exc, text[:200])
+                asked = replace(request, temperature=max(request.temperature, RETRY_TEMPERATURE))
                 continue
-            self._cache_put(path, request, text, usage)
+            self._cache_put(path, request, text, usage)  # cached under the original request
             return result
         self._add(failures=1)
         assert last is not None
