@@ -23,6 +23,7 @@ plus its ffmpeg children), polled from /proc every 50 ms. Usage::
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import random
@@ -36,9 +37,6 @@ from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 FPS = "30000/1001"
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -83,7 +81,7 @@ def _tree_rss(root_pid: int) -> tuple[int, int]:
 
 def run_child(args: list[str], env_extra: dict | None = None) -> dict:
     """Run ``python <this script> --_child ...`` and return its JSON result plus ``peak_rss``."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env_extra or {})}
+    env = {**os.environ, **(env_extra or {})}
     proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                             text=True)
     peak = peak_pss = 0
@@ -336,6 +334,9 @@ def _bench(a, work: Path) -> int:
     other = 1 if a.workers > 1 else ww
     results["floor_other"] = variant("floor", work, out="o_floor1", workers=other, **common)
     results["project_other"] = variant("project", work, out="o_project1", workers=other, **common)
+    if not a.no_baseline and importlib.util.find_spec("moviepy") is None:
+        print("# moviepy baseline skipped: moviepy is not installed (pip install -r requirements-bench.txt)", flush=True)
+        a.no_baseline = True
     if not a.no_baseline:
         limit = min(a.videos, a.baseline_videos or a.videos)
         results["baseline"] = variant("baseline", work, out="o_base", limit=limit, preset=a.baseline_preset)
@@ -397,5 +398,4 @@ def _bench(a, work: Path) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     sys.exit(main())

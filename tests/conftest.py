@@ -3,16 +3,11 @@ whose frames carry their own frame number (``timewarp.sample_data.read_frame_ids
 from __future__ import annotations
 
 import random
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from timewarp.sample_data import SceneSpec, VideoSpec, metadata_for, random_spec, render_video, write_shard  # noqa: E402
+from timewarp.sample_data import SceneSpec, VideoSpec, metadata_for, random_spec, render_video, write_shard
 
 
 def make_rows(tmp: Path, specs: list[VideoSpec]) -> list[tuple[bytes, dict]]:

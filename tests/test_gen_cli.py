@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
 from fake_openai import Fault, fake_openai  # noqa: E402,F401 - fake_openai is a fixture
 
 from timewarp.benchmark import generate_normal_benchmark, generate_shuffled_benchmark  # noqa: E402

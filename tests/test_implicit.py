@@ -4,13 +4,11 @@ from __future__ import annotations
 import base64
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
 from fake_openai import Fault, fake_openai  # noqa: E402,F401 - fake_openai is a fixture
 from test_frames import frame_id  # noqa: E402
 

@@ -4,14 +4,11 @@ from __future__ import annotations
 import argparse
 import json
 import socket
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
 from fake_openai import FakeOpenAI, Fault, fake_openai  # noqa: E402,F401 - fake_openai is a fixture
 
 from timewarp.errors import UsageError  # noqa: E402

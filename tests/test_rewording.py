@@ -6,12 +6,10 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
 from fake_openai import fake_openai  # noqa: E402,F401 - fake_openai is a fixture
 
 from timewarp.benchmark import generate_normal_benchmark  # noqa: E402

@@ -40,9 +40,6 @@ from functools import partial
 from pathlib import Path
 from typing import Callable, Optional
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from timewarp import frames as framelib
 from timewarp.errors import ItemError, UsageError
 from timewarp.layout import Layout

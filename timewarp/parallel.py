@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
-import os
 import traceback
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -36,7 +35,6 @@ log = logging.getLogger("timewarp")
 EXECUTORS = ("local", "ray")
 RAY_MISSING = "--executor ray needs the ray package, which is not installed: pip install -r requirements-ray.txt"
 PACKAGE_DIR = Path(__file__).resolve().parent          # .../timewarp
-REPO_DIR = PACKAGE_DIR.parent
 
 
 @dataclass
@@ -80,9 +78,9 @@ def _import_ray():
 def start_ray(address: Optional[str] = None, **init_kwargs) -> bool:
     """Connect to Ray at ``address`` or start a local instance; False (and nothing done) if already connected.
 
-    Workers must import ``timewarp``: a local instance inherits this checkout on PYTHONPATH; a
-    cluster gets the package shipped as a runtime_env ``py_modules`` (its dependencies,
-    requirements.txt, must be installed on every node). The caller owns the connection it made
+    Workers must import ``timewarp``: a local instance's workers import the installed package
+    (``pip install -e .``); a cluster gets the package shipped as a runtime_env ``py_modules`` (its
+    dependencies, requirements.txt, must be installed on every node). The caller owns the connection it made
     (``ray.shutdown()``); ``pmap`` calls this itself when Ray is not running.
     """
     ray = _import_ray()
@@ -95,9 +93,6 @@ def start_ray(address: Optional[str] = None, **init_kwargs) -> bool:
         init_kwargs["runtime_env"] = env
     else:
         init_kwargs.setdefault("include_dashboard", False)
-        path = os.environ.get("PYTHONPATH", "")
-        if str(REPO_DIR) not in path.split(os.pathsep):
-            os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_DIR), path) if p)
     try:
         ray.init(address=address or "local", **init_kwargs)  # "local": a new instance, never a stale cluster
     except (ConnectionError, RuntimeError) as exc:  # unreachable, or a Ray/Python version mismatch

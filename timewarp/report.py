@@ -18,9 +18,6 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from timewarp.errors import UsageError
 from timewarp.layout import Layout
 from timewarp.stage import cli, log, require_root

@@ -10,14 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from pathlib import Path
 
-_REPO = Path(__file__).resolve().parents[2]
-if str(_REPO) not in sys.path:
-    sys.path.insert(0, str(_REPO))
-
-from timewarp.benchmark import scoring  # noqa: E402
+from timewarp.benchmark import scoring  # the installed package (pip install -e .)
 
 ENV = "TIMEWARP_ROOT"
 LETTERS = scoring.LETTERS

@@ -24,9 +24,6 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
 from timewarp.benchmark.scoring import format_summary, prediction_text, record_key, score
 from timewarp.errors import UsageError
 from timewarp.stage import cli

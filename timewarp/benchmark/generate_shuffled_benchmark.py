@@ -12,11 +12,7 @@ from __future__ import annotations
 import argparse
 import collections
 import sys
-from pathlib import Path
 from typing import Optional
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from timewarp.errors import ItemError, UsageError
 from timewarp.generation import layout_for, load_shuffled, require_file, require_normal_ids

@@ -38,9 +38,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
 from timewarp.corruptions import CORRUPTIONS, NEEDS_OTHER, Corrupted, NotApplicable, corrupt
 from timewarp.errors import ItemError, UsageError
 from timewarp.frames import DEFAULT_QUALITY, cached_frames, decode_jpeg, encode_jpeg, resize_max_side, sample_indices

@@ -21,9 +21,6 @@ from functools import partial
 from pathlib import Path
 from typing import Optional
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
 from timewarp.errors import ItemError, UsageError
 from timewarp.generation import (backend_from_args, layout_for, layout_names, llm_options, load_normal, note_usage,
                                  require_normal_ids)

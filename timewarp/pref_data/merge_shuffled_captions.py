@@ -9,11 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Optional
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from timewarp.layout import Layout
 from timewarp.pref_data.merge_normal_captions import build_parser as _build_parser, main_for, merge

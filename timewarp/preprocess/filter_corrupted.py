@@ -21,9 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
 from timewarp.errors import ItemError, UsageError
 from timewarp.layout import Layout, split_shuffled_id
 from timewarp.parallel import Failed, pmap

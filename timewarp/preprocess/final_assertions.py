@@ -23,9 +23,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Optional
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
 from timewarp.errors import ItemError, UsageError
 from timewarp.layout import Layout
 from timewarp.parallel import Failed, pmap

@@ -19,9 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
 from timewarp.errors import ItemError, UsageError
 from timewarp.finevideo import (ClipOptions, ScanProblem, describe_skips, extract_mp4, iter_metadata, meta_of, safe_id,
                                  source_id_of, source_video)
