@@ -80,6 +80,22 @@ def _error_body(message: str, typ: str) -> str:
     return json.dumps({"error": {"message": message, "type": typ, "param": None, "code": None}})
 
 
+class Headers(dict):
+    """Request headers by case-insensitive name (HTTP header names are; httpx sends them lower-case)."""
+
+    def __init__(self, items=()):
+        super().__init__((str(k).lower(), v) for k, v in items)
+
+    def __getitem__(self, key):
+        return super().__getitem__(str(key).lower())
+
+    def __contains__(self, key):
+        return super().__contains__(str(key).lower())
+
+    def get(self, key, default=None):
+        return super().get(str(key).lower(), default)
+
+
 @dataclass
 class Recorded:
     method: str
@@ -170,6 +186,9 @@ class FakeOpenAI:
 
     # ------------------------------------------------------------------ serving
     def _handle(self, h: BaseHTTPRequestHandler, method: str) -> None:
+        if self._stop.is_set():  # stopped: a kept-alive connection is hung up on, as a dead server's would be
+            h.close_connection = True
+            return None
         length = int(h.headers.get("Content-Length") or 0)
         raw = h.rfile.read(length) if length else b""
         try:
@@ -177,7 +196,7 @@ class FakeOpenAI:
         except ValueError:
             body = None
         with self._lock:
-            self.requests.append(Recorded(method, h.path, dict(h.headers.items()), body))
+            self.requests.append(Recorded(method, h.path, Headers(h.headers.items()), body))
         path = h.path.split("?")[0].rstrip("/")
         try:
             if method == "GET" and path == "/v1/models":

@@ -107,8 +107,8 @@ def test_frames_really_sent_match_the_recorded_order(fake_openai, root):
 
 def test_faults_are_retried_and_a_rerun_makes_no_calls(fake_openai, root):
     fake_openai.responder = seeing_responder
-    fake_openai.push(Fault.rate_limited(0.01), Fault.server_error(500), Fault.hang(3), Fault.malformed(),
-                     Fault.malformed('{"description": "too short"}'))
+    fake_openai.push(Fault.rate_limited(0.01), Fault.server_error(500), Fault.hang(3),
+                     Fault.malformed('{"description": "the video shows'), Fault.malformed('{"description": "too short"}'))
     kw = dict(corruptions=["reverse", "shuffle"], corruptions_per_video=2, rejected_mode="corrupt")
     stats = run(root, client_for(fake_openai, root), **kw)
     out = Layout(root).pref_implicit_file
@@ -259,3 +259,28 @@ def test_combine_usage_errors(pref_root, tmp_path, capsys):
     assert combine_pref.main(["--root_dir", str(empty)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "nothing to combine" in err[-1]
+
+
+def test_a_description_in_plain_text_counts_json_is_checked():
+    """A description needs no JSON: prose (even fenced) is the description; a JSON reply must be the object."""
+    prose = "First a red square slides in, then a blue bar sweeps across, and at last the frame fades to black."
+    assert gi.validate_description(prose) == prose
+    assert gi.validate_description("```\n" + prose + "\n```") == prose
+    assert gi.validate_description(json.dumps({"description": prose})) == prose
+    for bad, why in [('{"description": "the video shows', "not valid JSON"), ('{"text": "%s"}' % prose, "missing key"),
+                     ('["a", "b", "c", "d", "e", "f", "g", "h"]', "not an object"), ("", "empty"),
+                     ("A red square slides in.", "fewer than")]:
+        with pytest.raises(ValueError, match=why):
+            gi.validate_description(bad)
+
+
+def test_a_model_answering_in_prose_gives_pairs(fake_openai, root):
+    def prose_responder(body):
+        return json.loads(seeing_responder(body))["description"]  # the same text, without the JSON object
+    fake_openai.responder = prose_responder
+    stats = run(root, client_for(fake_openai, root), corruptions=["reverse"], corruptions_per_video=1,
+                rejected_mode="corrupt")
+    recs = read_jsonl(Layout(root).pref_implicit_file)
+    assert len(recs) == 3 and stats["rejected"] == 0 and stats["llm_usage"]["retries"] == 0
+    for r in recs:  # the chosen text reports the real frames in increasing order, the reversed ones decreasing
+        assert r["chosen"].startswith("the video shows frames ") and r["chosen"] != r["rejected"]

@@ -52,6 +52,7 @@ def test_success_counts_usage_and_sends_request(fake_openai, make_client):
     assert u["cost_usd"] == pytest.approx(6 * 1 + 5 * 2)
     (sent,) = fake_openai.chat_requests
     assert sent.headers["Authorization"] == f"Bearer {SECRET}"
+    assert sent.headers["User-Agent"].startswith("OpenAI/Python")  # sent by the official openai client
     assert sent.body["model"] == "fake-model"
     assert sent.body["response_format"] == {"type": "json_object"}
     assert sent.body["messages"][0] == {"role": "system", "content": "You write JSON."}

@@ -7,45 +7,44 @@ What the client guarantees:
 
 * **Cache**: replies that validated are stored on disk, one file per request hash (model + request,
   not the server address), so a rerun after a crash pays for nothing twice. A hit makes no network call.
-* **Bounded retries** with exponential backoff and jitter, only on 429 (``Retry-After`` honoured), 5xx,
-  timeouts and connection errors; a malformed reply is re-asked and counts as a retry. Any other 4xx
-  fails at once.
+* **Bounded retries**: HTTP, timeouts, retries with backoff and ``Retry-After`` are the official
+  ``openai`` client's (``max_retries`` on 429, 5xx, timeouts and connection errors; any other 4xx
+  fails at once). On top, a malformed reply (or a 200 that is not a chat completion) is re-asked, at
+  most ``max_retries`` times, and counts as a retry.
 * **Concurrency limit**: at most ``concurrency`` requests in flight per client, whoever calls.
-* **Usage**: requests sent, cache hits, retries, failures, tokens and cost, thread-safe.
+* **Usage**: HTTP requests sent (every attempt, counted by an httpx event hook), cache hits,
+  retries, failures, tokens and cost, thread-safe.
 * The API key is sent only in the ``Authorization`` header: never logged, cached, counted or put
-  into an exception.
-
-HTTP is plain ``urllib`` (one retry loop: ours).
+  into an exception; redirects are never followed (httpx would resend the request, key included,
+  to whatever host a 3xx names), so a 3xx is an error naming its status.
 """
 from __future__ import annotations
 
 import argparse
 import base64
-import email.utils
 import hashlib
-import http.client
 import json
 import logging
 import os
 import random
 import re
-import socket
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence, TypeVar
 
+import openai
 from tqdm import tqdm
 
 from timewarp.errors import UsageError
 from timewarp.store import read_json, write_json
 
 log = logging.getLogger("timewarp.llm")
+for _name in ("httpx", "httpx2"):  # the HTTP library under openai logs every request at INFO
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 T = TypeVar("T")
 
@@ -53,7 +52,6 @@ CACHE_VERSION = 1
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_MODEL = "gpt-4o-mini"
-MAX_RETRY_AFTER = 600.0  # never sleep longer than this on one Retry-After
 
 
 class LLMError(Exception):
@@ -166,12 +164,10 @@ class ChatRequest:
 class _Retryable(Exception):
     """A failed attempt worth repeating (internal)."""
 
-    def __init__(self, reason: str, detail: str = "", retry_after: Optional[float] = None,
-                 reply: Optional[str] = None):
+    def __init__(self, reason: str, detail: str = "", reply: Optional[str] = None):
         super().__init__(reason)
         self.reason = reason
         self.detail = detail
-        self.retry_after = retry_after
         self.reply = reply
 
 
@@ -185,39 +181,11 @@ def _one_line(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _parse_retry_after(headers) -> Optional[float]:
-    if headers is None:
-        return None
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return max(0.0, float(ms) / 1000.0)
-        except ValueError:
-            pass
-    value = headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-        return max(0.0, when.timestamp() - time.time())
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-
-
 def _safe_dirname(model: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("._") or "model"
 
 
 RETRY_TEMPERATURE = 0.7  # a malformed reply is asked again warmer: at temperature 0 it tends to come back as it was
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        return None
 
 
 class ChatClient:
@@ -252,11 +220,18 @@ class ChatClient:
         self._rng = random.Random()
         self._counts = {"calls": 0, "cache_hits": 0, "retries": 0, "failures": 0,
                         "prompt_tokens": 0, "completion_tokens": 0}
-        # a local server must not be reached through an HTTP proxy from the environment
-        handlers = [urllib.request.ProxyHandler({})] if self.local else []
-        # urllib follows redirects copying every header, Authorization included, to whatever host the
-        # redirect names: never follow one (a 3xx becomes an error naming the status)
-        self._opener = urllib.request.build_opener(*handlers, _NoRedirect())
+        self._attempts = threading.local()  # HTTP attempts of the current call in this thread
+        # never follow a redirect (it would carry the Authorization header to another host); a local
+        # server is not reached through a proxy from the environment (trust_env=False)
+        http_client = openai.DefaultHttpxClient(follow_redirects=False, trust_env=not self.local,
+                                                event_hooks={"request": [self._on_request]})
+        self._openai = openai.OpenAI(base_url=self.base_url, api_key=self.__key, max_retries=self.max_retries,
+                                     timeout=self.timeout, http_client=http_client)
+
+    def _on_request(self, request) -> None:
+        """httpx event hook: every HTTP attempt, the official client's retries included."""
+        self._add(calls=1)
+        self._attempts.n = getattr(self._attempts, "n", 0) + 1
 
     def __repr__(self) -> str:  # never shows the key
         return f"ChatClient(base_url={self.base_url!r}, model={self.model!r}, concurrency={self.concurrency})"
@@ -301,41 +276,28 @@ class ChatClient:
         except OSError as exc:  # a cache we cannot write costs money later, not correctness now
             log.warning("could not write cache entry %s: %s", path, exc)
 
-    # ------------------------------------------------------------------ HTTP
+    # ------------------------------------------------------------------ HTTP (the official client)
     def _redact(self, text: str) -> str:
         text = str(text)
         if self.__key and self.__key != "EMPTY":
             text = text.replace(self.__key, "***")
         return text
 
-    def _http(self, method: str, path: str, body: Optional[dict], timeout: float):
-        """One HTTP exchange. Returns (status, headers, text); raises _Retryable on timeout or connection errors."""
-        data = None if body is None else json.dumps(body, ensure_ascii=False).encode("utf-8")
-        req = urllib.request.Request(self.base_url + path, data=data, method=method)
-        req.add_header("Authorization", f"Bearer {self.__key}")
-        req.add_header("Accept", "application/json")
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        self._add(calls=1)
+    def _call(self, fn, client=None):
+        """``fn(client)`` through the official client; returns its result or (status, body text) of an
+        HTTP error. Timeouts and connection errors (after the client's own retries) raise ``LLMError``."""
+        self._attempts.n = 0
         try:
-            with self._opener.open(req, timeout=timeout) as resp:
-                return resp.status, resp.headers, resp.read().decode("utf-8", errors="replace")
-        except urllib.error.HTTPError as exc:
-            try:
-                text = exc.read().decode("utf-8", errors="replace")
-            except Exception:  # noqa: BLE001 - the status is what matters
-                text = ""
-            return exc.code, exc.headers, text
-        except urllib.error.URLError as exc:
-            if isinstance(exc.reason, (socket.timeout, TimeoutError)):
-                raise _Retryable("timeout", f"no answer within {timeout:g}s") from None
-            raise _Retryable("connection error", self._redact(_one_line(exc.reason))) from None
-        except (socket.timeout, TimeoutError):
-            raise _Retryable("timeout", f"no answer within {timeout:g}s") from None
-        except (ConnectionError, OSError, EOFError) as exc:  # includes http.client errors such as RemoteDisconnected
-            raise _Retryable("connection error", self._redact(_one_line(f"{type(exc).__name__}: {exc}"))) from None
-        except http.client.HTTPException as exc:  # IncompleteRead, BadStatusLine: not OSErrors
-            raise _Retryable("connection error", self._redact(_one_line(f"{type(exc).__name__}: {exc}"))) from None
+            return fn(client or self._openai)
+        except openai.APIStatusError as exc:
+            return exc.status_code, exc.response.text
+        except openai.APITimeoutError:
+            raise LLMError("timeout", f"no answer within {self.timeout:g}s") from None
+        except openai.APIConnectionError as exc:
+            cause = exc.__cause__ or exc
+            raise LLMError("connection error", self._redact(_one_line(f"{type(cause).__name__}: {cause}"))) from None
+        finally:
+            self._add(retries=max(0, getattr(self._attempts, "n", 0) - 1))
 
     def _payload(self, request: ChatRequest) -> dict:
         body = {"model": self.model, "messages": [{"role": r, "content": _api_content(c)} for r, c in request.messages],
@@ -349,9 +311,13 @@ class ChatClient:
         while True:
             payload = self._payload(request)
             with self._slots:
-                status, headers, text = self._http("POST", "/chat/completions", payload, self.timeout)
-            if status == 200:
+                try:
+                    result = self._call(lambda c: c.chat.completions.create(**payload))
+                except (ValueError, TypeError, openai.APIResponseValidationError) as exc:  # a 200 that is no JSON
+                    raise _Retryable("bad response", f"not a chat completion: {self._redact(_one_line(exc, 200))}") from None
+            if not isinstance(result, tuple):
                 break
+            status, text = result
             snippet = self._redact(_one_line(text, 200))
             if (status == 400 and "response_format" in payload
                     and re.search(r"response_format|response format|json_object", text, re.I)):
@@ -360,27 +326,26 @@ class ChatClient:
                 self._json_mode_ok = False
                 continue
             if status == 429:
-                raise _Retryable("rate limited", snippet, retry_after=_parse_retry_after(headers))
+                raise LLMError("rate limited", snippet)
             if status >= 500:
-                raise _Retryable(f"server error {status}", snippet, retry_after=_parse_retry_after(headers))
+                raise LLMError(f"server error {status}", snippet)
+            if 300 <= status < 400:
+                raise LLMError(f"redirect {status} not followed", snippet)
             raise LLMError(f"client error {status}", snippet)
         try:
-            body = json.loads(text)
-            choice = body["choices"][0]
-            content = choice["message"].get("content")
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-            raise _Retryable("bad response", f"not a chat completion: {self._redact(_one_line(text, 200))}") from None
-        raw_usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
-        usage = {"prompt_tokens": int(raw_usage.get("prompt_tokens") or 0),
-                 "completion_tokens": int(raw_usage.get("completion_tokens") or 0)}
+            content = result.choices[0].message.content
+        except (AttributeError, IndexError, TypeError):
+            raise _Retryable("bad response", f"not a chat completion: {self._redact(_one_line(result, 200))}") from None
+        raw_usage = getattr(result, "usage", None)
+        usage = {"prompt_tokens": int(getattr(raw_usage, "prompt_tokens", 0) or 0),
+                 "completion_tokens": int(getattr(raw_usage, "completion_tokens", 0) or 0)}
         self._add(**usage)
         if not isinstance(content, str):
             content = "" if content is None else json.dumps(content)
         return content, usage
 
-    def _delay(self, attempt: int, retry_after: Optional[float]) -> float:
-        if retry_after is not None:
-            return min(retry_after, MAX_RETRY_AFTER) + self._rng.uniform(0, 0.1 * self.backoff)
+    def _delay(self, attempt: int) -> float:
+        """Backoff before re-asking after a 200 that was not a chat completion (malformed replies: none)."""
         base = min(self.max_backoff, self.backoff * (2 ** attempt))
         return base * self._rng.uniform(0.5, 1.0)
 
@@ -404,7 +369,7 @@ class ChatClient:
             if attempt:
                 self._add(retries=1)
                 if last is not None and last.reason != "malformed reply":
-                    delay = self._delay(attempt - 1, last.retry_after)
+                    delay = self._delay(attempt - 1)
                     log.debug("retry %d/%d after %s; sleeping %.2fs", attempt, self.max_retries, last.reason, delay)
                     time.sleep(delay)
             try:
@@ -465,7 +430,7 @@ class ChatClient:
             raise UsageError(f"no API key for {self.base_url}: set OPENAI_API_KEY "
                              "(or point --llm_base_url at a local server, which needs none)")
         where = f"model server at {self.base_url}"
-        status, text = self._preflight_get("/models", where)
+        status, text = self._preflight_call(lambda c: c.models.with_raw_response.list(), where)
         if status == 200:
             ids = self._model_ids(text)
             if ids is None:  # an odd listing: let a real request decide
@@ -484,22 +449,21 @@ class ChatClient:
             return f"{where} rejected the API key (HTTP {status}); check OPENAI_API_KEY"
         return f"{where} answered HTTP {status} on {path}: {self._redact(_one_line(text, 160))}"
 
-    def _preflight_get(self, path: str, where: str):
-        return self._preflight_call("GET", path, None, where)
-
-    def _preflight_call(self, method: str, path: str, body: Optional[dict], where: str):
-        """Retries 429/5xx like a request; a refused connection or timeout fails at once."""
-        for attempt in range(self.max_retries + 1):
+    def _preflight_call(self, fn, where: str) -> tuple[int, str]:
+        """(status, body) of one raw request ``fn(client)``. A refused connection or a timeout fails at
+        once (one line); a 429/5xx is asked again with the official client's retries."""
+        timeout = min(self.timeout, 30.0)
+        for retries in (0, self.max_retries - 1) if self.max_retries else (0,):
             try:
-                status, headers, text = self._http(method, path, body, min(self.timeout, 30.0))
-            except _Retryable as exc:
+                result = self._call(fn, self._openai.with_options(max_retries=retries, timeout=timeout))
+            except LLMError as exc:
                 hint = "; is it running?" if exc.reason == "connection error" else ""
                 raise UsageError(f"cannot reach {where} ({exc.reason}: {exc.detail}){hint}") from None
-            if (status == 429 or status >= 500) and attempt < self.max_retries:
-                time.sleep(self._delay(attempt, _parse_retry_after(headers)))
-                continue
-            return status, text
-        return status, text
+            if not isinstance(result, tuple):
+                return 200, result.http_response.text
+            if not (result[0] == 429 or result[0] >= 500):
+                break
+        return result
 
     @staticmethod
     def _model_ids(text: str) -> Optional[set]:
@@ -512,7 +476,7 @@ class ChatClient:
     def _preflight_chat(self, where: str) -> None:
         body = {"model": self.model, "messages": [{"role": "user", "content": "Say OK."}], "max_tokens": 1,
                 "temperature": 0.0}
-        status, text = self._preflight_call("POST", "/chat/completions", body, where)
+        status, text = self._preflight_call(lambda c: c.chat.completions.with_raw_response.create(**body), where)
         if status == 200:
             return None
         if status == 404 or (status == 400 and re.search(r"model", text, re.I)):
@@ -561,6 +525,13 @@ def client_from_args(args: argparse.Namespace, layout) -> Optional[ChatClient]:
 _FENCE = re.compile(r"\A```[A-Za-z0-9_-]*[ \t]*\n(.*?)\n?```\Z", re.S)
 
 
+def strip_fence(text: str) -> str:
+    """``text`` stripped, without one enclosing Markdown code fence (```json ... ```) if it has one."""
+    body = text.strip()
+    m = _FENCE.match(body)
+    return m.group(1).strip() if m else body
+
+
 def parse_json_object(text: str, required: dict) -> dict:
     """The JSON object in ``text`` (optionally in one ```json fence) with ``required`` keys of those types.
 
@@ -569,10 +540,7 @@ def parse_json_object(text: str, required: dict) -> dict:
     """
     if not isinstance(text, str):
         raise ValueError(f"reply is {type(text).__name__}, not text")
-    body = text.strip()
-    m = _FENCE.match(body)
-    if m:
-        body = m.group(1).strip()
+    body = strip_fence(text)
     if not body:
         raise ValueError("empty reply")
     try:

@@ -43,6 +43,8 @@ from timewarp.errors import ItemError, UsageError
 from timewarp.frames import DEFAULT_QUALITY, cached_frames, decode_jpeg, encode_jpeg, resize_max_side, sample_indices
 from timewarp.generation import load_normal, require_normal_ids
 from timewarp.layout import Layout
+from timewarp.llm import (ChatRequest, LLMError, add_llm_args, client_from_args, image_part, parse_json_object,
+                          strip_fence, text_part)
 from timewarp.parallel import chunked, pmap
 from timewarp.schema import ImplicitPrefRecord, NormalAnnotation
 from timewarp.splits import item_seed
@@ -98,8 +100,6 @@ def frame_labels(n: int) -> list[str]:
 
 def build_request(prompt: str, images: Sequence[bytes], max_tokens: int):
     """The chat request: system prompt; user = intro, interleaved frame labels and JPEG frames, prompt."""
-    from timewarp.llm import ChatRequest, image_part, text_part
-
     parts = [text_part(f"These are {len(images)} frames sampled from a video, in order.")]
     for label, img in zip(frame_labels(len(images)), images):
         parts += [text_part(label), image_part(img, "image/jpeg")]
@@ -108,10 +108,17 @@ def build_request(prompt: str, images: Sequence[bytes], max_tokens: int):
 
 
 def validate_description(text: str) -> str:
-    from timewarp.llm import parse_json_object
-
-    obj = parse_json_object(text, {"description": str})
-    desc = " ".join(obj["description"].split())
+    """The description in a reply: the requested ``{"description": ...}`` object, or the reply itself
+    when it is plain text (a description needs no JSON: a model that answers in prose still counts);
+    a reply that starts a JSON value must be the object asked for."""
+    try:
+        desc = parse_json_object(text, {"description": str})["description"]
+    except ValueError:
+        body = strip_fence(text)
+        if not body or body[0] in '{["':
+            raise
+        desc = body
+    desc = " ".join(desc.split())
     if len(desc.split()) < MIN_WORDS:
         raise ValueError(f"description has {len(desc.split())} words, fewer than {MIN_WORDS}")
     return desc
@@ -276,8 +283,6 @@ def run(root_dir, *, client=None, frames: int = 8, fps: Optional[float] = None, 
         jpeg_quality: int = DEFAULT_QUALITY, max_tokens: int = 768, seed: int = 42, workers: int = 1,
         limit: Optional[int] = None, overwrite: bool = False, layout: Optional[Layout] = None) -> dict:
     """Write pref/pref_implicit.jsonl. ``client`` is a ``timewarp.llm.ChatClient`` on a vision endpoint."""
-    from timewarp.llm import LLMError
-
     if client is None:
         raise UsageError(NEEDS_ENDPOINT)
     root = require_root(root_dir, "--root_dir")
@@ -410,8 +415,6 @@ def parse_corruptions(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from timewarp.llm import add_llm_args
-
     p = argparse.ArgumentParser(prog="generate_pref_implicit.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root_dir", required=True, help="output root_dir of preprocess.py")
@@ -445,8 +448,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_from_args(args: argparse.Namespace):
-    from timewarp.llm import client_from_args
-
     if args.backend != "openai" or not args.llm_base_url:
         raise UsageError(NEEDS_ENDPOINT)
     layout = Layout(require_root(args.root_dir, "--root_dir"))
