@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from timewarp import finevideo
+from timewarp import parquet_pages
 from timewarp.errors import ItemError
 from timewarp.finevideo import extract_mp4
 from timewarp.schema import SourceRef
@@ -39,14 +39,14 @@ LAYOUTS += [dict(compression="snappy", use_dictionary=True, dictionary_pagesize_
 def test_extract_matches_pyarrow(layout, stream_pages, tmp_path, monkeypatch):
     """Both ways of reading a page: decompressed whole (small pages) and streamed (pages too big to hold)."""
     if stream_pages:
-        monkeypatch.setattr(finevideo, "_WHOLE_PAGE", 0)
+        monkeypatch.setattr(parquet_pages, "_WHOLE_PAGE", 0)
     values = _values()
     path = tmp_path / "s.parquet"
     pq.write_table(pa.table({"mp4": pa.array(values, pa.binary()), "json": pa.array([{"a": i} for i in range(len(values))])}),
                    path, **layout)
     fallbacks = []
-    real = finevideo._extract_with_pyarrow
-    monkeypatch.setattr(finevideo, "_extract_with_pyarrow", lambda *a: (fallbacks.append(a), real(*a))[1])
+    real = parquet_pages.extract_with_pyarrow
+    monkeypatch.setattr(parquet_pages, "extract_with_pyarrow", lambda *a: (fallbacks.append(a), real(*a))[1])
     expected = pq.read_table(path, columns=["mp4"]).column(0).to_pylist()
     assert expected == values
     for row, want in enumerate(values):

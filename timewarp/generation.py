@@ -1,6 +1,8 @@
-"""What the six data-generation stages share: loading and checking annotations, the stage start
-(root and input checks, one-line errors), the text backend from the CLI options, and the end
-(model usage in the stats)."""
+"""Generation-stage helpers, for the six stages that write captions, SFT, pairs and benchmarks.
+
+What they share on top of ``stage.py`` (the runner of every stage): loading and checking annotations,
+the stage start (root and input checks, one-line errors), the text backend from the CLI options
+(``textgen.py``), and the end (model usage in the stats)."""
 from __future__ import annotations
 
 import argparse

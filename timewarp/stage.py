@@ -1,4 +1,6 @@
-"""What every stage script shares: common options, logging, rejects, stats and the one-line error.
+"""Stage runner, for every stage script: common options, logging, rejects, stats and the one-line error.
+
+(``generation.py``: what the six generation stages add on top; ``textgen.py``: their wording backends.)
 
 A stage script is ``main(argv)`` = parse args, then ``run(...)``; ``run`` uses a ``StageRun`` to
 record rejects and write ``rejects/<stage>.jsonl`` and ``stats/<stage>.json`` when it ends.

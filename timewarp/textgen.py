@@ -1,4 +1,4 @@
-"""Text generation behind one interface, two backends. The answer is never the model's to decide.
+"""Wording backends (template / model) of the generation stages. The answer is never the model's to decide.
 
 Stages build every text with the offline templates of ``timewarp.temporal`` first (question, answer,
 options, merged caption: right by construction). A backend then only *rewords* those texts:
