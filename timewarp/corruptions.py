@@ -27,6 +27,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
+import cv2
 import numpy as np
 
 
@@ -112,8 +113,6 @@ def freeze(frames: Sequence[np.ndarray], seed: int, length: Optional[int] = None
 def splice(frames: Sequence[np.ndarray], seed: int, other: Sequence[np.ndarray] = (),
            length: Optional[int] = None) -> Corrupted:
     """Positions [start, end) replaced by the other video's frames at the same positions (resized to fit)."""
-    import cv2
-
     _need(frames, 2, "splice")
     if not other:
         raise NotApplicable("splice needs frames of another video")
@@ -140,8 +139,6 @@ def splice(frames: Sequence[np.ndarray], seed: int, other: Sequence[np.ndarray] 
 
 def blur(frames: Sequence[np.ndarray], seed: int = 0, sigma: Optional[float] = None) -> Corrupted:
     """Every frame under a heavy Gaussian blur (default sigma: the longer side / 15; the seed is unused)."""
-    import cv2
-
     _need(frames, 1, "blur")
     h, w = frames[0].shape[:2]
     sigma = float(sigma) if sigma else round(max(h, w) / 15.0, 3)

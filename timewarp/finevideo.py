@@ -162,7 +162,6 @@ def source_video(ref: SourceRef, meta: dict, opts: ClipOptions) -> SourceVideo:
     if len(spans) < opts.min_clips:
         raise ItemError(f"fewer than {opts.min_clips} clips", f"{len(spans)} clip(s); {describe_skips(skipped)}")
     cm = content_metadata(meta) or {}
-    dur = meta.get("duration_seconds")
     return SourceVideo(
         id=safe_id(source_id),
         source_id=source_id,
@@ -170,7 +169,6 @@ def source_video(ref: SourceRef, meta: dict, opts: ClipOptions) -> SourceVideo:
         json_name=str(meta.get("original_json_filename") or (Path(ref.json_path).name if ref.json_path else "")),
         title=str((cm.get("title") if isinstance(cm, dict) else None) or meta.get("youtube_title") or ""),
         category=str(meta.get("content_parent_category") or ""),
-        duration_seconds=float(dur) if isinstance(dur, (int, float)) else None,
         spans=spans,
     )
 

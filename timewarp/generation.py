@@ -11,6 +11,7 @@ from typing import Optional
 
 from timewarp.errors import ItemError, UsageError
 from timewarp.layout import Layout, split_shuffled_id
+from timewarp.llm import client_from_args
 from timewarp.schema import NormalAnnotation, ShuffledAnnotation
 from timewarp.stage import StageRun, require_root
 from timewarp.store import read_json
@@ -92,8 +93,6 @@ def shuffled_ids_by_video(layout: Layout) -> dict[str, list[str]]:
 
 def backend_from_args(args: argparse.Namespace, layout: Layout):
     """The text backend of the CLI options; for openai, the server is checked before any work."""
-    from timewarp.llm import client_from_args
-
     return backend_for(client_from_args(args, layout))
 
 

@@ -9,6 +9,7 @@ The shard is written as ``DIR/data/train-00000-of-00001.parquet`` with the hub's
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import subprocess
 import sys
@@ -18,9 +19,13 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Optional, Sequence
 
+import cv2
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from timewarp.timestamps import format_timestamp
+from timewarp.video import ffmpeg_exe
 
 ID_BITS = 14
 ID_COLS = 7
@@ -92,8 +97,6 @@ def frame_id(img: np.ndarray) -> int:
 
 def read_frame_ids(path: Path) -> list[int]:
     """The frame number drawn into each decoded frame of a video, in decode order."""
-    import cv2
-
     cap = cv2.VideoCapture(str(path))
     ids = []
     try:
@@ -129,8 +132,6 @@ class VideoSpec:
 
 def render_video(spec: VideoSpec, path: Path, ffmpeg: Optional[str] = None) -> int:
     """Encode the spec's frames with libx264 (B-frames as in the wild); return the frame count."""
-    from timewarp.video import ffmpeg_exe
-
     exe = ffmpeg or ffmpeg_exe()
     w, h = spec.size
     total = sum(s.frames for s in spec.scenes)
@@ -240,11 +241,6 @@ def random_spec(name: str, rng: random.Random, n_scenes: Optional[int] = None, f
 def write_shard(path: Path, rows: Sequence[tuple[bytes, object]], json_as: str = "struct",
                 row_group_size: Optional[int] = None) -> None:
     """Write ``(mp4 bytes, metadata)`` rows as a FineVideo parquet shard (json as struct or string)."""
-    import json
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     mp4 = pa.array([r[0] for r in rows], type=pa.binary())
     if json_as == "struct":
         js = pa.array([r[1] for r in rows])

@@ -81,7 +81,6 @@ class SourceVideo(Record):
     json_name: str
     title: str
     category: str
-    duration_seconds: Optional[float]
     spans: list[ClipSpan] = field(default_factory=list)
 
 

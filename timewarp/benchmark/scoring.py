@@ -25,7 +25,7 @@ import re
 import string
 from typing import Iterable, Optional, Sequence
 
-LETTERS = "ABCD"
+from timewarp.temporal import LETTERS
 CHANCE = 1.0 / len(LETTERS)
 PREDICTION_KEYS = ("prediction", "response", "output", "text", "pred", "answer")
 

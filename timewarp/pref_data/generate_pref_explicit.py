@@ -31,6 +31,7 @@ from timewarp.errors import ItemError, UsageError
 from timewarp.generation import (backend_from_args, layout_for, layout_names, llm_options, load_normal, load_shuffled,
                                  note_usage, require_file, require_normal_ids, shuffled_ids_by_video)
 from timewarp.layout import Layout
+from timewarp.llm import add_llm_args
 from timewarp.parallel import pmap
 from timewarp.schema import PrefRecord, SFTRecord
 from timewarp.splits import item_seed
@@ -181,8 +182,6 @@ def parse_hard_negatives(text: str) -> tuple:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from timewarp.llm import add_llm_args
-
     p = argparse.ArgumentParser(prog="generate_pref_explicit.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root_dir", required=True, help="output root_dir of setup_dataset.sh")

@@ -25,6 +25,7 @@ from timewarp.errors import ItemError, UsageError
 from timewarp.generation import (backend_from_args, layout_for, layout_names, llm_options, load_normal, note_usage,
                                  require_normal_ids)
 from timewarp.layout import Layout
+from timewarp.llm import add_llm_args
 from timewarp.parallel import pmap
 from timewarp.schema import SFTRecord
 from timewarp.splits import item_seed
@@ -120,8 +121,6 @@ def run(root_dir, *, seed: int = 42, workers: int = 1, limit: Optional[int] = No
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from timewarp.llm import add_llm_args
-
     p = argparse.ArgumentParser(prog="generate_sft_explicit.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root_dir", required=True, help="output root_dir of setup_dataset.sh")

@@ -21,6 +21,7 @@ from timewarp.errors import ItemError, UsageError
 from timewarp.generation import (backend_from_args, layout_for, layout_names, llm_options, load_normal,
                                  load_shuffled, note_usage, require_normal_ids)
 from timewarp.layout import Layout
+from timewarp.llm import add_llm_args
 from timewarp.parallel import pmap
 from timewarp.schema import CaptionRecord, NormalAnnotation, ShuffledAnnotation
 from timewarp.stage import StageRun, add_common_args, add_shuffled_dir_args, cli, layout_from_args
@@ -112,8 +113,6 @@ def run(root_dir, *, workers: int = 1, limit: Optional[int] = None, overwrite: b
 
 
 def build_parser(prog: str = "merge_normal_captions.py", doc: str = __doc__) -> argparse.ArgumentParser:
-    from timewarp.llm import add_llm_args
-
     p = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root_dir", required=True, help="output root_dir of setup_dataset.sh")
     p.add_argument("--llm", action="store_true",
