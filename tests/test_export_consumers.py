@@ -102,8 +102,7 @@ def tiny_vlm():
 def test_trl_dpo_trainer_feeds_every_frame_to_the_model(exported, tmp_path):
     """trl/trainer/dpo_trainer.py: a dataset with "images" goes through DataCollatorForVisionPreference
     (prepare_multimodal_messages fills the prompt's image blocks from "images"); without it, the text path."""
-    pytest.importorskip("trl")
-    import datasets
+    import datasets  # (not importorskip: requirements-dev.txt installs TRL, and this test must run in CI)
     import torch
     from trl import DPOConfig, DPOTrainer
 
