@@ -251,6 +251,8 @@ def test_llava_hound_reads_a_frame_folder_in_time_order(exported, fmt, source):
         folder = os.path.join("/unused-video-folder", r["video"])  # train.py: os.path.join(video_folder, video)
         assert os.path.isdir(folder)
         assert ids_of(llava_hound_frames(folder)) == sample_indices(known[s["video"]][0], n=8)
+        if source == "pref":  # dpo_scripts/run_dpo.py strips "<video>" from "prompt" and puts it first itself
+            assert r["prompt"] == s["question"]
         if source == "sft":
             human = r["conversations"][0]["value"]
             assert [t for t in LLAVA_HOUND_TOKENS.values() if t in human] == ["<video>"]

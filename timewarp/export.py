@@ -312,6 +312,8 @@ RENAMED = {"llava_sft": "llava_next_video_sft (LLaVA-NeXT-Video: <image> + mp4) 
 FRAMES_ONLY = ("trl_dpo", "llava_hound_dpo", "llava_hound_sft")
 MP4_ONLY = ("llava_next_video_sft",)
 FIXED_RATE = {"videollama3_sft": Sampling(fps=VIDEOLLAMA3_FPS)}
+WHY = {"llava_next_video_sft": "LLaVA-NeXT decodes the mp4 itself and reads a frame folder only for its own data",
+       "videollama3_sft": "VideoLLaMA3 reads a frame folder as 3 fps; another rate would give it wrong times"}
 
 
 def llamafactory_entry(file_name: str, source: str, frames: bool) -> dict:
@@ -366,8 +368,8 @@ def run(root_dir, formats, *, frames: Optional[int] = None, fps: Optional[float]
     for fmt in formats:
         if sampling is not None and sampling_for(fmt, sampling) != sampling:
             got = sampling_for(fmt, sampling)
-            log.info("%s: %s (its consumer's rule), not %s", fmt, "the mp4" if got is None else f"frames {got.name}",
-                     sampling.name)
+            log.info("%s: %s instead of frames %s (%s)", fmt, "the mp4" if got is None else f"frames {got.name}",
+                     sampling.name, WHY.get(fmt, "its consumer's rule"))
     stage = StageRun(STAGE, layout, dict(root_dir=root, formats=formats, frames=frames, fps=fps, max_frames=max_frames,
                                          video_root=str(video_root) if video_root else None, workers=workers,
                                          limit=limit, overwrite=overwrite))
