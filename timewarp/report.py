@@ -215,6 +215,10 @@ def render(layout: Layout, data: dict, figures: list) -> str:
         "</style></head><body>",
         "<h1>TimeWarp report</h1>",
         f"<p>root_dir: <code>{html.escape(str(layout.root))}</code><br>videos: {data['n_videos']} ({html.escape(splits)})</p>",
+        # the example viewer (timewarp/viewer.py) lives in report/viewer/
+        "<p><a href='viewer/index.html'>Browse the examples</a>: normal and shuffled videos side by side, clips, "
+        "questions, pairs and benchmark keys (made by <code>python timewarp/viewer.py --root_dir "
+        f"{html.escape(str(layout.root))}</code>).</p>",
     ]
     if not figures:
         parts.append("<p>No data to plot yet: run ./setup_dataset.sh and ./generate_data.sh first.</p>")
