@@ -186,12 +186,15 @@ def columns_of(cfg: Config, frames: bool) -> list[tuple]:
 
 
 def yaml_features(typ) -> dict:
-    """The hub card's form of an Arrow type (as ``datasets`` writes it: dtype / list / struct)."""
+    """The hub card's form of an Arrow type: dtype / struct, ``sequence`` for a list of values, ``list`` for a
+    list of structs (the form every ``datasets`` version since 2.x reads, and the one FineVideo's card uses)."""
     import pyarrow as pa
 
     if pa.types.is_list(typ):
         inner = yaml_features(typ.value_type)
-        return {"list": inner.get("dtype") or inner.get("struct") or inner}
+        if "struct" in inner:
+            return {"list": inner["struct"]}
+        return {"sequence": inner.get("dtype") or inner}
     if pa.types.is_struct(typ):
         return {"struct": [{"name": f.name, **yaml_features(f.type)} for f in typ]}
     names = {pa.string(): "string", pa.int64(): "int64", pa.float64(): "float64", pa.bool_(): "bool"}

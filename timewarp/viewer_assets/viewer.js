@@ -168,9 +168,10 @@
     return box;
   }
 
+  var empty = [];
   function section(title, items, render) {
+    if (!items.length) { empty.push(title.toLowerCase()); return []; }
     var out = [el("h3", { text: title + " (" + items.length + ")" })];
-    if (!items.length) out.push(el("p", { cls: "none", text: "none for this video" }));
     items.forEach(function (x) { out.push(render(x)); });
     return out;
   }
@@ -240,6 +241,11 @@
           el("span", { cls: "badge", text: q.kind })
         ])]);
     }));
+    if (empty.length) {
+      kids.push(el("p", { cls: "none", text: "No " + empty.join(", ") + " for this video" +
+        (v.split === "test" ? " (test videos are held out for the benchmarks)." : v.split === "train" ? " (benchmarks use test videos only)." : ".") }));
+      empty = [];
+    }
     main.replaceChildren.apply(main, kids);
   }
 
