@@ -279,16 +279,10 @@ def _clean_options(options: dict) -> dict:
 
 
 def method_section(layout: Layout) -> str:
-    from timewarp.report import STAGE_ORDER
+    from timewarp.report import read_stats
 
-    stats = {}
-    if layout.stats_dir.is_dir():
-        for p in sorted(layout.stats_dir.glob("*.json")):
-            try:
-                stats[p.stem] = read_json(p)
-            except (OSError, ValueError):
-                log.warning("%s: skipped, not valid JSON", p)
-    order = sorted(stats, key=lambda s: (STAGE_ORDER.index(s) if s in STAGE_ORDER else len(STAGE_ORDER), s))
+    stats = read_stats(layout)
+    order = list(stats)
     seeds = sorted({st.get("options", {}).get("seed") for st in stats.values()
                     if isinstance(st.get("options"), dict) and st["options"].get("seed") is not None})
     lines = ["Seed(s) used: " + (", ".join(str(s) for s in seeds) if seeds else "not recorded") + ".", "",
@@ -433,7 +427,7 @@ the shuffled benchmark.
 
 ## Upload
 
-Nothing was uploaded by the tool. From this folder's parent, one command (huggingface_hub >= 0.34; log in first with `hf auth login`):
+Nothing was uploaded by the tool. One command uploads this folder (huggingface_hub >= 0.34; log in first with `hf auth login`):
 
 ```bash
 hf upload <user>/<repo> <this folder> . --repo-type dataset
