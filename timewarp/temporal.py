@@ -176,13 +176,18 @@ class MCQ:
     shuffled_answer: tuple[int, ...]
 
 
+def event_key(caption: str) -> str:
+    """What identifies an event: its caption's words, case-folded (captions equal up to case,
+    punctuation and spacing, "... camera." / "... camera!", are one event: indistinguishable)."""
+    return " ".join(re.findall(r"[^\W_]+", caption.casefold()))
+
+
 def unique_clips(captions: Sequence[str]) -> list[int]:
-    """Clips whose caption text occurs once in the video (others would make a question ambiguous)."""
+    """Clips whose event (``event_key``) occurs once in the video (others would make a question ambiguous)."""
     counts: dict[str, int] = {}
     for c in captions:
-        key = _sentence(c).lower()
-        counts[key] = counts.get(key, 0) + 1
-    return [i for i, c in enumerate(captions) if counts[_sentence(c).lower()] == 1]
+        counts[event_key(c)] = counts.get(event_key(c), 0) + 1
+    return [i for i, c in enumerate(captions) if counts[event_key(c)] == 1]
 
 
 def _draw_events(kind: str, n: int, uniq: list[int], rng: random.Random) -> Optional[tuple[int, ...]]:
