@@ -259,7 +259,7 @@ CAREFUL = ("synonyms", "reorder", "someone", "in_the_video")
 _FLIP = {"first": "last", "last": "first", "after": "before", "before": "after", "begins": "ends", "ends": "begins",
          "beginning": "end", "end": "beginning", "follows": "precedes", "precedes": "follows", "following": "preceding",
          "preceding": "following", "next": "previous", "earlier": "later", "later": "earlier", "earliest": "latest",
-         "latest": "earliest", "finally": "initially", "afterwards": "beforehand"}
+         "latest": "earliest", "finally": "initially", "afterwards": "beforehand", "afterward": "beforehand"}
 _SYNONYMS = {"happens": "takes place", "shown": "seen", "event": "moment", "comes": "occurs", "video": "clip",
              "immediately": "directly", "directly": "immediately", "chops": "cuts", "carries": "brings",
              "stirs": "mixes", "closes": "shuts", "glass": "cup", "tunes": "adjusts", "ribbon": "bow",
@@ -354,9 +354,16 @@ def careless_edit(mode: str, name: str, text: str, others: dict, rng: random.Ran
             drop = rng.choice(sents)
             out = " ".join(" ".join(text.replace(drop, "", 1).split()).split())
     elif mode == "flip":
-        out = _swap_words(text, _FLIP, 3, rng)
+        found = [m for m in re.finditer(r"[A-Za-z]+", text) if m.group(0).lower() in _FLIP]
+        pair = [m for m in found if m.group(0).lower() in ("first", "before", "earlier", "begins")][:1] + \
+               [m for m in found if m.group(0).lower() in ("later", "after", "last", "afterwards", "ends")][:1]
+        if len(pair) == 2 and rng.random() < 0.5:   # swap the two: '"A" happens later; "B" comes first.'
+            (a, b) = sorted(pair, key=lambda m: m.start())
+            out = text[:a.start()] + b.group(0).lower() + text[a.end():b.start()] + a.group(0).lower() + text[b.end():]
+        else:
+            out = _swap_words(text, _FLIP, 3, rng)
         said = lambda t: sorted(w for w in re.findall(r"[a-z]+", t.lower()) if w in _FLIP)  # noqa: E731
-        if said(out) == said(text):  # "before or after" -> "after or before" says the same
+        if said(out) == said(text) and "?" in text:  # "before or after" -> "after or before" asks the same
             out = None
     return out if out and out != text else None
 
@@ -368,7 +375,8 @@ def careful_edit(mode: str, name: str, text: str, rng: random.Random) -> Optiona
         out = _swap_words(text, _SYNONYMS, 2, rng)
     elif mode == "reorder":
         m = re.match(r'^([A-Z][^,"()?;]{1,30}), (.+?)([.!?])$', text)
-        if m and not m.group(2).startswith(("(", '"')):
+        if m and not m.group(2).startswith(("(", '"')) and ";" not in m.group(2) and not re.search(
+                r"\b(then|next|finally|later|last|after|before)\b", m.group(2), re.I):  # one clause: moving it keeps the sense
             out = m.group(2)[0].upper() + m.group(2)[1:] + ", " + m.group(1)[0].lower() + m.group(1)[1:] + m.group(3)
     elif mode == "someone":
         out = re.sub(r"\bThe person\b", "Someone", re.sub(r"\bthe person\b", "someone", text))

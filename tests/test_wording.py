@@ -127,6 +127,10 @@ MORE_REFUSED = [
     ("answer gains a question mark", sft("after", (1,), 0), "answer", "Right after that, does the person tune a guitar?"),
     ("text after the question mark", sft("after", (1,), 0), "question",
      sft("after", (1,), 0).fields["question"] + " Answer briefly."),
+    ("direction phrases swapped", WHICH, "answer",
+     '"The person feeds the cat" happens later; "The person ties a red ribbon. The person waves at the camera" comes first.'),
+    ("order_three answer: first and last swapped", ORDER3, "answer", ORDER3.fields["answer"].replace(
+        "first the", "\0").replace("last the", "first the").replace("\0", "last the")),
     ("labels lost", ORDER3, "question", ORDER3.fields["question"].replace("(2) ", "")),
     ("answer truncated by a token limit", ORDER3, "answer", ORDER3.fields["answer"][:-12]),
 ]
@@ -190,8 +194,12 @@ def run_stages(root: Path, backend=None, args: list = ()) -> None:
     generate_shuffled_benchmark.run(root)
 
 
-@pytest.fixture(scope="module")
-def sample_root(tmp_path_factory) -> Path:
+@pytest.fixture(scope="module", params=["person", "processed"])
+def sample_root(request, tmp_path_factory) -> Path:
+    """24 videos of FineVideo-like captions, or the real pipeline's output of timewarp.sample_data videos."""
+    if request.param == "processed":
+        return Path(shutil.copytree(request.getfixturevalue("processed"), tmp_path_factory.mktemp("proc") / "out",
+                                    ignore=shutil.ignore_patterns("*.mp4")))
     return person_root(tmp_path_factory.mktemp("person") / "out", videos=24)
 
 
@@ -207,6 +215,8 @@ def field_rates(items: list, careless: bool, tries: int = 3) -> tuple[int, int, 
                 fields = {"caption": model.caption(list(it.events), rng)}
             for name, text in fields.items():
                 mode, out = model.edit(name, text, fields, rng)
+                if mode == "unchanged":   # a reply equal to the template would flatter the careful rate
+                    continue
                 sent += 1
                 modes[mode] += 1
                 if validate_field(it, name, " ".join(out.split())) is None:
@@ -221,17 +231,19 @@ def test_error_rates_careless_zero_careful_at_least_90_percent(sample_root, tmp_
     items = [it for it in rec.items if it.sent()]
     kinds = collections.Counter(it.key.split("/")[2] if "/sft/" in it.key else "caption" if it.caption
                                 else "benchmark" for it in items)
-    assert len(items) >= 200 and len(kinds) >= 5, kinds
+    big = len(list((root / "normal" / "annotations").glob("*.json"))) >= 20
+    assert len(items) >= (200 if big else 20) and len(kinds) >= 5, kinds
 
     sent, accepted, modes = field_rates(items, careless=True)
     print(f"careless: {accepted}/{sent} fields accepted; modes {dict(modes)}")
     assert accepted == 0
-    assert set(modes) == set(CARELESS) and min(modes.values()) >= 20, modes
+    if big:
+        assert set(modes) == set(CARELESS) and min(modes.values()) >= 20, modes
 
     sent, accepted, modes = field_rates(items, careless=False)
     print(f"careful: {accepted}/{sent} fields accepted ({accepted / sent:.1%})")
     assert accepted >= 0.9 * sent
-    assert all(modes[m] for m in CAREFUL) or all(any(m in k for k in modes) for m in CAREFUL), modes
+    assert all(any(m in k for k in modes) for m in CAREFUL if big or m != "someone"), modes
 
 
 # ---------------------------------------------------------------- end to end, over HTTP, checked by the oracle
@@ -285,9 +297,10 @@ def model_run(sample_root: Path, dest: Path, model: RewordingModel, retries: int
 def test_careless_model_end_to_end_changes_nothing(sample_root, template_run, tmp_path):
     model = RewordingModel(careless=True)
     root = model_run(sample_root, tmp_path / "out", model, retries=2)
-    assert len(model.log) > 500
+    big = len(list((root / "normal" / "annotations").glob("*.json"))) >= 20
+    assert len(model.log) > (500 if big else 50)
     checked = check_oracle(root)
-    assert checked >= 150
+    assert checked >= (150 if big else 20)
     refused = 0
     for rel, key in OUTPUTS.items():
         got, want = rows(root / rel), rows(template_run / rel)
@@ -301,7 +314,7 @@ def test_careless_model_end_to_end_changes_nothing(sample_root, template_run, tm
             rej = [r for r in rows(root / "rejects" / f"{stage}.jsonl") if r["reason"].startswith("model reply not used")]
             assert all("reply:" in r["detail"] for r in rej)
             refused += len(rej)
-    assert refused >= 200
+    assert refused >= (200 if big else 20)
     print(f"careless end to end: {len(model.log)} fields answered, {refused} records refused, {checked} checked by the oracle")
 
 
@@ -328,7 +341,8 @@ def test_careful_model_end_to_end_is_used_and_right(sample_root, template_run, t
     captions = [r for rel in ("captions/normal.jsonl", "captions/shuffled.jsonl") for r in rows(root / rel)]
     by_model = sum(r["method"] == "llm" for r in captions)
     print(f"careful end to end: {used}/{sent} records sent use the model's wording; {by_model}/{len(captions)} captions")
-    assert sent >= 150 and used >= 0.85 * sent and by_model >= 0.85 * len(captions)
+    big = len(list((root / "normal" / "annotations").glob("*.json"))) >= 20
+    assert sent >= (150 if big else 15) and used >= 0.85 * sent and by_model >= 0.85 * len(captions)
 
 
 # ---------------------------------------------------------------- events equal up to case and punctuation (issue 12)

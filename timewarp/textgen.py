@@ -92,7 +92,7 @@ def validate_field(item: Rewrite, name: str, value: str) -> Optional[str]:
     for m in item.markers.get(name, ()):
         if m not in value:
             return f"marker {m} lost"
-    return check_rewording(value, original, keep, item.captions, item.forbid.get(name, ()))
+    return check_rewording(value, original, keep, item.captions, item.forbid.get(name, ()), directions=not item.caption)
 
 
 def make_validator(item: Rewrite):

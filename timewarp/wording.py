@@ -38,6 +38,9 @@ NEUTRAL = set(_EARLY + _LATE + _BEFORE + _AFTER + _REVERSE) | set(
     "then next once now finally event events happen happens happened happening occur occurs comes come order "
     "someone somebody person people".split())
 
+# Direction words by what they point to: the earlier (E) or the later (L) end of the video.
+_E = set(_EARLY + _BEFORE + ("beforehand",))
+_L = set(_LATE + _AFTER) - _E
 _QUOTES = str.maketrans({"\u201c": '"', "\u201d": '"', "\u201e": '"', "\u00ab": '"', "\u00bb": '"'})
 _TOKEN = re.compile(r'\(\d+\)|"|\?|[^\W_]+')
 _END = re.compile(r'[.!?]["\')\]]*\s*$')
@@ -82,10 +85,24 @@ def _structure(text: str, kinds: set) -> tuple[list[str], list[list[str]]]:
     return marks, parts
 
 
+def _directions(text: str, skip: set) -> list[str]:
+    """The direction words of ``text`` (not words of ``skip``) as E/L, repeats merged: "A comes first; B
+    happens later" -> [E, L]."""
+    seq: list[str] = []
+    for w in re.findall(r"[^\W_]+", text.casefold()):
+        c = None if w in skip else "E" if w in _E else "L" if w in _L else None
+        if c and (not seq or seq[-1] != c):
+            seq.append(c)
+    return seq
+
+
 def check_rewording(reply: str, template: str, keep: Sequence[str], video: Sequence[str] = (),
-                    forbid: Sequence[str] = (), min_cover: float = MIN_COVER) -> Optional[str]:
+                    forbid: Sequence[str] = (), min_cover: float = MIN_COVER, directions: bool = True) -> Optional[str]:
     """None if ``reply`` is an acceptable rewording of ``template`` naming the events ``keep`` (captions, in
-    the order the template names them) of a video whose captions are ``video``; else a short reason."""
+    the order the template names them) of a video whose captions are ``video``; else a short reason.
+    ``directions``: the reply's direction words (first/before ... vs last/after ..., outside the captions'
+    own words) must point the same ways in the same order as the template's (off for a merged caption,
+    whose rewording adds "first, then, finally")."""
     reply, template = normalize(reply), normalize(template)
     spans = _locate(template, keep)
     if spans is None:
@@ -151,7 +168,14 @@ def check_rewording(reply: str, template: str, keep: Sequence[str], video: Seque
                     return f"event {other[0] + 1} outside its place ({detail[0]})"
                 return f"mentions another event ({detail[0]})"
             return f"event {mine[j] + 1} {kind}" if j is not None else kind
-    return added_flip_word(reply, template, forbid)
+    flipped = added_flip_word(reply, template, forbid)
+    if flipped:
+        return flipped
+    if directions:
+        want, got = _directions(template, set(owners)), _directions(reply, set(owners))
+        if want != got:
+            return f"direction words changed ({'-'.join(want) or 'none'} -> {'-'.join(got) or 'none'})"
+    return None
 
 
 def _segment(toks: list, slots: list, min_cover: float) -> Optional[tuple]:
