@@ -30,25 +30,27 @@ def person_captions(rng: random.Random, n: int, twin: bool) -> list[str]:
     return caps
 
 
-def person_root(root: Path, videos: int = 24, seed: int = 11) -> Path:
+def write_video(root: Path, vid: str, caps: list[str], split: str, seed: int, permutation=None) -> None:
+    """One video's normal annotation (30-frame clips, 10-frame gaps) and its shuffled annotation (made by
+    shuffle_clips' own functions; ``permutation`` or one drawn for ``seed``)."""
     from timewarp.layout import Layout
     from timewarp.preprocess.shuffle_clips import draw_permutations, shuffled_annotation
     from timewarp.schema import Clip, NormalAnnotation
     from timewarp.store import write_json
 
-    rng = random.Random(seed)
     layout = Layout(root)
+    clips = [Clip(k, 40 * k / 30, (40 * k + 30) / 30, 40 * k, 40 * k + 30, cap) for k, cap in enumerate(caps)]
+    t = 40 * len(caps)
+    ann = NormalAnnotation(vid, vid, "data/x.parquet", 0, f"{vid}.json", split, f"normal/videos/{vid}.mp4", 30.0,
+                           "30", t, t / 30, 64, 48, t / 30, "t", "c", clips)
+    write_json(layout.normal_annotation(vid), ann.to_dict())
+    perm = permutation if permutation is not None else draw_permutations(len(caps), 1, seed, vid)[0]
+    write_json(layout.shuffled_annotation(vid), shuffled_annotation(ann, perm, 0, seed, layout).to_dict())
+
+
+def person_root(root: Path, videos: int = 24, seed: int = 11) -> Path:
+    rng = random.Random(seed)
     for v in range(videos):
-        n = 3 + v % 5
-        caps = person_captions(rng, n, twin=v % 4 == 3)
-        clips, t = [], 0
-        for k, cap in enumerate(caps):
-            clips.append(Clip(k, t / 30, (t + 30) / 30, t, t + 30, cap))
-            t += 40
-        vid = f"person{v:03d}"
-        ann = NormalAnnotation(vid, vid, "data/x.parquet", v, f"{vid}.json", "test" if v % 3 == 0 else "train",
-                               f"normal/videos/{vid}.mp4", 30.0, "30", t, t / 30, 64, 48, t / 30, "t", "c", clips)
-        write_json(layout.normal_annotation(vid), ann.to_dict())
-        perm = draw_permutations(n, 1, seed, vid)[0]
-        write_json(layout.shuffled_annotation(vid), shuffled_annotation(ann, perm, 0, seed, layout).to_dict())
+        write_video(root, f"person{v:03d}", person_captions(rng, 3 + v % 5, twin=v % 4 == 3),
+                    "test" if v % 3 == 0 else "train", seed)
     return root

@@ -24,7 +24,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fake_openai import CAREFUL, CARELESS, FakeOpenAI, RewordingModel  # noqa: E402
-from rewording_data import person_root  # noqa: E402
+from rewording_data import person_root, write_video  # noqa: E402
 from test_generation import oracle, real_order, shuffled_order  # noqa: E402
 
 from timewarp.benchmark import generate_normal_benchmark, generate_shuffled_benchmark  # noqa: E402
@@ -131,6 +131,7 @@ MORE_REFUSED = [
      '"The person feeds the cat" happens later; "The person ties a red ribbon. The person waves at the camera" comes first.'),
     ("order_three answer: first and last swapped", ORDER3, "answer", ORDER3.fields["answer"].replace(
         "first the", "\0").replace("last the", "first the").replace("\0", "last the")),
+    ("negation added", WHICH, "answer", WHICH.fields["answer"].replace("comes first", "does not come first")),
     ("labels lost", ORDER3, "question", ORDER3.fields["question"].replace("(2) ", "")),
     ("answer truncated by a token limit", ORDER3, "answer", ORDER3.fields["answer"][:-12]),
 ]
@@ -373,18 +374,11 @@ def test_indistinguishable_events_are_never_asked_apart_nor_answer_their_own_que
 
 def test_pair_whose_answers_are_the_same_event_is_dropped(tmp_path):
     from timewarp.layout import Layout
-    from timewarp.preprocess.shuffle_clips import shuffled_annotation
-    from timewarp.schema import Clip, NormalAnnotation
-    from timewarp.store import write_json
 
     caps = ["The person waves at the camera.", "The person feeds the cat.", "The person tunes a guitar.",
             "THE PERSON WAVES AT THE CAMERA!"]
     layout = Layout(tmp_path)
-    clips = [Clip(k, k * 2.0, k * 2.0 + 1, k * 60, k * 60 + 30, c) for k, c in enumerate(caps)]
-    ann = NormalAnnotation("v", "v", "x", 0, "v.json", "train", "normal/videos/v.mp4", 30.0, "30", 210, 7.0, 64, 48,
-                           7.0, "t", "c", clips)
-    write_json(layout.normal_annotation("v"), ann.to_dict())
-    write_json(layout.shuffled_annotation("v"), shuffled_annotation(ann, [3, 1, 2, 0], 0, 1, layout).to_dict())
+    write_video(tmp_path, "v", caps, "train", 1, permutation=[3, 1, 2, 0])
     generate_sft_explicit.run(tmp_path, qa_per_video=6)
     generate_pref_explicit.run(tmp_path, hard_negatives=("reversed", "adjacent_swap"))
     kinds = {r["kind"] for r in rows(layout.sft_explicit_file)}

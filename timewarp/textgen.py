@@ -30,7 +30,10 @@ SYSTEM_QA = (
     "object of texts. Reply with one JSON object with exactly the same keys, each value the rewritten "
     "text. Rules: keep the meaning exactly; keep every event that a text mentions, described with its "
     "own key words, in the same order as the original; do not add events, details or opinions; do not "
-    "change which event happens when; keep markers such as (1), (2), (3) unchanged; answer a question "
+    "change which event happens when; keep markers such as (1), (2), (3) unchanged, each before its own "
+    "event; keep quotation marks around exactly the event they enclose; name each event only as often as the "
+    "original does and never put one text's events into another text; a question stays one question that "
+    "ends with its question mark, with nothing after it; an answer stays an answer; answer a question "
     "the same way the original answer does. Reply with JSON only."
 )
 SYSTEM_CAPTION = (

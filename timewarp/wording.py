@@ -18,7 +18,9 @@ the reply left to right and accepts it only if
   So an event named twice, an event of another field of the same request or of the video, a
   sentence moved across quotes or labels, an event dropped or shortened by a sentence, and events
   in another order are all refused;
-* it adds no direction word that would flip the meaning (``temporal.added_flip_word``).
+* it adds no direction word that would flip the meaning (``temporal.added_flip_word``) and no negation,
+  and its direction words point the same ways (earlier / later) in the same order as the template's
+  ('"A" happens later; "B" comes first' for '"A" comes first; "B" happens later' is refused).
 
 Events are identified by ``temporal.event_key`` (captions equal up to case, punctuation and spacing
 are one event). A slot's caption must be found in the template text; when not, nothing is accepted.
@@ -41,6 +43,7 @@ NEUTRAL = set(_EARLY + _LATE + _BEFORE + _AFTER + _REVERSE) | set(
 # Direction words by what they point to: the earlier (E) or the later (L) end of the video.
 _E = set(_EARLY + _BEFORE + ("beforehand",))
 _L = set(_LATE + _AFTER) - _E
+_NEGATION = re.compile(r"\b(?:not|never|no|nor|neither|none|without|cannot)\b|n't\b|n\u2019t\b")
 _QUOTES = str.maketrans({"\u201c": '"', "\u201d": '"', "\u201e": '"', "\u00ab": '"', "\u00bb": '"'})
 _TOKEN = re.compile(r'\(\d+\)|"|\?|[^\W_]+')
 _END = re.compile(r'[.!?]["\')\]]*\s*$')
@@ -168,6 +171,8 @@ def check_rewording(reply: str, template: str, keep: Sequence[str], video: Seque
                     return f"event {other[0] + 1} outside its place ({detail[0]})"
                 return f"mentions another event ({detail[0]})"
             return f"event {mine[j] + 1} {kind}" if j is not None else kind
+    if len(_NEGATION.findall(reply.casefold())) > len(_NEGATION.findall(template.casefold())):
+        return "negation added"
     flipped = added_flip_word(reply, template, forbid)
     if flipped:
         return flipped
