@@ -139,8 +139,11 @@ def process_video(job: tuple[SourceVideo, Config]) -> dict:
 
 
 def _source_label(sv: SourceVideo, root: str) -> str:
+    base = Path(root).resolve()
+    if base.is_file():  # a .parquet file given as the dataset: its name, relative to its folder
+        base = base.parent
     try:
-        return Path(sv.ref.path).relative_to(Path(root).resolve()).as_posix()
+        return Path(sv.ref.path).relative_to(base).as_posix()
     except ValueError:
         return sv.ref.path
 
@@ -209,8 +212,7 @@ def run(root_dir, save_dir, scale: int, *, seed: int = 42, workers: int = 1, lim
     ranked, seen = select_candidates(root, layout.root.resolve(), seed, clip, stage)
     if seen == 0:
         raise UsageError(f"no FineVideo data under {root}: no *.parquet shards and no *.mp4 files")
-    source_root = root if root.is_dir() else root.parent  # a one-shard dataset: names relative to its folder
-    cfg = Config(str(layout.root), str(source_root), clip, encode, write_clips, test_fraction, duration_tolerance)
+    cfg = Config(str(layout.root), str(root), clip, encode, write_clips, test_fraction, duration_tolerance)
     target = min(scale, limit) if limit else scale
     done, pos = 0, 0
     while done < target and pos < len(ranked):
