@@ -390,3 +390,27 @@ def test_ctrl_c_in_generate_data_prints_one_message(tmp_path):
                          started.exists)
     said = [line for line in err if not line.startswith("== ")]
     assert rc == 130 and len(said) == 1 and "interrupted" in said[0], err
+
+
+SWALLOWING_STAGE = """#!{python}
+import os, signal, sys
+with open({calls!r}, "a") as fh:
+    fh.write(" ".join(sys.argv[1:2]) + "\\n")
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+os.killpg(0, signal.SIGINT)  # Ctrl-C while this stage runs; the stage itself ignores it and ends well
+"""
+
+
+def test_ctrl_c_that_a_stage_ignores_still_stops_the_script(tmp_path):
+    """A stage that does not catch Ctrl-C and exits 0: the script says interrupted once and runs no
+    further stage (before: bash took the status 0 and went on with the next stage)."""
+    calls = tmp_path / "calls"
+    fake = tmp_path / "python"
+    fake.write_text(SWALLOWING_STAGE.format(python=sys.executable, calls=str(calls)))
+    fake.chmod(0o755)
+    (tmp_path / "out").mkdir()
+    proc = subprocess.run([str(ROOT / "generate_data.sh"), str(tmp_path / "out")], capture_output=True, text=True,
+                          env=_bash_env(PYTHON=str(fake)), start_new_session=True, timeout=60)
+    said = [line for line in proc.stderr.strip().splitlines() if not line.startswith("== ")]
+    assert proc.returncode == 130 and len(said) == 1 and "interrupted; rerun" in said[0], proc.stderr
+    assert len(calls.read_text().splitlines()) == 1

@@ -7,9 +7,11 @@ trap 'interrupted=1' INT  # Ctrl-C reaches the stage too (same process group); h
 # run_stage <label> <script.py> [options...]: the options, then every TIMEWARP_ARGS option, go to the script.
 run_stage() {
   local name="$1" script="$2"; shift 2
-  echo "== $name" >&2
   local rc=0
-  "$py" "$script" "$@" "${extra[@]}" || rc=$?
+  if [ "$interrupted" -eq 0 ]; then  # (Ctrl-C between two stages: run no further stage)
+    echo "== $name" >&2
+    "$py" "$script" "$@" "${extra[@]}" || rc=$?
+  fi
   if [ "$rc" -eq 130 ] || [ "$interrupted" -eq 1 ]; then
     # a stage that caught Ctrl-C said "interrupted; rerun the same command to resume" (status 130)
     [ "$rc" -eq 130 ] || echo "$0: interrupted; rerun the same command to resume (finished work is kept)" >&2
