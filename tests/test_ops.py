@@ -140,7 +140,9 @@ def test_a_lone_surrogate_in_an_id_is_replaced_and_a_non_utf8_file_name_is_a_nam
     UTF-8) and left an orphan video; a Latin-1 file name crashed the whole stage (OpenCV segfaults on
     the path) or stopped it when its reject was written."""
     mp4, meta = clip3
-    text = json.dumps(_named(meta, "PLACEHOLDER")).replace("PLACEHOLDER", "bad\\ud800id")  # a JSON escape
+    m = _named(meta, "PLACEHOLDER")
+    m["content_metadata"]["title"] = "TITLE"
+    text = json.dumps(m).replace("PLACEHOLDER", "bad\\ud800id").replace("TITLE", "T\\udfff")  # JSON escapes
     root = tmp_path / "fv"
     root.mkdir()
     pq.write_table(pa.table({"mp4": pa.array([mp4], pa.binary()), "json": pa.array([text], pa.string())}),
@@ -155,7 +157,7 @@ def test_a_lone_surrogate_in_an_id_is_replaced_and_a_non_utf8_file_name_is_a_nam
     out = tmp_path / "out"
     preprocess.run(root, out, 5)
     anns = _annotations(out)
-    assert [a["source_id"] for a in anns.values()] == ["bad\ufffdid"]
+    assert [(a["source_id"], a["title"]) for a in anns.values()] == [("bad\ufffdid", "T\ufffd")]
     assert len(next(iter(anns.values()))["clips"]) == 3
     rejects = read_jsonl(Layout(out).rejects_file("preprocess"))
     assert sorted((r["reason"], Path(r["source"]).name) for r in rejects) == [
