@@ -354,6 +354,7 @@ def run(root_dir, formats, *, frames: Optional[int] = None, fps: Optional[float]
         video_root=None, workers: int = 1, limit: Optional[int] = None, overwrite: bool = False) -> dict:
     root = require_root(root_dir, "--root_dir").resolve()
     layout = Layout(root)
+    layout.check_inside(layout.export_frames_dir)  # stale frames in it are removed
     formats = parse_formats(formats) if isinstance(formats, str) else list(formats)
     if frames is not None and fps is not None:
         raise UsageError("give --frames N or --fps R, not both")
