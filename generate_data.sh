@@ -17,15 +17,9 @@ fi
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 py="${PYTHON:-python3}"
 read -r -a extra <<< "${TIMEWARP_ARGS:-}"
-stage() {
-  local script="$1"; shift
-  local name; name="$(basename "$script" .py)"
-  echo "== $name" >&2
-  if ! "$py" "$here/timewarp/$script" "$@" "${extra[@]}"; then
-    echo "$0: stage $name failed; fix the error above and rerun (finished work is kept)" >&2
-    exit 1
-  fi
-}
+# shellcheck source=timewarp/stage.sh
+. "$here/timewarp/stage.sh"
+stage() { local script="$1"; shift; run_stage "$(basename "$script" .py)" "$here/timewarp/$script" "$@"; }
 stage pref_data/merge_normal_captions.py --root_dir "$out"
 stage pref_data/merge_shuffled_captions.py --root_dir "$out"
 stage pref_data/generate_sft_explicit.py --root_dir "$out"

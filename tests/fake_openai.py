@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import collections
 import json
+import random
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -266,3 +268,191 @@ def fake_openai():
     """A started FakeOpenAI serving model ``fake-model``; stopped after the test."""
     with FakeOpenAI() as server:
         yield server
+
+
+# ---------------------------------------------------------------- a model that rewords, carefully or not
+
+CARELESS = ("insert", "duplicate", "swap", "truncate", "leak", "reverse", "shorten", "flip")
+CAREFUL = ("synonyms", "reorder", "someone", "in_the_video")
+
+_FLIP = {"first": "last", "last": "first", "after": "before", "before": "after", "begins": "ends", "ends": "begins",
+         "beginning": "end", "end": "beginning", "follows": "precedes", "precedes": "follows", "following": "preceding",
+         "preceding": "following", "next": "previous", "earlier": "later", "later": "earlier", "earliest": "latest",
+         "latest": "earliest", "finally": "initially", "afterwards": "beforehand", "afterward": "beforehand"}
+_SYNONYMS = {"happens": "takes place", "shown": "seen", "event": "moment", "comes": "occurs", "video": "clip",
+             "immediately": "directly", "directly": "immediately", "chops": "cuts", "carries": "brings",
+             "stirs": "mixes", "closes": "shuts", "glass": "cup", "tunes": "adjusts", "ribbon": "bow",
+             "slides": "glides", "bounces": "hops", "sweeps": "moves", "grows": "expands", "quickly": "fast",
+             "large": "big", "small": "little", "picks": "lifts", "opens": "unlocks", "walks": "strolls"}
+
+
+def _pieces(text: str) -> list[str]:
+    """The event texts a field holds, as a model would see them: quoted parts, labelled parts, else the
+    clauses after a leading phrase ("Right after that, <event>.")."""
+    quoted = re.findall(r'"([^"]+)"', text)
+    if quoted:
+        return quoted
+    labelled = [p.strip() for p in re.split(r"\(\d+\)", text)[1:]]
+    if labelled:
+        return labelled
+    out = []
+    for clause in re.split(r";\s*", text.rstrip(".!?")):
+        out.append(clause.split(", ", 1)[-1] if ", " in clause else clause)
+    return [p for p in out if p.strip()]
+
+
+def _sentences(piece: str) -> list[str]:
+    return [s for s in re.split(r"(?<=[.!?])\s+", piece.strip()) if s]
+
+
+def _swap_words(text: str, table: dict, limit: int, rng: random.Random) -> str:
+    words = [m for m in re.finditer(r"[A-Za-z]+", text) if m.group(0).lower() in table]
+    rng.shuffle(words)
+    for m in sorted(words[:limit], key=lambda m: -m.start()):
+        w = m.group(0)
+        new = table[w.lower()]
+        new = new.capitalize() if w[0].isupper() else new
+        text = text[:m.start()] + new + text[m.end():]
+    return text
+
+
+def careless_edit(mode: str, name: str, text: str, others: dict, rng: random.Random) -> Optional[str]:
+    """``text`` (field ``name``; ``others``: the request's other fields) changed in meaning by ``mode``;
+    None when the mode does not apply or changes nothing."""
+    pieces = _pieces(text)
+    other_pieces = [p for o in others.values() for p in _pieces(o)]
+    sents = [s for p in pieces for s in _sentences(p)]
+    out = None
+    if mode == "insert":
+        pool = [s for p in other_pieces for s in _sentences(p)] or sents
+        s = rng.choice(pool).strip().rstrip(".") + "."
+        s = s[0].upper() + s[1:]
+        where = rng.choice(["start", "end", "quote"])
+        if where == "quote" and '"' in text:
+            i = text.index('"') + 1
+            out = text[:i] + s + " " + text[i:]
+        elif where == "end" and not text.endswith("?"):
+            out = text + " " + s
+        else:
+            out = s + " " + text
+    elif mode == "duplicate":
+        if others and rng.random() < 0.5:
+            out = text + " " + rng.choice(list(others.values()))
+        elif pieces:
+            p = rng.choice(pieces)
+            out = text.replace(p, p.rstrip(".") + ". " + p, 1)
+    elif mode == "swap":
+        if len(pieces) >= 2:
+            i, j = rng.sample(range(len(pieces)), 2)
+            a, b = pieces[i], pieces[j]
+            sa, sb = _sentences(a), _sentences(b)
+            if len(sa) > 1:        # move a sentence of a into b
+                moved = sa[-1]
+                na, nb = " ".join(sa[:-1]), b.rstrip(".") + ". " + moved
+            else:                  # exchange the two
+                na, nb = b, a
+            out = text.replace(a, "\x00", 1).replace(b, "\x01", 1).replace("\x00", na).replace("\x01", nb)
+    elif mode == "truncate":
+        cut = [m.start() for m in re.finditer(r" ", text)]
+        cut = [c for c in cut if 0.3 * len(text) <= c <= 0.9 * len(text)]
+        if cut:
+            out = text[:rng.choice(cut)]
+    elif mode == "leak":
+        if name == "question" and "answer" in others:
+            out = text + " " + others["answer"]
+    elif mode == "reverse":
+        if len(sents) >= 2 and name == "caption":
+            out = " ".join(reversed(sents))
+        elif len(pieces) >= 2:
+            out = text
+            for p, q in zip(pieces, reversed(pieces)):
+                out = out.replace(p, "\x00" + q + "\x01", 1)
+            out = out.replace("\x00", "").replace("\x01", "")
+    elif mode == "shorten":
+        if len(sents) >= 2:
+            drop = rng.choice(sents)
+            out = " ".join(" ".join(text.replace(drop, "", 1).split()).split())
+    elif mode == "flip":
+        found = [m for m in re.finditer(r"[A-Za-z]+", text) if m.group(0).lower() in _FLIP]
+        pair = [m for m in found if m.group(0).lower() in ("first", "before", "earlier", "begins")][:1] + \
+               [m for m in found if m.group(0).lower() in ("later", "after", "last", "afterwards", "ends")][:1]
+        if len(pair) == 2 and rng.random() < 0.5:   # swap the two: '"A" happens later; "B" comes first.'
+            (a, b) = sorted(pair, key=lambda m: m.start())
+            out = text[:a.start()] + b.group(0).lower() + text[a.end():b.start()] + a.group(0).lower() + text[b.end():]
+        else:
+            out = _swap_words(text, _FLIP, 3, rng)
+        said = lambda t: sorted(w for w in re.findall(r"[a-z]+", t.lower()) if w in _FLIP)  # noqa: E731
+        if said(out) == said(text) and "?" in text:  # "before or after" -> "after or before" asks the same
+            out = None
+    return out if out and out != text else None
+
+
+def careful_edit(mode: str, name: str, text: str, rng: random.Random) -> Optional[str]:
+    """``text`` reworded by ``mode`` without changing what it says (None when the mode does not apply)."""
+    out = None
+    if mode == "synonyms":
+        out = _swap_words(text, _SYNONYMS, 2, rng)
+    elif mode == "reorder":
+        m = re.match(r'^([A-Z][^,"()?;]{1,30}), (.+?)([.!?])$', text)
+        if m and not m.group(2).startswith(("(", '"')) and ";" not in m.group(2) and not re.search(
+                r"\b(then|next|finally|later|last|after|before)\b", m.group(2), re.I):  # one clause: moving it keeps the sense
+            out = m.group(2)[0].upper() + m.group(2)[1:] + ", " + m.group(1)[0].lower() + m.group(1)[1:] + m.group(3)
+    elif mode == "someone":
+        out = re.sub(r"\bThe person\b", "Someone", re.sub(r"\bthe person\b", "someone", text))
+    elif mode == "in_the_video":
+        out = "In the video, " + (text[0].lower() + text[1:] if text[:1].isalpha() and not text.startswith("I ") else text)
+    return out if out and out != text else None
+
+
+class RewordingModel:
+    """A responder for FakeOpenAI that rewords every field of a request, ``careful``ly (meaning kept) or
+    ``careless``ly (every field's meaning changed by one of CARELESS). Deterministic for the request and
+    its temperature. ``log`` holds (mode, field, template text, reply text) for every field answered."""
+
+    def __init__(self, careless: bool, seed: int = 0):
+        self.careless = careless
+        self.seed = seed
+        self.log: list[tuple[str, str, str, str]] = []
+        self._lock = threading.Lock()
+
+    def edit(self, name: str, text: str, fields: dict, rng: random.Random) -> tuple[str, str]:
+        others = {k: v for k, v in fields.items() if k != name}
+        if self.careless:
+            modes = list(CARELESS)
+            rng.shuffle(modes)
+            for mode in modes:
+                out = careless_edit(mode, name, text, others, rng)
+                if out is not None:
+                    return mode, out
+            return "insert", text + " " + text
+        modes = [m for m in CAREFUL if rng.random() < 0.6] or [rng.choice(CAREFUL)]
+        out, used = text, []
+        for mode in modes:
+            new = careful_edit(mode, name, out, rng)
+            if new is not None:
+                out, used = new, used + [mode]
+        return "+".join(used) or "unchanged", out
+
+    def caption(self, events: list[str], rng: random.Random) -> str:
+        words = ["First,", "Then,", "Next,", "After that,", "Later,"]
+        parts = []
+        for k, e in enumerate(events):
+            lead = "Finally," if k == len(events) - 1 and k else words[min(k, len(words) - 1)]
+            parts.append(f"{lead} {e[0].lower() + e[1:] if e.startswith(('The ', 'A ', 'An ')) else e}")
+        return " ".join(parts)
+
+    def __call__(self, req: dict) -> str:
+        user = req["messages"][-1]["content"]
+        rng = random.Random(f"{self.seed}:{req.get('temperature')}:{user}")
+        obj = json.loads(user)
+        if "events" in obj:
+            joined = " ".join(obj["events"])
+            fields = {"caption": joined if self.careless else self.caption(obj["events"], rng)}
+        else:
+            fields = obj
+        out = {}
+        for name, text in fields.items():
+            mode, out[name] = self.edit(name, text, fields, rng)
+            with self._lock:
+                self.log.append((mode, name, text, out[name]))
+        return json.dumps(out)

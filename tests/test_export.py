@@ -9,6 +9,7 @@ import pytest
 
 from generated_output import build, fresh_copy
 from timewarp import export
+from timewarp.frames import sample_indices
 from timewarp.layout import Layout
 from timewarp.sample_data import frame_id as sample_frame_id
 from timewarp.store import read_json, read_jsonl
@@ -59,11 +60,12 @@ def test_every_format_loads_with_datasets_and_keeps_the_answers(exported, tmp_pa
     rows = load(ex / "trl_dpo" / "pref_explicit.jsonl", cache)
     assert len(rows) == len(pref)
     for r, s in zip(rows, pref):
-        assert r["prompt"] == [{"role": "user", "content": s["question"]}]
-        assert r["chosen"] == [{"role": "assistant", "content": s["chosen"]}]
-        assert r["rejected"] == [{"role": "assistant", "content": s["rejected"]}]
-        assert r["videos"] == [str((exported / s["video"]).resolve())]
-    video_of(rows, "videos")
+        assert r["prompt"] == [{"role": "user", "content": [{"type": "image"}] * 8 + [{"type": "text", "text": s["question"]}]}]
+        assert r["chosen"] == [{"role": "assistant", "content": [{"type": "text", "text": s["chosen"]}]}]
+        assert r["rejected"] == [{"role": "assistant", "content": [{"type": "text", "text": s["rejected"]}]}]
+        assert r["video"] == str((exported / s["video"]).resolve()) and len(r["images"]) == 8
+        assert r["frame_times"] == sorted(r["frame_times"])
+    video_of(rows, "images")
 
     rows = load(ex / "ms_swift" / "pref_explicit.jsonl", cache)
     assert [(r["messages"][0]["content"], r["messages"][1]["content"], r["rejected_response"]) for r in rows] == \
@@ -93,14 +95,16 @@ def test_every_format_loads_with_datasets_and_keeps_the_answers(exported, tmp_pa
     assert [r["conversations"][1]["value"] for r in rows] == [s["answer"] for s in sft]
     assert "ranking" not in info["timewarp_sft_explicit"]
 
-    for name, suffix in (("llava_sft", ".json"), ("videollama3_sft", ".jsonl")):
+    for name, suffix, token in (("llava_next_video_sft", ".json", "<image>"), ("llava_hound_sft", ".json", "<video>"),
+                                ("videollama3_sft", ".jsonl", "<video>")):
         rows = load(ex / name / f"sft_explicit{suffix}", cache)
         assert len(rows) == len(sft)
         for r, s in zip(rows, sft):
-            assert r["conversations"] == [{"from": "human", "value": "<video>\n" + s["question"]},
+            assert r["conversations"] == [{"from": "human", "value": token + "\n" + s["question"]},
                                           {"from": "gpt", "value": s["answer"]}]
         video_of(rows)
-    assert isinstance(load(ex / "llava_sft" / "sft_explicit.json", cache)[0]["video"], str)
+    assert load(ex / "llava_next_video_sft" / "sft_explicit.json", cache)[0]["video"].endswith(".mp4")
+    assert Path(load(ex / "llava_hound_sft" / "sft_explicit.json", cache)[0]["video"]).is_dir()
     assert isinstance(load(ex / "videollama3_sft" / "sft_explicit.jsonl", cache)[0]["video"], list)
 
     for name, src in bench.items():
@@ -120,16 +124,17 @@ def test_frames_are_the_sampled_frames_of_each_video(generated, tmp_path):
     for name in ("normal", "shuffled"):
         for r in read_json(layout.export_dir("mvbench") / f"{name}.json"):
             files = sorted(Path(r["video"]).glob("*.jpg"))
-            assert len(files) == 4
+            assert [f.name for f in files] == ["00001.jpg", "00002.jpg", "00003.jpg", "00004.jpg"]
+            ann = read_json((layout.normal_annotation if name == "normal" else layout.shuffled_annotation)(r["video_id"]))
+            idx = sample_indices(ann["frame_count"], n=4)  # the k-th file is the k-th sampled frame
             src = read_json(layout.normal_annotation(r["video_id"].split("__")[0]))
             if name == "normal":
                 # frame k of a normal video shows source frame k
-                assert [frame_id(f) for f in files] == [int(f.stem) for f in files]
+                assert [frame_id(f) for f in files] == idx
             else:
                 # a shuffled video's frame shows the source frame its clip (in permuted order) came from
                 shuf = read_json(layout.shuffled_annotation(r["video_id"]))
-                for f in files:
-                    j = int(f.stem)
+                for f, j in zip(files, idx):
                     c = next(c for c in shuf["clips"] if c["start_frame"] <= j < c["end_frame"])
                     expect = src["clips"][c["source_index"]]["start_frame"] + j - c["start_frame"]
                     assert frame_id(f) == expect
@@ -141,10 +146,16 @@ def test_frames_are_the_sampled_frames_of_each_video(generated, tmp_path):
     # frames of a video that changed since they were written are written again
     first = read_json(layout.export_dir("mvbench") / "normal.json")[0]
     frame, other = sorted(Path(first["video"]).glob("*.jpg"))[:2]
+    want = frame_id(frame)
     frame.write_bytes(other.read_bytes())  # now shows another frame
-    os.utime(frame, (1, 1))  # older than the video
+    video = out / read_json(layout.normal_annotation(first["video_id"]))["video"]
+    os.utime(video, ns=(video.stat().st_atime_ns, video.stat().st_mtime_ns + 10**9))  # the video was re-made
     export.run(out, "mvbench", frames=4, workers=1)
-    assert frame_id(frame) == int(frame.stem)
+    assert frame_id(frame) == want
+    # a frame folder missing a frame (a run that died) is written again
+    other.unlink()
+    export.run(out, "mvbench", frames=4, workers=1)
+    assert other.is_file() and len(list(Path(first["video"]).iterdir())) == 4
     # a rerun with another sampling does not leave stray frames in the folders trainers read whole
     export.run(out, "mvbench", fps=1.0, max_frames=3, workers=1)
     for r in read_json(layout.export_dir("mvbench") / "normal.json"):
@@ -176,3 +187,6 @@ def test_unusable_input_is_one_line_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "nothing to export" in err and len(err.strip().splitlines()) == 1
     assert export.main(["--root_dir", str(tmp_path / "missing"), "--format", "all"]) == 2
+    capsys.readouterr()
+    assert export.main(["--root_dir", str(tmp_path), "--format", "llava_sft"]) == 2
+    assert "llava_next_video_sft" in capsys.readouterr().err

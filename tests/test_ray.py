@@ -103,7 +103,7 @@ def test_ray_run_equals_local_run(ray_local, fv_root, tmp_path):
 
     files = sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(remote).as_posix() for p in remote.rglob("*") if p.is_file())
-    jsons = [f for f in files if f.endswith(".json") and not f.startswith("stats/")]
+    jsons = [f for f in files if f.endswith(".json") and not f.startswith(("stats/", "state/"))]
     videos = [f for f in files if f.endswith(".mp4")]
     assert len(jsons) == 4 + 8 and len(videos) == 4 + 8 + sum(
         len(read_json(local / f)["clips"]) for f in jsons if f.startswith("normal/"))

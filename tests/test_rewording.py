@@ -91,24 +91,24 @@ BAD = [
     ("after answer names another event", sft_item("after", (1,), 0),
      lambda n, t: t if n == "question" else t.rstrip(".") + ", then guests applaud.", "mentions another event"),
     ("answer swapped for another event", sft_item("last", (), 0),
-     lambda n, t: "Last, the chef chops fresh onions on a wooden board.", "event 1 missing"),
+     lambda n, t: "Last, the chef chops fresh onions on a wooden board.", "mentions another event (chops)"),
     # which_first: winner and loser swapped
     ("which_first answer swapped", sft_item("which_first", (3, 1), 0),
      lambda n, t: t if n == "question" else '"The waiter smiles as guests applaud" comes first; '
                                             '"The chef stirs tomato sauce in a pot" happens later.',
-     "out of order"),
+     "event 2 outside its place"),
     ("which_first answer loses the loser", sft_item("which_first", (3, 1), 0),
-     lambda n, t: t if n == "question" else '"The chef stirs tomato sauce in a pot" comes first.', "event 2 missing"),
+     lambda n, t: t if n == "question" else '"The chef stirs tomato sauce in a pot" comes first.', "quotes changed"),
     ("which_first question -> last", sft_item("which_first", (3, 1), 0), sub(r"happens first", "happens last"),
      "direction word added (last)"),
     # order_three: labels moved off their own events
     ("order_three labels swapped", sft_item("order_three", (2, 0, 4), 0),
      lambda n, t: t.replace("(1)", "(X)").replace("(2)", "(1)").replace("(X)", "(2)") if n == "question" else t,
-     "event 1 out of order"),
+     "marker (1) out of place"),
     ("order_three events swapped", sft_item("order_three", (2, 0, 4), 0),
      lambda n, t: "In what order do these events happen in the video? (1) A chef chops fresh onions on a wooden "
                   "board. (2) A waiter carries plates to the dining room. (3) The chef tastes the soup with a spoon."
-     if n == "question" else t, "marker (2) out of place"),
+     if n == "question" else t, "event 2 outside its place (chef)"),
     ("order_three question -> reverse", sft_item("order_three", (2, 0, 4), 0),
      sub(r"In what order", "In what reverse order"), "direction word added (reverse)"),
     ("order_three answer keeps order, flips words", sft_item("order_three", (2, 0, 4), 0),

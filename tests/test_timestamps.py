@@ -9,13 +9,17 @@ from timewarp.timestamps import format_timestamp, parse_rate, parse_timestamp, t
 @pytest.mark.parametrize("text,seconds", [
     ("00:00:09.009", 9.009), ("00:01:45.981", 105.981), ("01:00:00.000", 3600.0), ("00:00:60.000", 60.0),
     ("01:05", 65.0), ("1:05.5", 65.5), ("15", 15.0), ("15.25", 15.25), (7, 7.0), (2.5, 2.5),
+    # forms other exports write: SubRip's comma, seconds with their unit
+    ("00:00:02,500", 2.5), ("1:02:03,250", 3723.25), ("01:05,5", 65.5), ("1.5s", 1.5), ("90 s", 90.0), ("2S", 2.0),
 ])
 def test_parse_timestamp(text, seconds):
     assert parse_timestamp(text) == pytest.approx(seconds)
 
 
 @pytest.mark.parametrize("bad", [None, "", "  ", "n/a", "varies", "throughout the scene", "scene 3", "-1", "1e3",
-                                 "00:-1:00", "1:2:3:4", float("nan"), -2, True])
+                                 "00:-1:00", "1:2:3:4", float("nan"), -2, True,
+                                 "2,5", "1,5,0", "00:00:02,500,1", "00:00:02.500,1", "00,5:10", "1.5ms", "-1s", "1e3s",
+                                 "s", "1.5 sec", "inf", "00:01:02s"])
 def test_parse_timestamp_rejects(bad):
     assert parse_timestamp(bad) is None
 

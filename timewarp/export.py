@@ -2,10 +2,13 @@
 
   python timewarp/export.py --root_dir <out> --format <name>[,<name>...|all] [--frames N | --fps R] [--video_root DIR]
 
-Formats (files under <out>/exports/<format>/, one per source file, named after it):
-  trl_dpo          TRL DPOTrainer, conversational: {"prompt": [{"role": "user", ...}], "chosen": [{"role":
-                   "assistant", ...}], "rejected": [...], "videos": [path]}; with frames, the TRL vision form:
-                   image blocks in the prompt and "images": [frame paths]. Source: pref/*.jsonl
+Each format is written the way its consumer's own loader reads it (tests/test_export_consumers.py runs
+or re-states that loader). Formats (files under <out>/exports/<format>/, one per source file):
+  trl_dpo          TRL DPOTrainer, conversational vision form (TRL has no video input: the video goes in as
+                   frames, always; default --frames 8): {"id", "video", "frame_times", "images": [frame
+                   paths], "prompt": [{"role": "user", "content": [{"type": "image"} x frames, {"type": "text",
+                   "text": question}]}], "chosen": [{"role": "assistant", "content": [{"type": "text", ...}]}],
+                   "rejected": [...]}. Source: pref/*.jsonl
   llamafactory     LLaMA-Factory sharegpt ranking records {"conversations": [{"from": "human", "value":
                    "<video>..."}], "chosen": {"from": "gpt", ...}, "rejected": {...}, "videos": [path]}, the
                    SFT records, and dataset_info.json (entries timewarp_<source>; set --dataset_dir to this
@@ -15,19 +18,28 @@ Formats (files under <out>/exports/<format>/, one per source file, named after i
                    chosen is right by construction: scores 5.0 / 1.0 on the 1-5 scale. Source: pref/*.jsonl
   ms_swift         ms-swift DPO/RLHF JSONL {"messages": [user "<video>...", assistant chosen],
                    "rejected_response": ..., "videos": [path]} (with frames: "<image>" tokens, "images").
-  llava_sft        LLaVA / LLaVA-NeXT(-Video) SFT JSON array {"id", "video": path, "conversations":
-                   [{"from": "human", "value": "<video>\\n..."}, {"from": "gpt", ...}]}. Source: sft/*.jsonl
-  videollama3_sft  VideoLLaMA3 SFT JSONL {"video": [path], "conversations": [...]}. Source: sft/*.jsonl
+  llava_next_video_sft  LLaVA-NeXT(-Video) SFT JSON array {"id", "video": mp4, "conversations": [{"from":
+                   "human", "value": "<image>\\n..."}, {"from": "gpt", ...}]}: LLaVA-NeXT knows only <image>
+                   and decodes the mp4 itself (always the mp4). Source: sft/*.jsonl
+  llava_hound_sft  Video-LLaVA / LLaVA-Hound SFT JSON array {"id", "video": frame folder, "conversations":
+                   [{"from": "human", "value": "<video>\\n..."}, ...]} (default --frames 8). Source: sft/*.jsonl
+  videollama3_sft  VideoLLaMA3 SFT JSONL {"video": [path], "conversations": [...]}: the mp4 by default;
+                   with --frames/--fps a folder sampled at exactly 3 fps, the rate VideoLLaMA3 assumes for
+                   a frame folder (so its timestamps are the frames' real times). Source: sft/*.jsonl
   mvbench          the benchmarks MVBench-style: a JSON array per benchmark of {"video", "question",
                    "candidates", "answer" (the correct candidate's text)} plus qid, kind, answer_letter,
                    key_changed, normal_answer (what evaluate.py needs). Source: benchmark/*.jsonl
 
-Video paths: absolute by default; with --video_root DIR, relative to DIR (give DIR to the trainer as its
-video folder / media_dir). --frames N samples N frames uniformly per video (--fps R: R frames per
-second, at most --max_frames), decoded in one sequential pass (timewarp.frames), written to
-exports/frames/<n8|fps1>/<video path>/<frame index:05d>.jpg; every record then names those frames
-instead of the mp4. Rows whose video (or frames) are missing are rejected (rejects/export.jsonl),
-and every exported answer is the source record's answer, unchanged.
+Video paths: absolute by default; with --video_root DIR, relative to DIR, and the consumer must be told
+DIR: LLaMA-Factory `media_dir: DIR`, ms-swift `ROOT_IMAGE_DIR=DIR` (environment), LLaVA-NeXT /
+LLaVA-Hound `--video_folder DIR`, VideoLLaMA3 `--data_folder DIR`, MVBench the data_list prefix DIR,
+TRL: load the rows with the working directory DIR (or join DIR to "images" yourself).
+--frames N samples N frames uniformly per video (--fps R: R frames per second, at most --max_frames),
+decoded in one sequential pass (timewarp.frames), written to exports/frames/<n8|fps1>/<video path>/
+as 00001.jpg, 00002.jpg, ... in time order (MVBench opens exactly these names; the other readers sort
+the folder), with the source frame indices in <folder>.frames.json beside it (never inside: readers
+take every file in the folder). Rows whose video (or frames) are missing are rejected
+(rejects/export.jsonl), and every exported answer is the source record's answer, unchanged.
 """
 from __future__ import annotations
 
@@ -45,11 +57,12 @@ from timewarp.errors import ItemError, UsageError
 from timewarp.layout import Layout
 from timewarp.parallel import Failed, pmap
 from timewarp.stage import StageRun, add_common_args, cli, log, require_root
-from timewarp.store import read_json, read_jsonl, write_json, write_jsonl
+from timewarp.store import atomic_path, read_json, read_jsonl, write_json, write_jsonl
 
 STAGE = "export"
 LETTERS = "ABCD"
-DEFAULT_HOUND_FRAMES = 8
+DEFAULT_FRAMES = 8          # the method trains on 8 frames per video
+VIDEOLLAMA3_FPS = 3.0       # videollama3/mm_utils.py load_video_from_ids: a frame folder is read as 3 fps
 
 
 @dataclass(frozen=True)
@@ -105,7 +118,8 @@ def row_id(row: dict) -> str:
 class Media:
     video: str                  # path as written (absolute, or relative to --video_root)
     frame_dir: Optional[str]    # the frame folder as written, when sampling
-    frames: list                # frame files as written, when sampling
+    frames: list                # frame files as written, when sampling (in time order)
+    times: list                 # each frame's time in the video, seconds
 
 
 class Paths:
@@ -141,8 +155,19 @@ class FrameJob:
     overwrite: bool
 
 
+def export_frame_name(position: int) -> str:
+    """The k-th sampled frame (0-based) is ``{k+1:05d}.jpg``: MVBench's read_frame opens exactly 00001.jpg ...
+    0000N.jpg, and the readers that sort the folder (LLaVA-Hound, VideoLLaMA3) get time order."""
+    return f"{int(position) + 1:05d}.jpg"
+
+
+def frame_manifest(folder: Path) -> Path:
+    """Beside the frame folder, never in it: the consumers read every file of the folder as a frame."""
+    return folder.with_name(folder.name + ".frames.json")
+
+
 def sample_video(job: FrameJob, item: tuple) -> dict:
-    """Frames of one video into its export folder (skipped when the folder already holds exactly them)."""
+    """Frames of one video into its export folder (skipped when the manifest says it holds exactly them)."""
     rel, frame_count, fps = item
     layout = Layout(Path(job.root))
     s = job.sampling
@@ -154,19 +179,29 @@ def sample_video(job: FrameJob, item: tuple) -> dict:
             out = layout.export_frame_dir(s.name, rel)
         except ValueError as exc:
             raise ItemError("video path outside the output folder", str(exc))
-        want = [out / framelib.frame_name(i) for i in idx]
-        have = sorted(out.glob("*.jpg")) if out.is_dir() else []
-        video_mtime = (layout.root / rel).stat().st_mtime if (layout.root / rel).is_file() else 0
-        # (no manifest in this folder: trainers read every file in it; a re-encoded video is newer)
-        stale = any(w.stat().st_mtime < video_mtime for w in have)
-        if job.overwrite or stale or sorted(have) != sorted(want):
-            for stale in have:
-                if stale not in want:
-                    stale.unlink()
-            framelib.write_frames(framelib.extract_frames(layout.root / rel, idx), idx, out)
-        return {"ok": True, "rel": rel, "dir": str(out), "files": [str(w) for w in want]}
-    except ItemError as exc:
-        return {"ok": False, "rel": rel, "reason": exc.reason, "detail": exc.detail}
+        video = layout.root / rel
+        st = video.stat()
+        stamp = {"video": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "indices": idx, "fps": fps}
+        want = [out / export_frame_name(k) for k in range(len(idx))]
+        try:
+            manifest = read_json(frame_manifest(out))
+        except (OSError, ValueError):
+            manifest = None
+        have = sorted(out.iterdir()) if out.is_dir() else []
+        if job.overwrite or manifest != stamp or have != want:
+            frame_manifest(out).unlink(missing_ok=True)  # no manifest = not complete, even if a run dies here
+            for extra in have:
+                if extra not in want:
+                    extra.unlink()
+            for path, frame in zip(want, framelib.extract_frames(video, idx)):
+                with atomic_path(path) as tmp:
+                    tmp.write_bytes(framelib.encode_jpeg(frame))
+            write_json(frame_manifest(out), stamp)
+        return {"ok": True, "rel": rel, "dir": str(out), "files": [str(w) for w in want],
+                "times": [round(i / fps, 6) for i in idx]}
+    except (ItemError, OSError) as exc:
+        reason, detail = (exc.reason, exc.detail) if isinstance(exc, ItemError) else ("frames not written", f"{rel}: {exc}")
+        return {"ok": False, "rel": rel, "reason": reason, "detail": detail}
 
 
 # ---------------------------------------------------------------- record builders (row, media) -> dict
@@ -175,15 +210,16 @@ def _n_tokens(token: str, media: Media) -> str:
     return token * (len(media.frames) if media.frames else 1)
 
 
+def _text_turn(role: str, text: str) -> dict:
+    return {"role": role, "content": [{"type": "text", "text": text}]}
+
+
 def trl_dpo(row: dict, m: Media) -> dict:
-    if m.frames:
-        prompt = [{"role": "user", "content": [{"type": "image"} for _ in m.frames] + [{"type": "text", "text": row["question"]}]}]
-        return {"id": row_id(row), "images": m.frames, "prompt": prompt,
-                "chosen": [{"role": "assistant", "content": [{"type": "text", "text": row["chosen"]}]}],
-                "rejected": [{"role": "assistant", "content": [{"type": "text", "text": row["rejected"]}]}]}
-    return {"id": row_id(row), "videos": [m.video], "prompt": [{"role": "user", "content": row["question"]}],
-            "chosen": [{"role": "assistant", "content": row["chosen"]}],
-            "rejected": [{"role": "assistant", "content": row["rejected"]}]}
+    """TRL's vision preference form (trl/trainer/dpo_trainer.py DataCollatorForVisionPreference): one image
+    block per frame, filled from "images" in order by trl.data_utils.prepare_multimodal_messages."""
+    prompt = [{"role": "user", "content": [{"type": "image"} for _ in m.frames] + [{"type": "text", "text": row["question"]}]}]
+    return {"id": row_id(row), "video": m.video, "frame_times": m.times, "images": m.frames, "prompt": prompt,
+            "chosen": [_text_turn("assistant", row["chosen"])], "rejected": [_text_turn("assistant", row["rejected"])]}
 
 
 def _lf_media(m: Media) -> dict:
@@ -217,12 +253,20 @@ def ms_swift(row: dict, m: Media) -> dict:
     return rec
 
 
-def _conversation(row: dict) -> list:
-    return [{"from": "human", "value": "<video>\n" + row["question"]}, {"from": "gpt", "value": row["answer"]}]
+def _conversation(row: dict, token: str = "<video>") -> list:
+    return [{"from": "human", "value": f"{token}\n" + row["question"]}, {"from": "gpt", "value": row["answer"]}]
 
 
-def llava_sft(row: dict, m: Media) -> dict:
-    return {"id": row_id(row), "video": m.frame_dir or m.video, "conversations": _conversation(row)}
+def llava_next_video_sft(row: dict, m: Media) -> dict:
+    """LLaVA-NeXT llava/train/train.py: "video" is decoded by process_video_with_decord, the prompt knows only
+    DEFAULT_IMAGE_TOKEN "<image>" (preprocess_multimodal)."""
+    return {"id": row_id(row), "video": m.video, "conversations": _conversation(row, "<image>")}
+
+
+def llava_hound_sft(row: dict, m: Media) -> dict:
+    """LLaVA-Hound llava/train/train.py: "video" joined to --video_folder, "<video>" token; its video processor
+    (languagebind/video/processing_video.py, backend 'frames') reads a frame folder."""
+    return {"id": row_id(row), "video": m.frame_dir, "conversations": _conversation(row, "<video>")}
 
 
 def videollama3_sft(row: dict, m: Media) -> dict:
@@ -251,11 +295,22 @@ FORMATS: dict[str, list[Part]] = {
     "llamafactory": [Part("pref", llamafactory_pref, ".json", "timewarp_"), Part("sft", llamafactory_sft, ".json", "timewarp_")],
     "llava_hound_dpo": [Part("pref", llava_hound_dpo, ".jsonl")],
     "ms_swift": [Part("pref", ms_swift, ".jsonl")],
-    "llava_sft": [Part("sft", llava_sft, ".json")],
+    "llava_next_video_sft": [Part("sft", llava_next_video_sft, ".json")],
+    "llava_hound_sft": [Part("sft", llava_hound_sft, ".json")],
     "videollama3_sft": [Part("sft", videollama3_sft, ".jsonl")],
     "mvbench": [Part("benchmark", mvbench, ".json")],
 }
 SOURCES = {"pref": pref_sources, "sft": sft_sources, "benchmark": benchmark_sources}
+RENAMED = {"llava_sft": "llava_next_video_sft (LLaVA-NeXT-Video: <image> + mp4) or llava_hound_sft "
+                        "(Video-LLaVA / LLaVA-Hound: <video> + frame folder)"}
+
+# How each consumer takes the video: formats that only read frames get DEFAULT_FRAMES unless told otherwise,
+# LLaVA-NeXT only an mp4, VideoLLaMA3's frame form only 3 fps (any other rate would give it wrong times).
+FRAMES_ONLY = ("trl_dpo", "llava_hound_dpo", "llava_hound_sft")
+MP4_ONLY = ("llava_next_video_sft",)
+FIXED_RATE = {"videollama3_sft": Sampling(fps=VIDEOLLAMA3_FPS)}
+WHY = {"llava_next_video_sft": "LLaVA-NeXT decodes the mp4 itself and reads a frame folder only for its own data",
+       "videollama3_sft": "VideoLLaMA3 reads a frame folder as 3 fps; another rate would give it wrong times"}
 
 
 def llamafactory_entry(file_name: str, source: str, frames: bool) -> dict:
@@ -272,6 +327,9 @@ def parse_formats(text: str) -> list[str]:
     names = [f.strip() for f in (text or "").split(",") if f.strip()]
     if names == ["all"]:
         return list(FORMATS)
+    for old in names:
+        if old in RENAMED:
+            raise UsageError(f"--format {old} is now {RENAMED[old]}")
     bad = [f for f in names if f not in FORMATS]
     if bad or not names:
         raise UsageError(f"--format: unknown {', '.join(bad) or '(none)'} (choose from {', '.join(FORMATS)}, or all)")
@@ -279,8 +337,13 @@ def parse_formats(text: str) -> list[str]:
 
 
 def sampling_for(fmt: str, sampling: Optional[Sampling]) -> Optional[Sampling]:
-    if sampling is None and fmt == "llava_hound_dpo":
-        return Sampling(n=DEFAULT_HOUND_FRAMES)
+    """The frames format ``fmt`` gets for the asked sampling (None = the mp4)."""
+    if fmt in MP4_ONLY:
+        return None
+    if fmt in FIXED_RATE:
+        return FIXED_RATE[fmt] if sampling is not None else None
+    if fmt in FRAMES_ONLY:
+        return sampling or Sampling(n=DEFAULT_FRAMES)
     return sampling
 
 
@@ -288,6 +351,7 @@ def run(root_dir, formats, *, frames: Optional[int] = None, fps: Optional[float]
         video_root=None, workers: int = 1, limit: Optional[int] = None, overwrite: bool = False) -> dict:
     root = require_root(root_dir, "--root_dir").resolve()
     layout = Layout(root)
+    layout.check_inside(layout.export_frames_dir)  # stale frames in it are removed
     formats = parse_formats(formats) if isinstance(formats, str) else list(formats)
     if frames is not None and fps is not None:
         raise UsageError("give --frames N or --fps R, not both")
@@ -299,6 +363,11 @@ def run(root_dir, formats, *, frames: Optional[int] = None, fps: Optional[float]
     if video_root is not None and not Path(video_root).is_dir():
         raise UsageError(f"--video_root {video_root} is not a directory")
     paths = Paths(video_root)
+    for fmt in formats:
+        if sampling is not None and sampling_for(fmt, sampling) != sampling:
+            got = sampling_for(fmt, sampling)
+            log.info("%s: %s instead of frames %s (%s)", fmt, "the mp4" if got is None else f"frames {got.name}",
+                     sampling.name, WHY.get(fmt, "its consumer's rule"))
     stage = StageRun(STAGE, layout, dict(root_dir=root, formats=formats, frames=frames, fps=fps, max_frames=max_frames,
                                          video_root=str(video_root) if video_root else None, workers=workers,
                                          limit=limit, overwrite=overwrite))
@@ -360,13 +429,13 @@ def run(root_dir, formats, *, frames: Optional[int] = None, fps: Optional[float]
                 stage.reject(rid, "video missing", str(vpath), str(src))
                 continue
             if samp is None:
-                media = Media(paths(vpath), None, [])
+                media = Media(paths(vpath), None, [], [])
             else:
                 fr = media_of.get((samp, row["video"]))
                 if not fr or not fr["ok"]:
                     stage.reject(rid, (fr or {}).get("reason", "no frames"), (fr or {}).get("detail", ""), str(src))
                     continue
-                media = Media(paths(vpath), paths(Path(fr["dir"])), [paths(Path(f)) for f in fr["files"]])
+                media = Media(paths(vpath), paths(Path(fr["dir"])), [paths(Path(f)) for f in fr["files"]], fr["times"])
             out_rows.append(part.build(row, media))
         out = layout.export_dir(fmt) / f"{part.prefix}{src.stem}{part.suffix}"
         if part.suffix == ".json":
@@ -395,7 +464,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--fps", type=float, default=None, help="sample R frames per second and export frames")
     p.add_argument("--max_frames", type=int, default=None, help="with --fps: at most this many frames per video")
     p.add_argument("--video_root", default=None,
-                   help="write video/frame paths relative to this folder (default: absolute paths)")
+                   help="write video/frame paths relative to this folder (default: absolute paths); then tell the "
+                        "consumer the same folder: LLaMA-Factory media_dir, ms-swift ROOT_IMAGE_DIR (environment), "
+                        "LLaVA-NeXT / LLaVA-Hound --video_folder, VideoLLaMA3 --data_folder, MVBench the data_list "
+                        "prefix, TRL the working directory")
     add_common_args(p, seed=False)
     return p
 

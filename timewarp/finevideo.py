@@ -24,10 +24,11 @@ from typing import Iterator, Optional
 
 import pyarrow as pa
 
-from timewarp.errors import ItemError
+from timewarp.errors import ItemError, UsageError
 from timewarp.layout import SHUFFLE_SUFFIX, Layout
 from timewarp.parquet_pages import extract_value
 from timewarp.schema import ClipSpan, SourceRef, SourceVideo
+from timewarp.store import without_surrogates
 from timewarp.timestamps import parse_timestamp
 
 log = logging.getLogger("timewarp.finevideo")
@@ -50,16 +51,26 @@ def safe_id(raw: str) -> str:
     return f"{cleaned or 'video'}-{digest}"
 
 
+def decode_json_text(data: bytes) -> str:
+    """The text of a JSON file as editors write it: UTF-8 with or without a BOM, or UTF-16/32 (BOM or not).
+
+    The encoding is detected as RFC 8259 / ``json.loads`` does; ItemError names it when the bytes do not decode.
+    """
+    encoding = json.detect_encoding(data)
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        bits = re.match(r"utf-(8|16|32)", encoding).group(1)
+        raise ItemError(f"metadata is not valid UTF-{bits}", str(exc))
+
+
 def meta_of(value) -> dict:
-    """The metadata dict from a ``json`` cell: dict, JSON string or JSON bytes."""
+    """The metadata dict from a ``json`` cell or file: dict, JSON string or JSON bytes (any BOM)."""
     if isinstance(value, (bytes, bytearray, memoryview)):
-        try:
-            value = bytes(value).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ItemError("metadata is not valid UTF-8", str(exc))
+        value = decode_json_text(bytes(value))
     if isinstance(value, str):
         try:
-            value = json.loads(value)
+            value = json.loads(value.lstrip("\ufeff"))  # a BOM kept in a string column
         except json.JSONDecodeError as exc:
             raise ItemError("metadata is not valid JSON", str(exc))
     if value is None:
@@ -145,7 +156,15 @@ def describe_skips(skipped: Counter) -> str:
 
 
 def source_id_of(ref: SourceRef, meta: Optional[dict]) -> str:
-    """The video's id: ``original_video_filename`` without ``.mp4``; else the file name or shard row."""
+    """The video's id: ``original_video_filename`` without ``.mp4``; else the file name or shard row.
+
+    A lone surrogate (a JSON ``\\ud800`` escape, a file name that is not UTF-8) becomes U+FFFD, so the
+    id that ranks, splits and names the video is the one written into its annotation.
+    """
+    return without_surrogates(_raw_source_id(ref, meta))
+
+
+def _raw_source_id(ref: SourceRef, meta: Optional[dict]) -> str:
     vname = meta.get("original_video_filename") if isinstance(meta, dict) else None
     if isinstance(vname, str) and vname.strip():
         source_id = Path(vname.strip().replace("\\", "/")).name
@@ -201,6 +220,8 @@ def find_inputs(root: Path, exclude: Optional[Path] = None) -> tuple[list[Path],
     Hidden folders and the outputs of a save_dir (``exclude``) inside root are not walked.
     """
     root = Path(root)
+    if root.is_file() and root.suffix.lower() == ".parquet":
+        return [root], [], []  # one shard given as the whole dataset
     pruned = _pruned_dirs(root, exclude)
     shards, pairs, orphans = [], [], []
     jsons = set()
@@ -233,6 +254,16 @@ def find_inputs(root: Path, exclude: Optional[Path] = None) -> tuple[list[Path],
     return shards, pairs, orphans
 
 
+def require_input(root_dir, what: str = "--root_dir") -> Path:
+    """The dataset root: a folder, or one ``.parquet`` shard taken as a one-shard dataset."""
+    root = Path(root_dir)
+    if root.is_dir() or (root.is_file() and root.suffix.lower() == ".parquet"):
+        return root
+    if root.exists():
+        raise UsageError(f"{what} {root} is neither a folder nor a .parquet file")
+    raise UsageError(f"{what} {root} does not exist")
+
+
 def iter_metadata(root: Path, exclude: Optional[Path] = None) -> Iterator[tuple[SourceRef, object] | ScanProblem]:
     """Every (reference, raw metadata) in the dataset, or a ScanProblem for what cannot be read.
 
@@ -243,6 +274,9 @@ def iter_metadata(root: Path, exclude: Optional[Path] = None) -> Iterator[tuple[
     shards, pairs, orphans = find_inputs(root, exclude)
     for shard in shards:
         label = str(shard)
+        if not _utf8_name(shard):
+            yield _name_problem(shard)
+            continue
         try:
             pf = pq.ParquetFile(shard)
             names = set(pf.schema_arrow.names)
@@ -258,6 +292,10 @@ def iter_metadata(root: Path, exclude: Optional[Path] = None) -> Iterator[tuple[
         except Exception as exc:  # noqa: BLE001 - an unreadable shard is one reject, the run goes on
             yield ScanProblem(shard.name, "unreadable parquet", f"{type(exc).__name__}: {exc}"[:300], label)
     for mp4, meta in pairs:
+        bad = next((p for p in (mp4, meta) if p is not None and not _utf8_name(p)), None)
+        if bad is not None:
+            yield _name_problem(bad)
+            continue
         if meta is None:
             yield ScanProblem(mp4.stem, "video without metadata", "no matching .json", str(mp4))
             continue
@@ -269,6 +307,21 @@ def iter_metadata(root: Path, exclude: Optional[Path] = None) -> Iterator[tuple[
         yield SourceRef("files", str(mp4.resolve()), json_path=str(meta.resolve())), raw
     for js in orphans:
         yield ScanProblem(js.stem, "metadata without video", "no matching .mp4", str(js))
+
+
+def _utf8_name(path: Path) -> bool:
+    try:
+        str(path).encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _name_problem(path: Path) -> ScanProblem:
+    """A file whose name is not UTF-8 (Python holds its bytes as lone surrogates): video libraries
+    fail or crash on such a path, so it is one reject naming the file (shown with U+FFFD)."""
+    return ScanProblem(safe_id(without_surrogates(path.stem)), "file name is not valid UTF-8",
+                       "rename the file (e.g. with convmv -f latin1 -t utf8)", str(path))
 
 
 def extract_mp4(ref: SourceRef, dst: Path) -> Path:

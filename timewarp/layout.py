@@ -1,9 +1,12 @@
 """Every path of an output root_dir, in one place. Scripts never join path strings themselves."""
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from timewarp.errors import UsageError
 
 # shuffle_clips names the k-th permutation of video <id> "<id>" (k = 0) or "<id>__p<k>" (k >= 1)
 SHUFFLE_SUFFIX = re.compile(r"__p(\d+)$")
@@ -222,6 +225,36 @@ class Layout:
         return [self.normal_dir, self.shuffled_dir, self.captions_dir, self.sft_dir, self.pref_dir,
                 self.benchmark_dir, self.rejects_dir, self.stats_dir, self.quarantine_dir, self.cache_dir,
                 self.tmp_dir, self.state_dir, self.frames_dir, self.exports_dir, self.report_dir]
+
+    def check_inside(self, *paths: Path) -> None:
+        """Refuse (UsageError, one line naming the link) when a path leads through a symbolic link
+        out of root: a stage that moves or removes files must never touch one outside its output folder.
+
+        Call it on what a stage is about to move, remove or replace (files or the folders holding them);
+        links that stay inside root are fine.
+        """
+        root = os.path.realpath(self.root)
+        for path in paths:
+            real = os.path.realpath(path)
+            if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
+                link = self._first_link(Path(path))
+                what = "is a symbolic link to" if link.is_symlink() else "leads to"
+                raise UsageError(f"{link} {what} {os.path.realpath(link)}, outside the output folder "
+                                 f"{self.root}: refusing to move or remove files through it (replace the link "
+                                 f"with a real folder or file, or use another output folder)")
+
+    def _first_link(self, path: Path) -> Path:
+        """The first component of ``path`` below root that is a symbolic link (``path`` itself if none)."""
+        try:
+            parts = path.relative_to(self.root).parts
+        except ValueError:
+            return path
+        here = self.root
+        for part in parts:
+            here = here / part
+            if here.is_symlink():
+                return here
+        return path
 
     def rel(self, path: Path) -> str:
         """A path inside root, as written into records (relative, forward slashes)."""

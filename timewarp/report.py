@@ -40,6 +40,18 @@ def _stage_key(name: str):
     return (STAGE_ORDER.index(name) if name in STAGE_ORDER else len(STAGE_ORDER), name)
 
 
+def read_stats(layout: Layout) -> dict:
+    """stats/<stage>.json of every stage, in pipeline order (an unreadable file is skipped)."""
+    stats = {}
+    if layout.stats_dir.is_dir():
+        for p in sorted(layout.stats_dir.glob("*.json")):
+            try:
+                stats[p.stem] = read_json(p)
+            except (OSError, ValueError):
+                log.warning("skipping %s: not valid JSON", p)
+    return dict(sorted(stats.items(), key=lambda x: _stage_key(x[0])))
+
+
 def collect(layout: Layout) -> dict:
     """Everything the report shows, as plain data (tests and other tools can use it too)."""
     anns = []
@@ -57,13 +69,7 @@ def collect(layout: Layout) -> dict:
         for p in sorted(layout.rejects_dir.glob("*.jsonl")):
             for r in _rows(p):
                 rejects[(r.get("stage") or p.stem, r.get("reason", "?"))] += 1
-    stats = {}
-    if layout.stats_dir.is_dir():
-        for p in sorted(layout.stats_dir.glob("*.json")):
-            try:
-                stats[p.stem] = read_json(p)
-            except (OSError, ValueError):
-                continue
+    stats = read_stats(layout)
     kinds = {}
     for label, path in (("SFT", layout.sft_explicit_file), ("preference", layout.pref_explicit_file),
                         ("normal benchmark", layout.benchmark_normal_file),
@@ -83,7 +89,7 @@ def collect(layout: Layout) -> dict:
     return {"n_videos": len(anns), "splits": dict(collections.Counter(a.get("split", "?") for a in anns)),
             "clips_per_video": clips_per_video, "clip_durations": durations,
             "rejects": {f"{s}: {r}": n for (s, r), n in sorted(rejects.items(), key=lambda x: (_stage_key(x[0][0]), x[0][1]))},
-            "stats": dict(sorted(stats.items(), key=lambda x: _stage_key(x[0]))),
+            "stats": stats,
             "kinds": {k: dict(sorted(v.items())) for k, v in kinds.items()}, "key_changed": key_changed, "usage": usage}
 
 
@@ -212,6 +218,10 @@ def render(layout: Layout, data: dict, figures: list) -> str:
         "</style></head><body>",
         "<h1>TimeWarp report</h1>",
         f"<p>root_dir: <code>{html.escape(str(layout.root))}</code><br>videos: {data['n_videos']} ({html.escape(splits)})</p>",
+        # the example viewer (timewarp/viewer.py) lives in report/viewer/
+        "<p><a href='viewer/index.html'>Browse the examples</a>: normal and shuffled videos side by side, clips, "
+        "questions, pairs and benchmark keys (made by <code>python timewarp/viewer.py --root_dir "
+        f"{html.escape(str(layout.root))}</code>).</p>",
     ]
     if not figures:
         parts.append("<p>No data to plot yet: run ./setup_dataset.sh and ./generate_data.sh first.</p>")

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
+import fcntl
 import logging
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 from timewarp import parallel
 from timewarp.errors import UsageError
@@ -87,15 +89,61 @@ def require_root(root_dir, what: str = "root_dir") -> Path:
     return root
 
 
+LOCK_NAME = ".timewarp.lock"
+
+
+@contextlib.contextmanager
+def output_lock(out_dir, create: bool = False) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``<out_dir>/.timewarp.lock`` while a stage runs.
+
+    A second run on the same output folder gets a UsageError "another run is using <out_dir>". The
+    kernel drops the lock when the process ends, however it ends (no stale lock after a crash or
+    kill -9). ``create``: make the folder first (preprocess's --save_dir). Without a usable folder
+    (missing, read-only) the run goes on unlocked and the stage itself reports what is wrong with it.
+    """
+    out = Path(out_dir)
+    try:
+        if create:
+            out.mkdir(parents=True, exist_ok=True)
+        fh = open(out / LOCK_NAME, "a+", encoding="utf-8")
+    except OSError as exc:
+        log.debug("no lock in %s: %s", out, exc)
+        yield
+        return
+    with fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip()
+            raise UsageError(f"another run is using {out}{' (' + holder + ')' if holder else ''}: "
+                             f"wait for it to end, or use another output folder") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}, {Path(sys.argv[0]).name}")
+        fh.flush()
+        yield  # the lock goes with the file's closing (or the process's end)
+
+
+def locked_output(args: argparse.Namespace):
+    """The lock of the output folder a stage writes: ``--save_dir`` when it has one (preprocess, made
+    if missing), else an existing ``--root_dir``; no lock for a stage without one."""
+    if getattr(args, "save_dir", None):
+        return output_lock(args.save_dir, create=True)
+    root = getattr(args, "root_dir", None)
+    return output_lock(root) if root and Path(root).is_dir() else contextlib.nullcontext()
+
+
 def cli(run_from_args: Callable[[argparse.Namespace], object], parser: argparse.ArgumentParser,
         argv: Optional[list] = None) -> int:
-    """Parse, set up logging, run; turn a UsageError into one line on stderr and exit status 2."""
+    """Parse, set up logging, lock the output folder, run; a UsageError is one line on stderr and exit status 2."""
     args = parser.parse_args(argv)
     setup_logging(getattr(args, "log_level", "INFO"))
     try:
         parallel.configure(getattr(args, "executor", "local"), getattr(args, "ray_address", None))
         try:
-            result = run_from_args(args)
+            with locked_output(args):
+                result = run_from_args(args)
         finally:
             parallel.shutdown()
             parallel.configure()

@@ -5,6 +5,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -74,7 +75,18 @@ def remove_stale_temp(root: Path) -> int:
     return n
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def without_surrogates(text: str) -> str:
+    """``text`` with every lone UTF-16 surrogate (from a JSON ``\\ud800`` escape or an undecodable file
+    name) replaced by U+FFFD, so that it can be written as UTF-8."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
 def write_text(path: Path, text: str) -> None:
+    """Write ``text`` as UTF-8, atomically; a lone surrogate is written as U+FFFD instead of failing the item."""
+    text = without_surrogates(text)
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)

@@ -176,13 +176,18 @@ class MCQ:
     shuffled_answer: tuple[int, ...]
 
 
+def event_key(caption: str) -> str:
+    """What identifies an event: its caption's words, case-folded (captions equal up to case,
+    punctuation and spacing, "... camera." / "... camera!", are one event: indistinguishable)."""
+    return " ".join(re.findall(r"[^\W_]+", caption.casefold()))
+
+
 def unique_clips(captions: Sequence[str]) -> list[int]:
-    """Clips whose caption text occurs once in the video (others would make a question ambiguous)."""
+    """Clips whose event (``event_key``) occurs once in the video (others would make a question ambiguous)."""
     counts: dict[str, int] = {}
     for c in captions:
-        key = _sentence(c).lower()
-        counts[key] = counts.get(key, 0) + 1
-    return [i for i, c in enumerate(captions) if counts[_sentence(c).lower()] == 1]
+        counts[event_key(c)] = counts.get(event_key(c), 0) + 1
+    return [i for i, c in enumerate(captions) if counts[event_key(c)] == 1]
 
 
 def _draw_events(kind: str, n: int, uniq: list[int], rng: random.Random) -> Optional[tuple[int, ...]]:
@@ -343,89 +348,16 @@ def adjacent_swaps(n: int) -> list[list[int]]:
     return out
 
 
-# ---------------------------------------------------------------- checking model wording
+# ---------------------------------------------------------------- checking model wording (the checker: timewarp/wording.py)
 
 _STOP = set("a an the and or of to in on at by for with from into onto as is are was were be been it its this that "
             "these those then there their his her they he she we you up down out over under while who which what "
             "video frame scene shown shows".split())
 
 
-def content_words(text: str) -> list[str]:
-    return [w for w in re.findall(r"[a-z0-9]+", text.lower()) if len(w) > 2 and w not in _STOP]
-
-
 def _tokens(text: str) -> list[str]:
     """Lower-case word tokens, with a label such as "(2)" as one token."""
     return re.findall(r"\(\d+\)|[a-z0-9]+", text.lower())
-
-
-def _is_content(tok: str) -> bool:
-    return len(tok) > 2 and tok[0] != "(" and tok not in _STOP
-
-
-def _distinctive(caption: str, others: Sequence[str]) -> set:
-    """Content words of ``caption`` found in none of ``others`` whose content words differ (an identical
-    caption is the same text, not another event); all its content words if none is distinctive."""
-    s = set(content_words(caption))
-    rest = [set(content_words(o)) for o in others]
-    distinct = s - set().union(*(r for r in rest if r != s))
-    return distinct or s
-
-
-def keeps_in_order(text: str, captions: Sequence[str], min_cover: float = 0.5, *, video: Sequence[str] = (),
-                   labels: Sequence[str] = ()) -> Optional[str]:
-    """None if ``text`` mentions every caption of ``captions`` in order, else a short reason.
-
-    A caption is mentioned when >= min_cover of its distinctive words (content words found in no other
-    caption of ``video``, or of ``captions`` when no video is given) occur in ``text``. Each caption's
-    words are searched only after the previous caption's anchor (the median position of its words)
-    and among words no earlier caption used, so identical captions each need their own mention.
-    ``labels`` (e.g. "(1)", "(2)", "(3)"): labels[k] must come after every word of caption k-1 and
-    before the words of caption k, which are searched only after it.
-    """
-    toks = _tokens(text)
-    pool = list(video) or list(captions)
-    used: set = set()
-    start = -1
-    for k, cap in enumerate(captions):
-        if k < len(labels):
-            lab = labels[k].lower()
-            at = next((i for i in range(start + 1, len(toks)) if toks[i] == lab), None)
-            if at is None:
-                return f"marker {labels[k]} {'out of place' if lab in toks else 'lost'}"
-            start = at
-        distinct = _distinctive(cap, pool)
-        if not distinct:
-            continue
-        need = min_cover * len(distinct)
-        found = []
-        for w in distinct:
-            i = next((i for i in range(start + 1, len(toks)) if toks[i] == w and i not in used), None)
-            if i is not None:
-                found.append(i)
-        if len(found) < need:
-            anywhere = sum(1 for w in distinct if w in toks)
-            return f"event {k + 1} {'out of order' if anywhere >= need else 'missing'}"
-        found.sort()
-        used.update(found)
-        start = found[-1] if labels else found[len(found) // 2]
-    return None
-
-
-def foreign_words(text: str, template: str, keep: Sequence[str], video: Sequence[str]) -> Optional[str]:
-    """None unless ``text`` holds a distinctive word of a caption of ``video`` that is not in ``keep``
-    (another event of the video) and that ``template`` does not hold; else a short reason."""
-    toks, have = set(_tokens(text)), set(_tokens(template))
-    kept = [set(content_words(c)) for c in keep]
-    for k, cap in enumerate(video):
-        if set(content_words(cap)) in kept:
-            continue
-        distinct = set(content_words(cap)) - set().union(
-            *(set(content_words(o)) for o in video if set(content_words(o)) != set(content_words(cap))))
-        added = sorted(w for w in distinct if w in toks and w not in have)
-        if added:
-            return f"mentions another event ({', '.join(added)})"
-    return None
 
 
 # Words that would flip what a question of a kind asks or what its answer says. A rewording may not

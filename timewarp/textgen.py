@@ -8,15 +8,12 @@ options, merged caption: right by construction). A backend then only *rewords* t
   disk, retried on 429/5xx/timeouts, concurrency-limited, tokens counted) to rewrite them fluently,
   as one strict JSON object with the same keys. Only texts that name events are sent: a text with
   nothing to keep ("What happens first in the video?", "Nothing follows it: ...") stays template
-  text. A reply is accepted only if it is that object and every field (``validate_field``)
-  - still names its events, each with its own distinctive words (computed against ALL captions of
-    the video), in the same order, and for labelled lists each "(k)" right before its own event
-    (``temporal.keeps_in_order``);
-  - names no other event of the video (no distinctive word of another caption that the template
-    text lacks: ``temporal.foreign_words``);
-  - adds no direction word that would flip the question or answer ("first" -> "last", "after" ->
-    "before": ``temporal.flip_words``; words already in the template text do not count);
-  - holds the required literal markers.
+  text. A reply is accepted only if it is that object and every field passes
+  ``timewarp.wording.check_rewording``: read left to right it names exactly the template's events
+  (each as often, in the same order, none of another field or of the video, each quote or label
+  holding only its own event's sentences), keeps its form (the same '?', quotes and labels, nothing
+  after a final '?', nothing cut off) and adds no direction word that flips the meaning; and the
+  required literal markers stay. A merged caption must keep every event once, in order.
   Otherwise the client re-asks, and when it gives up the template text is kept and the failure comes
   back (reason + reply) for the stage's rejects file.
 """
@@ -26,14 +23,17 @@ import json
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
-from timewarp.temporal import added_flip_word, foreign_words, keeps_in_order
+from timewarp.wording import check_rewording
 
 SYSTEM_QA = (
     "You rewrite short texts about a video so they read fluently and naturally. You are given a JSON "
     "object of texts. Reply with one JSON object with exactly the same keys, each value the rewritten "
     "text. Rules: keep the meaning exactly; keep every event that a text mentions, described with its "
     "own key words, in the same order as the original; do not add events, details or opinions; do not "
-    "change which event happens when; keep markers such as (1), (2), (3) unchanged; answer a question "
+    "change which event happens when; keep markers such as (1), (2), (3) unchanged, each before its own "
+    "event; keep quotation marks around exactly the event they enclose; name each event only as often as the "
+    "original does and never put one text's events into another text; a question stays one question that "
+    "ends with its question mark, with nothing after it; an answer stays an answer; answer a question "
     "the same way the original answer does. Reply with JSON only."
 )
 SYSTEM_CAPTION = (
@@ -57,7 +57,8 @@ class Rewrite:
     events: Sequence[str] = ()                  # caption rewrite: the event list, in order
     captions: Sequence[str] = ()                # every caption of the video: distinctive words are
                                                 # computed against these; others may not be named
-    labels: dict = field(default_factory=dict)  # name -> labels of keep[k] ("(1)", ...), in order
+    labels: dict = field(default_factory=dict)  # name -> labels of keep[k] ("(1)", ...), in order (the
+                                                # checker also reads them off the template text)
     forbid: dict = field(default_factory=dict)  # name -> direction words the rewording may not add
 
     def sent(self) -> list:
@@ -94,9 +95,7 @@ def validate_field(item: Rewrite, name: str, value: str) -> Optional[str]:
     for m in item.markers.get(name, ()):
         if m not in value:
             return f"marker {m} lost"
-    return (keeps_in_order(value, keep, video=item.captions, labels=item.labels.get(name, ()))
-            or (foreign_words(value, original, keep, item.captions) if item.captions else None)
-            or added_flip_word(value, original, item.forbid.get(name, ())))
+    return check_rewording(value, original, keep, item.captions, item.forbid.get(name, ()), directions=not item.caption)
 
 
 def make_validator(item: Rewrite):

@@ -1,12 +1,14 @@
 """Timestamp parsing and time <-> frame conversion.
 
-FineVideo writes times as ``HH:MM:SS.mmm``; copies may hold ``MM:SS``, bare seconds or ``None``.
+FineVideo writes times as ``HH:MM:SS.mmm``; copies and other exports may hold ``HH:MM:SS,mmm``,
+``MM:SS``, bare seconds, ``1.5s`` or ``None``.
 Times are frame-quantised then rounded to milliseconds, so a time within a millisecond of a frame
 boundary is snapped to that boundary.
 """
 from __future__ import annotations
 
 import math
+import re
 from fractions import Fraction
 from typing import Optional
 
@@ -14,32 +16,34 @@ SNAP_TOLERANCE = Fraction(1, 1000)
 
 
 def parse_timestamp(value) -> Optional[float]:
-    """Seconds from ``HH:MM:SS.mmm``, ``MM:SS(.mmm)``, a number or a numeric string; None if unusable.
+    """Seconds from a time as exports write it; None if unusable (the caller counts it with a reason).
 
-    Seconds are not checked to be < 60 (old PySceneDetect wrote ``00:00:60.000``).
+    Accepted: ``HH:MM:SS.mmm``, ``HH:MM:SS,mmm`` (SubRip style: a comma before the fraction of
+    the last field), ``MM:SS(.mmm)``, a number, a numeric string, and seconds with a unit
+    (``1.5s``). Seconds are not checked to be < 60 (old PySceneDetect wrote ``00:00:60.000``).
+    Anything else (``1e3``, ``-1``, ``1,5``, ``1.5ms``, ``n/a``) is None.
     """
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
         return float(value) if math.isfinite(value) and value >= 0 else None
     text = str(value).strip()
-    if not text:
-        return None
+    if text[-1:] in ("s", "S") and ":" not in text:
+        text = text[:-1].rstrip()  # "1.5s", "90 s": seconds with their unit
     parts = text.split(":")
     if len(parts) > 3:
         return None
-    try:
-        nums = [float(p) for p in parts]
-    except ValueError:
-        return None
-    if any(not math.isfinite(n) or n < 0 for n in nums):
-        return None
-    if any(not p.strip().replace(".", "", 1).isdigit() for p in parts):
-        return None  # rejects forms like "1e3" or "-0"
+    if len(parts) > 1 and "," in parts[-1] and "." not in parts[-1]:
+        parts[-1] = parts[-1].replace(",", ".", 1)  # "00:00:02,500" (SubRip, European locales)
+    if any(not _DECIMAL.fullmatch(p.strip()) for p in parts):
+        return None  # rejects "", "1e3", "-0", "1,5", "inf", "1.5ms"
     seconds = 0.0
-    for n in nums:
-        seconds = seconds * 60 + n
-    return seconds
+    for p in parts:
+        seconds = seconds * 60 + float(p)
+    return seconds if math.isfinite(seconds) else None
+
+
+_DECIMAL = re.compile(r"[0-9]+(\.[0-9]*)?|\.[0-9]+")
 
 
 def parse_rate(rate: float | str | Fraction) -> Fraction:

@@ -4,7 +4,8 @@ Set ``TIMEWARP_ROOT`` to the output root_dir (the folder holding benchmark/ and 
 the benchmark files are ``$TIMEWARP_ROOT/benchmark/{normal,shuffled}.jsonl`` and each row's ``video``
 is relative to that root. ``NORMAL_DATA_FILE`` / ``SHUFFLED_DATA_FILE`` are strings computed from it
 when the yaml asks for them (lmms-eval YAML has no environment variables; ``!function`` imports any
-attribute of this module, so the yaml gets the path as a plain string).
+attribute of this module, so the yaml gets the path as a plain string). ``timewarp`` is imported as an
+installed package: this folder works from any place (``--include_path``), not only inside a checkout.
 """
 from __future__ import annotations
 
@@ -12,7 +13,11 @@ import logging
 import os
 from pathlib import Path
 
-from timewarp.benchmark import scoring  # the installed package (pip install -e .)
+try:  # the installed package (lmms-eval imports this file from wherever the task folder is)
+    from timewarp.benchmark import scoring
+except ImportError as exc:  # pragma: no cover - message only
+    raise ImportError(f"the TimeWarp lmms-eval task needs the timewarp package ({exc}): pip install -e <TimeWarp checkout> "
+                      f"in lmms-eval's environment") from exc
 
 ENV = "TIMEWARP_ROOT"
 LETTERS = scoring.LETTERS

@@ -37,7 +37,7 @@ from timewarp.schema import PrefRecord, SFTRecord
 from timewarp.splits import item_seed
 from timewarp.stage import StageRun, add_common_args, add_shuffled_dir_args, cli, layout_from_args
 from timewarp.store import read_jsonl, write_jsonl
-from timewarp.temporal import adjacent_swaps, answer, answer_keep, answer_text, flip_words, reversed_order
+from timewarp.temporal import adjacent_swaps, answer, answer_keep, answer_text, event_key, flip_words, reversed_order
 from timewarp.textgen import Rewrite, TemplateBackend
 
 STAGE = "generate_pref_explicit"
@@ -55,6 +55,11 @@ class Job:
 
 def _text(kind, events, ans, captions, phrasing) -> str:
     return answer_text(kind, events, ans, captions, phrasing)
+
+
+def _says(ans, captions) -> list:
+    """What an answer says: its events by identity (captions equal up to case and punctuation are one event)."""
+    return [event_key(captions[c]) for c in ans]
 
 
 def pairs_for_video(job: Job, item: tuple) -> dict:
@@ -90,7 +95,7 @@ def pairs_for_video(job: Job, item: tuple) -> dict:
             plans.append(("reversed_order", "", reversed_order(n), real, ann.video, ""))
         if "adjacent_swap" in job.hard_negatives:
             swaps = [o for o in adjacent_swaps(n)
-                     if _text(q.kind, ev, answer(q.kind, ev, o), captions, 0) != _text(q.kind, ev, chosen, captions, 0)]
+                     if _says(answer(q.kind, ev, o), captions) != _says(chosen, captions)]
             if swaps:
                 rng = random.Random(item_seed(job.seed, f"pref:{q.qid}:adjacent_swap"))
                 plans.append(("adjacent_swap", "", rng.choice(swaps), real, ann.video, ""))
@@ -100,7 +105,7 @@ def pairs_for_video(job: Job, item: tuple) -> dict:
             pid = f"{q.qid}/{negative}{suffix}"
             good, bad = answer(q.kind, ev, pos_order), answer(q.kind, ev, neg_order)
             good_text, bad_text = _text(q.kind, ev, good, captions, q.phrasing), _text(q.kind, ev, bad, captions, q.phrasing)
-            if good_text == bad_text:
+            if _says(good, captions) == _says(bad, captions):
                 rejects.append((pid, "rejected equals chosen", f"{q.kind} question: both orders answer {list(good)}"))
                 continue
             if negative == "shuffled_order" and q.wording == "template":

@@ -147,7 +147,9 @@ def quarantine(layout: Layout, paths: list[Path]) -> list[str]:
     for src in paths:
         if not (src.exists() or src.is_symlink()):
             continue
+        layout.check_inside(src)
         dst = free_path(layout.quarantine_path(STAGE, src))
+        layout.check_inside(dst)
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(src), str(dst))
         moved.append(layout.rel(dst))
@@ -197,6 +199,9 @@ def run(root_dir, *, workers: int = 1, limit: Optional[int] = None, overwrite: b
         ids = ids[:limit]
     stage = StageRun(STAGE, layout, dict(root_dir=root, workers=workers, limit=limit, overwrite=overwrite))
     shuffled = shuffled_by_normal(layout, ann_ids)
+    # any of these may be moved: refuse before moving anything if one leads out of root
+    layout.check_inside(layout.quarantine_dir, layout.state_dir,
+                        *(p for vid in ids for p in item_paths(layout, vid, shuffled)))
     old_record = load_record(layout)
     todo = set(ids)
     record = {k: v for k, v in old_record.items() if k in ann_ids and k in video_ids and k not in todo}

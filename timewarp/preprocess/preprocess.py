@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Optional
 
 from timewarp.errors import ItemError, UsageError
-from timewarp.finevideo import (ClipOptions, ScanProblem, describe_skips, extract_mp4, iter_metadata, meta_of, safe_id,
-                                 source_id_of, source_video)
+from timewarp.finevideo import (ClipOptions, ScanProblem, describe_skips, extract_mp4, iter_metadata, meta_of,
+                                 require_input, safe_id, source_id_of, source_video)
 from timewarp.layout import Layout
 from timewarp.parallel import pmap
+from timewarp.runrecord import check_selection, remove_shuffled
 from timewarp.schema import Clip, NormalAnnotation, SourceVideo
 from timewarp.splits import rank_key, split_of
-from timewarp.stage import StageRun, add_common_args, cli, require_root
+from timewarp.stage import StageRun, add_common_args, cli
 from timewarp.store import remove_stale_temp, write_json
 from timewarp.timestamps import frame_to_time, time_to_frame
 from timewarp.video import EncodeSettings, concat_copy, encode_normal, ffmpeg_exe, output_size, probe
@@ -135,8 +136,11 @@ def process_video(job: tuple[SourceVideo, Config]) -> dict:
 
 
 def _source_label(sv: SourceVideo, root: str) -> str:
+    base = Path(root).resolve()
+    if base.is_file():  # a .parquet file given as the dataset: its name, relative to its folder
+        base = base.parent
     try:
-        return Path(sv.ref.path).relative_to(Path(root).resolve()).as_posix()
+        return Path(sv.ref.path).relative_to(base).as_posix()
     except ValueError:
         return sv.ref.path
 
@@ -173,7 +177,7 @@ def select_candidates(root: Path, save_dir: Path, seed: int, clip: ClipOptions,
 def run(root_dir, save_dir, scale: int, *, seed: int = 42, workers: int = 1, limit: Optional[int] = None,
         overwrite: bool = False, clip: ClipOptions = ClipOptions(), encode: EncodeSettings = EncodeSettings(),
         write_clips: bool = False, test_fraction: float = 0.1, duration_tolerance: float = 2.0) -> dict:
-    root = require_root(root_dir, "--root_dir")
+    root = require_input(root_dir, "--root_dir")
     if scale <= 0:
         raise UsageError(f"--scale must be positive, got {scale}")
     if not 0.0 <= test_fraction <= 1.0:
@@ -188,11 +192,20 @@ def run(root_dir, save_dir, scale: int, *, seed: int = 42, workers: int = 1, lim
         probe_file.unlink()
     except OSError as exc:
         raise UsageError(f"--save_dir {save_dir} is not writable: {exc.strerror or exc}")
+    layout.check_inside(layout.normal_annotations_dir, layout.normal_videos_dir, layout.normal_clips_dir,
+                        layout.tmp_dir)  # an item's old outputs and scratch copies are removed there
     remove_stale_temp(layout.root)
     stage = StageRun(STAGE, layout, dict(root_dir=root, save_dir=save_dir, scale=scale, seed=seed, workers=workers,
                                          limit=limit, overwrite=overwrite, write_clips=write_clips,
                                          test_fraction=test_fraction, duration_tolerance=duration_tolerance,
                                          **vars(clip), **vars(encode)))
+    # what decides which videos and clips are chosen: another value would mix two datasets in save_dir
+    selection = dict(root_dir=str(root.resolve()), seed=seed, test_fraction=test_fraction,
+                     duration_tolerance=duration_tolerance, **vars(clip))
+    if check_selection(layout, scale, selection, overwrite):
+        for vid in sorted(set(layout.normal_ids()) | set(layout.item_ids(layout.normal_videos_dir, ".mp4"))):
+            remove_item(layout, vid)
+        remove_shuffled(layout)
     ranked, seen = select_candidates(root, layout.root.resolve(), seed, clip, stage)
     if seen == 0:
         raise UsageError(f"no FineVideo data under {root}: no *.parquet shards and no *.mp4 files")
@@ -228,7 +241,7 @@ def run(root_dir, save_dir, scale: int, *, seed: int = 42, workers: int = 1, lim
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="preprocess.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root_dir", required=True, help="FineVideo root: parquet shards, videos/+metadata/, or mp4+json pairs")
+    p.add_argument("--root_dir", required=True, help="FineVideo root: parquet shards, videos/+metadata/, or mp4+json pairs; or one .parquet file")
     p.add_argument("--save_dir", required=True, help="output root_dir shared by all stages")
     p.add_argument("--scale", type=int, required=True, help="number of usable source videos to take")
     c = p.add_argument_group("clips (defaults reproduce the published method)")

@@ -138,6 +138,7 @@ def run(root_dir, *, seed: int = 42, workers: int = 1, limit: Optional[int] = No
     ffmpeg_exe()
     if limit:
         ids = ids[:limit]
+    layout.check_inside(layout.shuffled_annotations_dir, layout.shuffled_videos_dir)  # earlier shuffles are replaced
     remove_stale_temp(layout.root)
     stage = StageRun(STAGE, layout, dict(root_dir=root, seed=seed, workers=workers, limit=limit, overwrite=overwrite,
                                          permutations_per_video=permutations_per_video, keep_audio=keep_audio))

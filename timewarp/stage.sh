@@ -1,0 +1,24 @@
+# Sourced by setup_dataset.sh and generate_data.sh: run one stage script, stop the pipeline when it fails.
+# Needs $py (the python), the array extra (TIMEWARP_ARGS, for every stage) and the script's name in $0.
+
+interrupted=0
+trap 'interrupted=1' INT  # Ctrl-C reaches the stage too (same process group); handled after it ends
+
+# run_stage <label> <script.py> [options...]: the options, then every TIMEWARP_ARGS option, go to the script.
+run_stage() {
+  local name="$1" script="$2"; shift 2
+  local rc=0
+  if [ "$interrupted" -eq 0 ]; then  # (Ctrl-C between two stages: run no further stage)
+    echo "== $name" >&2
+    "$py" "$script" "$@" "${extra[@]}" || rc=$?
+  fi
+  if [ "$rc" -eq 130 ] || [ "$interrupted" -eq 1 ]; then
+    # a stage that caught Ctrl-C said "interrupted; rerun the same command to resume" (status 130)
+    [ "$rc" -eq 130 ] || echo "$0: interrupted; rerun the same command to resume (finished work is kept)" >&2
+    exit 130
+  fi
+  if [ "$rc" -ne 0 ]; then
+    echo "$0: stage $name failed; fix the error above and rerun (finished work is kept)" >&2
+    exit 1
+  fi
+}
