@@ -184,3 +184,32 @@ def test_final_assertions_pass_on_real_world_output(wild):
     _, layout = wild
     report = final_assertions.run(layout.root, decode=True)
     assert report.ok, report.violations
+
+
+def test_final_assertions_catch_a_clip_cut_by_an_assumed_rate(wild, tmp_path):
+    """The VFR bug of the old engine: clips cut at k/fps from a source whose frames are not at k/fps.
+
+    The output of a constant-rate source is checked against a source with the same numbered
+    frames at 10-then-30 fps timing: by the source's real frame times the clips hold frames outside
+    their metadata times, and final_assertions must say so.
+    """
+    import shutil
+
+    by_name, layout = wild
+    out = tmp_path / "out"
+    shutil.copytree(layout.root, out)
+    src = tmp_path / "src"
+    src.mkdir()
+    ann = NormalAnnotation.from_dict(read_json(Layout(out).normal_annotation("tenbit")))
+    render(src / ann.source_file, 90, times="if(lt(N,10),N/10,1+(N-10)/30)")
+    report = final_assertions.run(out, source_root=str(src))
+    bad = [v for v in report.violations if v.check == "clip frames inside metadata times"]
+    assert bad and all(v.id == "tenbit" for v in bad), report.violations
+    assert "source frame" in bad[0].detail
+    # with the real source back the same output passes
+    shutil.copy(_source_of(layout, ann), src / ann.source_file)
+    assert final_assertions.run(out, source_root=str(src)).ok
+
+
+def _source_of(layout: Layout, ann: NormalAnnotation) -> Path:
+    return Path(read_json(layout.stats_file("preprocess"))["options"]["root_dir"]) / ann.source_file
