@@ -127,3 +127,31 @@ def test_shuffles_and_final_assertions_on_cut_videos(planned):
         assert read_frame_ids(layout.root / sh.video) == want, sid
     report = final_assertions.run(layout.root)
     assert report.ok, report.violations
+
+
+def test_audio_follows_the_cut(tmp_path):
+    """--keep_audio with a scene cut out: the audio is cut from the same source ranges (same length as the video)."""
+    import subprocess
+
+    from timewarp.sample_data import SceneSpec, VideoSpec, render_video
+    from timewarp.video import EncodeSettings, ffmpeg_exe
+
+    root = tmp_path / "src"
+    root.mkdir()
+    render_video(VideoSpec("aud", [SceneSpec(90, "red", "square")], fps="30", size=(96, 64), audio_channels=2),
+                 root / "aud.mp4")
+    scenes = [scene(0.0, 0.9, act("A.", 0.0, 0.9)), scene(1.0, 1.9, act("B.", 1.9, 1.0)),
+              scene(2.0, 3.0, act("D.", 2.0, 2.9))]
+    (root / "aud.json").write_text(json.dumps({"content_metadata": {"scenes": scenes}}))
+    preprocess.run(root, tmp_path / "out", scale=1, encode=EncodeSettings(keep_audio=True))
+    layout = Layout(tmp_path / "out")
+    video = layout.normal_video("aud")
+    assert read_frame_ids(video) == list(range(30)) + list(range(58, 87))
+    lengths = {}
+    for stream in ("v", "a"):
+        res = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(video), "-map", f"0:{stream}:0", "-f", "null", "-"],
+                             capture_output=True, text=True)
+        last = [ln for ln in res.stderr.replace("\r", "\n").splitlines() if "time=" in ln][-1]
+        h, m, s = last.split("time=")[1].split()[0].split(":")
+        lengths[stream] = int(h) * 3600 + int(m) * 60 + float(s)
+    assert abs(lengths["a"] - lengths["v"]) < 0.05, lengths

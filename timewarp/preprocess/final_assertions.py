@@ -3,7 +3,10 @@
 Normal items: the annotation parses and its id is its file name; at least --min_clips clips, indexed
 0..n-1, ordered and non-overlapping, each start/end equal to start_frame/end_frame / fps within 1 ms
 and inside the video, the video ending at the last clip; the video's fps, size and frame count
-match the annotation (frame count from the container, or by decoding with --decode); each clip
+match the annotation and its frames are at k/fps (one ffmpeg decode pass reads every frame's time;
+--decode also fails any decode error); every clip holds exactly the source frames whose time lies
+in its metadata [start, end) (normal frames mapped through source_ranges; the source's frame times
+decoded from the source when --source_root, by default preprocess's root_dir, has it); each clip
 file present has end_frame - start_frame frames (within 1). Across items: no two annotations share
 a source_id, and no source_id is in both splits. Shuffled items (if any): the permutation is a
 non-identity permutation of the normal clips, each clip carries the caption, length and times of

@@ -275,8 +275,10 @@ def run(root_dir, save_dir, scale: int, *, seed: int = 42, workers: int = 1, lim
             stage.counts["clips"] += res["clips"]
             for k, v in res["skipped"].items():
                 stage.counts[f"clips skipped: {k}"] += v
-            stage.counts["captions repaired"] += res.get("warnings", 0)
-            stage.counts["frames cut (scenes that gave no clip)"] += res.get("cut_frames", 0)
+            for key, n in (("captions repaired", res.get("warnings", 0)),
+                           ("frames cut (scenes that gave no clip)", res.get("cut_frames", 0))):
+                if n:
+                    stage.counts[key] += n
     with contextlib.suppress(OSError):
         layout.tmp_dir.rmdir()
     stage.extra.update(requested=scale, usable_candidates=len(ranked), records_seen=seen)
