@@ -134,7 +134,7 @@ def probe(path: Path, until: Optional[float] = None) -> VideoInfo:
     cfg = _CONFIG.search(err)
     if res.returncode != 0 and not pts:
         why = ffmpeg_error(err, res.returncode)
-        if "matches no streams" in why:
+        if "matches no streams" in err:
             raise ItemError("no video stream", str(path))
         if "Invalid data found" in why or "moov atom not found" in why or "could not find codec" in why.lower():
             raise ItemError("video does not open", f"{path}: {why}")
@@ -149,6 +149,9 @@ def probe(path: Path, until: Optional[float] = None) -> VideoInfo:
     dur = _DURATION.search(err)
     container = (int(dur.group(1)) * 3600 + int(dur.group(2)) * 60 + float(dur.group(3))) if dur else None
     fps, irregular = frame_rate(times, nominal, tb)
+    nopts = re.search(r"\] n:\s*(\d+) pts:\s*NOPTS", err)
+    if nopts:  # a frame ffmpeg cannot place in time: counting it or not would both be a guess
+        irregular = ("frame times missing", f"{path}: decoded frame {nopts.group(1)} has no timestamp")
     width, height = size
     if width < 2 or height < 2:
         irregular = irregular or ("video too small to encode",

@@ -275,7 +275,7 @@ def run(root_dir, save_dir, scale: int, *, seed: int = 42, workers: int = 1, lim
             stage.counts["clips"] += res["clips"]
             for k, v in res["skipped"].items():
                 stage.counts[f"clips skipped: {k}"] += v
-            for key, n in (("captions repaired", res.get("warnings", 0)),
+            for key, n in (("warnings (repairs in kept videos)", res.get("warnings", 0)),
                            ("frames cut (scenes that gave no clip)", res.get("cut_frames", 0))):
                 if n:
                     stage.counts[key] += n
