@@ -213,3 +213,27 @@ def test_final_assertions_catch_a_clip_cut_by_an_assumed_rate(wild, tmp_path):
 
 def _source_of(layout: Layout, ann: NormalAnnotation) -> Path:
     return Path(read_json(layout.stats_file("preprocess"))["options"]["root_dir"]) / ann.source_file
+
+
+def test_an_ffmpeg_failure_says_why(tmp_path):
+    """Not only ffmpeg's closing 'Conversion failed!': the line that names the problem."""
+    from timewarp.errors import ItemError
+    from timewarp.video import _run_ffmpeg
+
+    with pytest.raises(ItemError) as err:
+        _run_ffmpeg(["-f", "lavfi", "-i", "color=s=64x48:d=0.2", "-c:v", "libx264", "-preset", "no-such-preset",
+                     str(tmp_path / "x.mp4")], "encode")
+    assert "no-such-preset" in err.value.detail, err.value.detail
+
+
+def test_frame_rate_names_each_irregularity():
+    from timewarp.video import frame_rate
+
+    tb = Fraction(1, 90000)
+    ntsc = [Fraction(round(k * 90000 * 1001 / 30000), 90000) for k in range(300)]
+    assert frame_rate(ntsc, Fraction(30000, 1001), tb) == (Fraction(30000, 1001), None)
+    assert frame_rate(ntsc, None, tb)[0] == Fraction(30000, 1001)   # from the times alone, not an average
+    back = [Fraction(k, 30) for k in range(10)] + [Fraction(8, 30)] + [Fraction(k, 30) for k in range(11, 20)]
+    assert frame_rate(back, Fraction(30), tb)[1][0] == "frame times not increasing"
+    jitter = [Fraction(k, 30) + (Fraction(3, 1000) if k % 7 == 3 else 0) for k in range(60)]
+    assert frame_rate(jitter, Fraction(30), tb)[1][0] == "variable frame rate"

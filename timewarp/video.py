@@ -94,7 +94,8 @@ _CONFIG = re.compile(r"config in time_base: (\d+)/(\d+), frame_rate: (\d+)/(\d+)
 _DURATION = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
 # ffmpeg's closing lines that say only that something failed, never why
 _GENERIC = ("Conversion failed!", "Error opening output files", "Error opening output file",
-            "Nothing was written", "Error while filtering", "Terminating thread", "Error while processing")
+            "Nothing was written", "Error while filtering", "Terminating thread", "Error while processing",
+            "Task finished with error code", "Could not open encoder before EOF", "Error sending frames to consumers")
 
 
 def timing_tolerance(time_base: Fraction) -> Fraction:
@@ -200,12 +201,13 @@ def frame_rate(times: Sequence[Fraction], nominal: Optional[Fraction],
 
 
 def ffmpeg_error(stderr: str, returncode: int) -> str:
-    """The line of ffmpeg's stderr that says why it failed (not its closing 'Conversion failed!')."""
-    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    """The line of ffmpeg's stderr that says why it failed: its first error, not its closing 'Conversion failed!'."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip() and not ln[:1].isspace()]
     useful = [ln for ln in lines if not any(g in ln for g in _GENERIC)]
-    marked = [ln for ln in useful if re.search(r"error|invalid|not |cannot|failed|unsupported|too |must", ln, re.I)]
-    pick = (marked or useful or lines)
-    return pick[-1][:300] if pick else f"exit {returncode}"
+    marked = [ln for ln in useful if re.search(r"error|invalid|not |cannot|failed|unsupported|too |must", ln, re.I)
+              and not ln.startswith(("Input #", "Output #", "Stream #", "frame="))]
+    pick = marked[:1] or useful[-1:] or lines[-1:]
+    return pick[0][:300] if pick else f"exit {returncode}"
 
 
 def output_size(width: int, height: int, max_height: Optional[int]) -> tuple[int, int]:
