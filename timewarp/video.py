@@ -207,7 +207,8 @@ def ffmpeg_error(stderr: str, returncode: int) -> str:
     marked = [ln for ln in useful if re.search(r"error|invalid|not |cannot|failed|unsupported|too |must", ln, re.I)
               and not ln.startswith(("Input #", "Output #", "Stream #", "frame="))]
     pick = marked[:1] or useful[-1:] or lines[-1:]
-    return pick[0][:300] if pick else f"exit {returncode}"
+    # "[in#0 @ 0x5564...] moov atom not found": the address differs per run; the message must not
+    return re.sub(r"\[[^\]]*@ 0x[0-9a-fA-F]+\]\s*", "", pick[0])[:300] if pick else f"exit {returncode}"
 
 
 def output_size(width: int, height: int, max_height: Optional[int]) -> tuple[int, int]:
