@@ -221,7 +221,8 @@ def test_short_video_is_caught_with_and_without_decode(out):
 
 
 def test_decode_counts_the_frames_really_there(out):
-    """A video cut short behind an intact index (moov first): only decoding sees the missing frames."""
+    """A video cut short behind an intact index (moov first): decoding sees the missing frames (always: frame
+    times and counts come from one ffmpeg decode pass, not the container's claim)."""
     import subprocess
 
     from timewarp.video import ffmpeg_exe
@@ -233,9 +234,10 @@ def test_decode_counts_the_frames_really_there(out):
     data = front.read_bytes()
     video.write_bytes(data[: int(len(data) * 0.7)])
     front.unlink()
-    assert final_assertions.run(out).ok  # the container still claims every frame
-    report = final_assertions.run(out, decode=True)
+    report = final_assertions.run(out)  # the container still claims every frame
     assert [(v.id, v.check) for v in report.violations] == [("pal25", "video frame count")]
+    report = final_assertions.run(out, decode=True)
+    assert ("pal25", "video frame count") in [(v.id, v.check) for v in report.violations]
     assert report.stats["options"]["decode"] is True
 
 

@@ -27,7 +27,7 @@ import pyarrow as pa
 from timewarp.errors import ItemError, UsageError
 from timewarp.layout import SHUFFLE_SUFFIX, Layout
 from timewarp.parquet_pages import extract_value
-from timewarp.schema import ClipSpan, SourceRef, SourceVideo
+from timewarp.schema import ClipSpan, DroppedScene, SourceRef, SourceVideo
 from timewarp.store import without_surrogates
 from timewarp.timestamps import parse_timestamp
 
@@ -101,54 +101,97 @@ def content_metadata(meta: dict) -> Optional[dict]:
     return cm if isinstance(cm, dict) else None
 
 
-def clip_spans(meta: dict, opts: ClipOptions) -> tuple[list[ClipSpan], Counter]:
-    """Clips as the published method cuts them, plus counts of why other scenes gave no clip.
+def _scene_times(scene: dict) -> list[float]:
+    ts = scene.get("timestamps")
+    ts = ts if isinstance(ts, dict) else {}
+    return [t for t in (parse_timestamp(ts.get("start_timestamp")), parse_timestamp(ts.get("end_timestamp")))
+            if t is not None]
 
-    One clip per scene that has activities: start = first activity's start, end = last
-    activity's end, caption = the activity descriptions joined with spaces. Reading stops at the
-    first clip that ends after ``max_seconds``.
+
+def clean_text(text: str, what: str, warnings: list) -> str:
+    """``text`` with each lone UTF-16 surrogate (unwritable as UTF-8) replaced by U+FFFD, said in ``warnings``."""
+    clean = without_surrogates(text)
+    if clean != text:
+        bad = sum(1 for a, b in zip(text, clean) if a != b)
+        warnings.append(f"{what}: {bad} lone UTF-16 surrogate(s) replaced by U+FFFD")
+    return clean
+
+
+def _activities(scene: dict, skipped: Counter, known: list[float]) -> list[tuple[float, float, str]]:
+    """The scene's valid activities (start, end, description), sorted by time; the rest counted by reason."""
+    out = []
+    for act in scene.get("activities") or []:
+        if not isinstance(act, dict):
+            skipped["activity skipped: not an object"] += 1
+            continue
+        ts = act.get("timestamp")
+        ts = ts if isinstance(ts, dict) else {}
+        start, end = parse_timestamp(ts.get("start_timestamp")), parse_timestamp(ts.get("end_timestamp"))
+        known += [t for t in (start, end) if t is not None]
+        desc = act.get("description")
+        if start is None or end is None:
+            skipped["activity skipped: times missing or unparseable"] += 1
+        elif start >= end:
+            skipped["activity skipped: ends before it starts or is empty"] += 1
+        elif desc is not None and not isinstance(desc, str):
+            skipped["activity skipped: description is not text"] += 1
+        else:
+            out.append((start, end, desc or ""))
+    return sorted(out, key=lambda a: (a[0], a[1]))
+
+
+def clip_spans(meta: dict, opts: ClipOptions) -> tuple[list[ClipSpan], Counter, list[DroppedScene], list[str]]:
+    """Clips from the scenes, plus why other scenes and activities gave none.
+
+    Each activity is validated (both times parse, start < end, a text description); one clip per
+    scene with a valid activity: from the earliest valid start to the latest valid end, caption =
+    the valid descriptions in time order joined with spaces. Scenes are taken in time order (not
+    list order); reading stops at the first clip that ends after ``max_seconds``. Returns (spans,
+    skip counts by reason, scenes that gave no clip with where they are, warnings about repairs).
     """
     skipped: Counter = Counter()
+    warnings: list[str] = []
     cm = content_metadata(meta)
     if cm is None:
         raise ItemError("metadata has no content_metadata")
     scenes = cm.get("scenes")
     if not isinstance(scenes, list) or not scenes:
         raise ItemError("metadata has no scenes")
-    spans: list[ClipSpan] = []
+    dropped: list[DroppedScene] = []
+    candidates: list[ClipSpan] = []
+
+    def drop(n: int, known: list[float], reason: str) -> None:
+        skipped[reason] += 1
+        dropped.append(DroppedScene(n, min(known) if known else None, max(known) if known else None, reason))
+
     for n, scene in enumerate(scenes):
         if not isinstance(scene, dict):
             skipped["scene is not an object"] += 1
             continue
-        acts = [a for a in (scene.get("activities") or []) if isinstance(a, dict)]
+        known = _scene_times(scene)
+        acts = _activities(scene, skipped, known)
         if not acts:
-            skipped["scene without activities"] += 1
+            drop(n, known, "scene without activities" if not scene.get("activities") else "scene without a valid activity")
             continue
-        starts = [parse_timestamp((a.get("timestamp") or {}).get("start_timestamp")) for a in acts]
-        ends = [parse_timestamp((a.get("timestamp") or {}).get("end_timestamp")) for a in acts]
-        start = next((s for s in starts if s is not None), None)
-        end = next((e for e in reversed(ends) if e is not None), None)
-        if start is None or end is None:
-            skipped["activity timestamps missing or unparseable"] += 1
+        caption = " ".join(" ".join(d.strip() for _, _, d in acts).split())
+        if not caption:
+            drop(n, known, "activities without descriptions")
             continue
-        if start >= end:
-            skipped["reversed or zero-length span"] += 1
-            continue
-        if end > opts.max_seconds:
+        caption = clean_text(caption, f"scene {n} caption", warnings)
+        candidates.append(ClipSpan(n, min(a[0] for a in acts), max(a[1] for a in acts), caption))
+    candidates.sort(key=lambda c: (c.start, c.end, c.scene_index))
+    spans: list[ClipSpan] = []
+    for span in candidates:
+        if span.end > opts.max_seconds:
             skipped[f"ends after {opts.max_seconds:g}s (reading stops)"] += 1
             break
-        if end - start < opts.min_clip_seconds:
-            skipped["shorter than min_clip_seconds"] += 1
+        if span.end - span.start < opts.min_clip_seconds:
+            drop(span.scene_index, [span.start, span.end], "shorter than min_clip_seconds")
             continue
-        caption = " ".join(str(a.get("description") or "").strip() for a in acts).strip()
-        caption = " ".join(caption.split())
-        if not caption:
-            skipped["activities without descriptions"] += 1
-            continue
-        spans.append(ClipSpan(n, start, end, caption))
+        spans.append(span)
         if opts.max_clips and len(spans) >= opts.max_clips:
             break
-    return spans, skipped
+    return spans, skipped, dropped, warnings
 
 
 def describe_skips(skipped: Counter) -> str:
@@ -177,18 +220,28 @@ def _raw_source_id(ref: SourceRef, meta: Optional[dict]) -> str:
 def source_video(ref: SourceRef, meta: dict, opts: ClipOptions) -> SourceVideo:
     """Validate one metadata record (from ``meta_of``) and plan its clips; ItemError says why it is unusable."""
     source_id = source_id_of(ref, meta)
-    spans, skipped = clip_spans(meta, opts)
+    spans, skipped, dropped, warnings = clip_spans(meta, opts)
     if len(spans) < opts.min_clips:
         raise ItemError(f"fewer than {opts.min_clips} clips", f"{len(spans)} clip(s); {describe_skips(skipped)}")
+    lost = [d for d in dropped if d.start is None]
+    if lost:
+        raise ItemError("scene without any usable time",
+                        f"scene {lost[0].scene_index} ({lost[0].reason}) states no time that parses: where it plays "
+                        f"is unknown, so it cannot be cut out of the normal video")
     cm = content_metadata(meta) or {}
+    title = clean_text(str((cm.get("title") if isinstance(cm, dict) else None) or meta.get("youtube_title") or ""),
+                       "title", warnings)
     return SourceVideo(
         id=safe_id(source_id),
         source_id=source_id,
         ref=ref,
         json_name=str(meta.get("original_json_filename") or (Path(ref.json_path).name if ref.json_path else "")),
-        title=str((cm.get("title") if isinstance(cm, dict) else None) or meta.get("youtube_title") or ""),
+        title=title,
         category=str(meta.get("content_parent_category") or ""),
         spans=spans,
+        dropped=dropped,
+        skipped=dict(skipped),
+        warnings=warnings,
     )
 
 

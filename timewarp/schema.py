@@ -72,6 +72,16 @@ class ClipSpan(Record):
 
 
 @dataclass
+class DroppedScene(Record):
+    """An annotated scene that gives no clip; its frames are cut out of the normal video."""
+
+    scene_index: int
+    start: Optional[float]  # seconds on the source (hull of every time the scene states); None = unknown
+    end: Optional[float]
+    reason: str
+
+
+@dataclass
 class SourceVideo(Record):
     """A FineVideo video chosen for preprocessing: its reference and what the metadata says."""
 
@@ -82,6 +92,9 @@ class SourceVideo(Record):
     title: str
     category: str
     spans: list[ClipSpan] = field(default_factory=list)
+    dropped: list[DroppedScene] = field(default_factory=list)
+    skipped: dict = field(default_factory=dict)      # reason -> count (scenes and activities)
+    warnings: list = field(default_factory=list)     # kept items that were changed (e.g. a caption repaired)
 
 
 # ---------------------------------------------------------------- preprocessing outputs
@@ -94,6 +107,10 @@ class Clip(Record):
     start_frame: int        # first frame (inclusive)
     end_frame: int          # exclusive
     caption: str
+    meta_start: Optional[float] = None   # the metadata's times for this clip, seconds on the source
+    meta_end: Optional[float] = None
+    source_start_frame: Optional[int] = None  # the clip's frames in the source's decoded frames
+    source_end_frame: Optional[int] = None
 
 
 @dataclass
@@ -117,6 +134,11 @@ class NormalAnnotation(Record):
     clips: list[Clip]
     merged_caption: str = ""
     schema_version: int = SCHEMA_VERSION
+    # the normal video is the concatenation of these source frame ranges [a, b) (decoded frames of the
+    # source at source_fps); a scene that gave no clip is cut out, un-annotated gaps are kept
+    source_ranges: list = field(default_factory=list)
+    skipped: dict = field(default_factory=dict)     # scenes / activities that gave no clip, by reason
+    warnings: list = field(default_factory=list)    # what was repaired in what was kept
 
 
 @dataclass

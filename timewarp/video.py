@@ -13,6 +13,7 @@ import contextlib
 import functools
 import math
 import os
+import re
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from typing import Optional, Sequence
 
 from timewarp.errors import DiskFullError, ItemError, UsageError
 from timewarp.store import atomic_path, disk_full_message
-from timewarp.timestamps import parse_rate
+from timewarp.timestamps import SNAP_TOLERANCE, parse_rate
 
 # OpenCV's bundled FFmpeg would print libav errors ("moov atom not found") for every bad file;
 # we report those ourselves as rejects, one line each.
@@ -59,48 +60,155 @@ def _run_ffmpeg(args: Sequence[str], what: str, timeout: int = FFMPEG_TIMEOUT) -
     if res.returncode != 0:
         if "No space left on device" in res.stderr:
             raise DiskFullError(disk_full_message(args[-1]))
-        last = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
-        raise ItemError(f"{what}: ffmpeg failed", last[-1][:300] if last else f"exit {res.returncode}")
+        raise ItemError(f"{what}: ffmpeg failed", ffmpeg_error(res.stderr, res.returncode))
     return res
 
 
 @dataclass(frozen=True)
 class VideoInfo:
+    """What one ffmpeg decode pass saw: the frames' presentation times and the rate they follow.
+
+    ``times[k]`` is decoded frame k's presentation time in seconds counted from the first decoded
+    frame (exact, in the stream's time base). ``fps`` is the exact stream rate when every frame is
+    within ``timing_tolerance`` of k/fps; otherwise ``irregular`` names what is wrong (variable
+    frame rate, dropped frames, times not increasing) and ``fps`` is only the nominal rate.
+    """
+
     fps: Fraction
     frame_count: int
     width: int
     height: int
+    times: tuple = ()
+    time_base: Fraction = Fraction(0)
+    start_time: Fraction = Fraction(0)   # the first frame's pts in seconds (edit lists, offsets)
+    container_duration: Optional[float] = None
+    irregular: Optional[tuple[str, str]] = None   # (reason, detail)
 
     @property
     def duration(self) -> float:
         return float(self.frame_count / self.fps)
 
 
-def probe(path: Path) -> VideoInfo:
-    """Stream facts of a video file, read once with OpenCV. ItemError if it has no decodable video."""
-    import cv2
+_SHOWINFO = re.compile(r"\] n:\s*(\d+) pts:\s*(-?\d+) .*? s:(\d+)x(\d+) ")
+_CONFIG = re.compile(r"config in time_base: (\d+)/(\d+), frame_rate: (\d+)/(\d+)")
+_DURATION = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
+# ffmpeg's closing lines that say only that something failed, never why
+_GENERIC = ("Conversion failed!", "Error opening output files", "Error opening output file",
+            "Nothing was written", "Error while filtering", "Terminating thread", "Error while processing",
+            "Task finished with error code", "Could not open encoder before EOF", "Error sending frames to consumers")
 
+
+def timing_tolerance(time_base: Fraction) -> Fraction:
+    """How far a frame's pts may sit from k/fps and still be frame k of a constant rate.
+
+    Metadata times are snapped within 1 ms; a pts is rounded to the stream's time base (an
+    iPhone's 1/600 s tick puts 29.97 fps frames up to 0.83 ms off), so the larger of the two.
+    """
+    return max(SNAP_TOLERANCE, time_base)
+
+
+def probe(path: Path, until: Optional[float] = None) -> VideoInfo:
+    """Decode the first video stream with ffmpeg once and read every frame's presentation time.
+
+    ``until`` (seconds) stops decoding that far into the file: the frames after it are not
+    needed. Anything the bundled ffmpeg decodes is accepted (AV1, VP9, HEVC, 10-bit, rotated:
+    sizes are after the display-matrix rotation ffmpeg applies). ItemError says why a file is
+    unusable.
+    """
     path = Path(path)
     if not path.is_file() or path.stat().st_size == 0:
         raise ItemError("empty or missing video file", str(path))
-    cap = cv2.VideoCapture(str(path))
+    args = [ffmpeg_exe(), "-hide_banner", "-nostdin"]
+    if until is not None:
+        args += ["-t", f"{until:.3f}"]
+    args += ["-i", str(path), "-map", "0:v:0", "-vf", "showinfo=checksum=0", "-fps_mode", "passthrough",
+             "-an", "-sn", "-dn", "-f", "null", "-"]
     try:
-        if not cap.isOpened():
-            raise ItemError("video does not open", str(path))
-        fps = cap.get(cv2.CAP_PROP_FPS)
-        frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        width = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
-        height = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
-        if not fps or not math.isfinite(fps) or fps <= 0 or width <= 0 or height <= 0:
+        res = subprocess.run(args, capture_output=True, text=True, errors="replace", timeout=FFMPEG_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise ItemError("video does not decode", f"{path}: ffmpeg timed out after {FFMPEG_TIMEOUT}s")
+    err = res.stderr
+    pts, size = [], None
+    for m in _SHOWINFO.finditer(err):
+        pts.append(int(m.group(2)))
+        size = size or (int(m.group(3)), int(m.group(4)))
+    cfg = _CONFIG.search(err)
+    if res.returncode != 0 and not pts:
+        why = ffmpeg_error(err, res.returncode)
+        if "matches no streams" in err:
             raise ItemError("no video stream", str(path))
-        if frames <= 0:
-            raise ItemError("video has no frames", str(path))
-        ok, _ = cap.read()
-        if not ok:
-            raise ItemError("video does not decode", f"{path}: first frame unreadable")
-    finally:
-        cap.release()
-    return VideoInfo(parse_rate(fps), frames, width, height)
+        if "Invalid data found" in why or "moov atom not found" in why or "could not find codec" in why.lower():
+            raise ItemError("video does not open", f"{path}: {why}")
+        raise ItemError("video does not decode", f"{path}: {why}")
+    if not pts or cfg is None or size is None:
+        raise ItemError("video has no frames", str(path))
+    if res.returncode != 0:
+        raise ItemError("video does not decode", f"{path}: {ffmpeg_error(err, res.returncode)}")
+    tb = Fraction(int(cfg.group(1)), int(cfg.group(2)))
+    nominal = Fraction(int(cfg.group(3)), int(cfg.group(4))) if int(cfg.group(4)) and int(cfg.group(3)) else None
+    times = tuple((p - pts[0]) * tb for p in pts)
+    dur = _DURATION.search(err)
+    container = (int(dur.group(1)) * 3600 + int(dur.group(2)) * 60 + float(dur.group(3))) if dur else None
+    fps, irregular = frame_rate(times, nominal, tb)
+    nopts = re.search(r"\] n:\s*(\d+) pts:\s*NOPTS", err)
+    if nopts:  # a frame ffmpeg cannot place in time: counting it or not would both be a guess
+        irregular = ("frame times missing", f"{path}: decoded frame {nopts.group(1)} has no timestamp")
+    width, height = size
+    if width < 2 or height < 2:
+        irregular = irregular or ("video too small to encode",
+                                  f"{path}: {width}x{height}; H.264 4:2:0 needs at least 2x2 pixels")
+    return VideoInfo(fps, len(times), width, height, times, tb, pts[0] * tb, container, irregular)
+
+
+def frame_rate(times: Sequence[Fraction], nominal: Optional[Fraction],
+               time_base: Fraction) -> tuple[Fraction, Optional[tuple[str, str]]]:
+    """(exact rate, None) when frame k is at k/rate for every k (within ``timing_tolerance``);
+    else (a nominal rate, (reason, detail)) naming the irregularity. Never a rate that merely averages."""
+    tol = timing_tolerance(time_base)
+    n = len(times)
+    candidates = [nominal] if nominal else []
+    if n > 1 and times[-1] > 0:
+        with contextlib.suppress(ValueError):
+            candidates.append(parse_rate(float((n - 1) / times[-1])))
+    for rate in candidates:
+        if rate and all(abs(t - Fraction(k) / rate) <= tol for k, t in enumerate(times)):
+            return rate, None
+    steps = [b - a for a, b in zip(times, times[1:])]
+    rate = candidates[0] if candidates else Fraction(25)
+    bad = next((k for k, d in enumerate(steps) if d <= 0), None)
+    if bad is not None:
+        return rate, ("frame times not increasing",
+                      f"frame {bad + 1} at {float(times[bad + 1]):.6f}s is not after frame {bad} at {float(times[bad]):.6f}s")
+    if n < 2:
+        return rate, None
+    step = min(steps)
+    base = parse_rate(float(1 / step)) if step > 0 else rate
+    multiples = [d * base for d in steps]
+    runs = [round(m) for m in multiples]
+    segment = any(r > 1 and runs[k:k + 3] == [r] * 3 for k, r in enumerate(runs))
+    if not segment and all(abs(m - round(m)) * (1 / base) <= tol for m in multiples):
+        holes = [(k, round(m) - 1) for k, m in enumerate(multiples) if round(m) > 1]
+        k, missing = holes[0]
+        return base, ("dropped frames (timestamp holes)",
+                      f"{sum(h for _, h in holes)} frame(s) missing at {float(base):.3f} fps in {len(holes)} hole(s), "
+                      f"first after frame {k} at {float(times[k]):.3f}s ({missing} missing); frames are not "
+                      f"duplicated to fake a constant rate")
+    lo, hi = min(steps), max(steps)
+    return rate, ("variable frame rate",
+                  f"frame intervals from {float(lo) * 1000:.2f} ms to {float(hi) * 1000:.2f} ms "
+                  f"({float(1 / hi):.3f} to {float(1 / lo):.3f} fps); frames are not duplicated or dropped to fake "
+                  f"a constant rate")
+
+
+def ffmpeg_error(stderr: str, returncode: int) -> str:
+    """The line of ffmpeg's stderr that says why it failed: its first error, not its closing 'Conversion failed!'."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip() and not ln[:1].isspace()]
+    useful = [ln for ln in lines if not any(g in ln for g in _GENERIC)]
+    marked = [ln for ln in useful if re.search(r"error|invalid|not |cannot|failed|unsupported|too |must", ln, re.I)
+              and not ln.startswith(("Input #", "Output #", "Stream #", "frame="))]
+    pick = marked[:1] or useful[-1:] or lines[-1:]
+    # "[in#0 @ 0x5564...] moov atom not found": the address differs per run; the message must not
+    return re.sub(r"\[[^\]]*@ 0x[0-9a-fA-F]+\]\s*", "", pick[0])[:300] if pick else f"exit {returncode}"
 
 
 def output_size(width: int, height: int, max_height: Optional[int]) -> tuple[int, int]:
@@ -125,14 +233,24 @@ class EncodeSettings:
 
 
 def encode_normal(src: Path, dst: Path, fps: Fraction, n_frames: int, keyframes: Sequence[int],
-                  width: int, height: int, settings: EncodeSettings = EncodeSettings()) -> int:
-    """Encode frames [0, n_frames) of ``src`` once, keyframes forced at ``keyframes``; return frames written.
+                  width: int, height: int, settings: EncodeSettings = EncodeSettings(),
+                  ranges: Optional[Sequence[Sequence[int]]] = None, start_time: Fraction = Fraction(0)) -> int:
+    """Encode decoded frames ``ranges`` ([a, b) each, default [0, n_frames)) of ``src`` back to back.
 
-    Decoded frame k is given pts k/fps whatever the source's timestamps say (FineVideo's times
-    count decoded frames), so frame k of the output is frame k of the source.
+    Keyframes are forced at normal-video frames ``keyframes``; returns frames written. ``probe``
+    has checked that decoded frame k is at k/fps (a constant rate, no holes), so giving output
+    frame j the pts j/fps keeps every frame's time: frame j of the output is the j-th kept
+    decoded frame of the source. ``start_time`` is the first frame's pts (for cutting audio).
     """
     out_w, out_h = output_size(width, height, settings.max_height)
-    filters = [f"setpts=N*{fps.denominator}/{fps.numerator}/TB"]
+    if out_w < 2 or out_h < 2:
+        raise ItemError("video too small to encode", f"{src}: {width}x{height}; H.264 4:2:0 needs at least 2x2 pixels")
+    ranges = [tuple(r) for r in (ranges or [(0, n_frames)])]
+    cut = ranges != [(0, n_frames)]
+    filters = []
+    if cut:
+        filters.append("select=" + "+".join(f"between(n\\,{a}\\,{b - 1})" for a, b in ranges))
+    filters.append(f"setpts=N*{fps.denominator}/{fps.numerator}/TB")
     if (out_w, out_h) != (width, height):
         if out_h != height - height % 2 or out_w != width - width % 2:
             filters.append(f"scale={out_w}:{out_h}")
@@ -141,7 +259,16 @@ def encode_normal(src: Path, dst: Path, fps: Fraction, n_frames: int, keyframes:
     # half a frame before each keyframe's time: the first frame at or after it is exactly that frame
     kf = ",".join(f"{float((Fraction(k) - Fraction(1, 2)) / fps):.6f}" for k in sorted(set(keyframes)) if k > 0)
     args = ["-i", src, "-map", "0:v:0"]
-    if settings.keep_audio:
+    if settings.keep_audio and cut:
+        # the same source ranges of the audio, sample-exact, back to back
+        parts = "".join(f"[0:a:0]atrim=start={float(start_time + a / fps):.6f}:end={float(start_time + b / fps):.6f},"
+                        f"asetpts=PTS-STARTPTS[a{i}];" for i, (a, b) in enumerate(ranges))
+        graph = parts + "".join(f"[a{i}]" for i in range(len(ranges))) + f"concat=n={len(ranges)}:v=0:a=1[aout]"
+        if has_audio(src):
+            args += ["-filter_complex", graph, "-map", "[aout]", "-c:a", "aac", "-b:a", "128k"]
+        else:
+            args += ["-an"]
+    elif settings.keep_audio:
         args += ["-map", "0:a:0?", "-c:a", "aac", "-b:a", "128k", "-t", f"{float(n_frames / fps):.6f}"]
     else:
         args += ["-an"]
@@ -158,6 +285,12 @@ def encode_normal(src: Path, dst: Path, fps: Fraction, n_frames: int, keyframes:
             raise ItemError("source shorter than its annotation",
                             f"decoded {produced} frames, clips need {n_frames}")
     return produced
+
+
+def has_audio(path: Path) -> bool:
+    res = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)], capture_output=True, text=True,
+                         errors="replace", timeout=120)
+    return bool(re.search(r"Stream #\S+.*: Audio:", res.stderr))
 
 
 def _progress_frames(progress: str) -> int:

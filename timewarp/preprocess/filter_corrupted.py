@@ -99,7 +99,7 @@ def verify_item(job: Job) -> dict:
         for kind, prefix, path, rel in todo:
             source = rel
             try:
-                probe(path)
+                probe(path, until=1.0)  # opens and its first second decodes, by ffmpeg (any codec it reads)
             except ItemError as exc:
                 raise ItemError(prefix + exc.reason, exc.detail.replace(str(path), rel) or rel)
         for kind, prefix, path, rel in todo:

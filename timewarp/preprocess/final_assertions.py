@@ -3,7 +3,10 @@
 Normal items: the annotation parses and its id is its file name; at least --min_clips clips, indexed
 0..n-1, ordered and non-overlapping, each start/end equal to start_frame/end_frame / fps within 1 ms
 and inside the video, the video ending at the last clip; the video's fps, size and frame count
-match the annotation (frame count from the container, or by decoding with --decode); each clip
+match the annotation and its frames are at k/fps (one ffmpeg decode pass reads every frame's time;
+--decode also fails any decode error); every clip holds exactly the source frames whose time lies
+in its metadata [start, end) (normal frames mapped through source_ranges; the source's frame times
+decoded from the source when --source_root, by default preprocess's root_dir, has it); each clip
 file present has end_frame - start_frame frames (within 1). Across items: no two annotations share
 a source_id, and no source_id is in both splits. Shuffled items (if any): the permutation is a
 non-identity permutation of the normal clips, each clip carries the caption, length and times of
@@ -16,7 +19,10 @@ and make the exit status 1; with none, one summary line and exit status 0. Nothi
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
+import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -26,12 +32,13 @@ from typing import Optional
 from timewarp.errors import ItemError, UsageError
 from timewarp.layout import Layout
 from timewarp.parallel import Failed, pmap
-from timewarp.schema import NormalAnnotation, ShuffledAnnotation
+from timewarp.finevideo import extract_mp4
+from timewarp.schema import NormalAnnotation, ShuffledAnnotation, SourceRef
 from timewarp.stage import (NO_SEED_HELP, StageRun, add_common_args, add_shuffled_dir_args, cli, layout_from_args, log,
                             require_root)
 from timewarp.store import read_json
-from timewarp.timestamps import parse_rate
-from timewarp.video import count_frames, probe
+from timewarp.timestamps import SNAP_TOLERANCE, parse_rate
+from timewarp.video import decode_errors, probe
 
 STAGE = "final_assertions"
 TIME_TOLERANCE = 0.001      # seconds: times are frame times rounded for JSON
@@ -54,6 +61,7 @@ class Config:
     layout_names: tuple
     decode: bool
     min_clips: int
+    source_root: str = ""   # where the sources are; "" = check clip times against k/fps only
 
     def layout(self) -> Layout:
         return Layout(Path(self.root), *self.layout_names)
@@ -105,14 +113,22 @@ def _load(path: Path, cls, item_id: str, ck: Checker, prefix: str = ""):
 
 
 def _video_facts(path: Path, decode: bool, ck: Checker, check: str, rel: str):
-    """(fps, frames, width, height) of a video, or None with a violation if it does not open."""
+    """(fps, frames, width, height) of a video from one ffmpeg decode pass, or None with a violation.
+
+    The frame times are read, not assumed: a video whose frames are not at k/fps fails "video frame
+    times". With ``decode`` any error ffmpeg reports while decoding is a violation too.
+    """
     try:
         info = probe(path)
     except ItemError as exc:
         ck.fail(check, f"{exc.reason}: {rel}", rel)
         return None
-    frames = count_frames(path) if decode else info.frame_count
-    return info.fps, frames, info.width, info.height
+    if info.irregular:
+        ck.fail("video frame times", f"{rel}: {info.irregular[0]}: {info.irregular[1].replace(str(path), rel)}", rel)
+    if decode:
+        err = decode_errors(path)
+        ck.expect(err is None, "video decodes cleanly", f"{rel}: {err}", rel)
+    return info.fps, info.frame_count, info.width, info.height
 
 
 def _recorded_video(video: Path, recorded: str, rel: str, decode: bool, ck: Checker, prefix: str):
@@ -194,6 +210,8 @@ def _check_normal(ann: NormalAnnotation, layout: Layout, cfg: Config, ck: Checke
         ck.expect(v_frames == ann.frame_count, "video frame count",
                   f"{rel} has {v_frames} frames, annotation frame_count is {ann.frame_count}", rel)
 
+    _check_clip_times(ann, fps, cfg, ck)
+
     # clip files (optional)
     folder = layout.clip_dir(ann.id)
     if folder.is_dir():
@@ -209,6 +227,66 @@ def _check_normal(ann: NormalAnnotation, layout: Layout, cfg: Config, ck: Checke
                 want = c.end_frame - c.start_frame
                 ck.expect(abs(facts[1] - want) <= CLIP_FRAME_TOLERANCE, "clip file frames",
                           f"{crel} has {facts[1]} frames, clip {c.index} spans {want}", crel)
+
+
+def source_times(ann: NormalAnnotation, source_root: str, until: float) -> Optional[tuple[list, str]]:
+    """(frame times in seconds, file label) of the source an annotation names, or None if it is not reachable.
+
+    A constant-rate source's frame k is at k/fps (its pts are within the time-base rounding of
+    that, which ``probe`` checks); any other source's frames are at their decoded pts.
+    """
+    if not source_root:
+        return None
+    path = Path(source_root) / ann.source_file
+    if not path.is_file():
+        return None
+    with contextlib.ExitStack() as stack:
+        src = path
+        if ann.source_row is not None:
+            fd, name = tempfile.mkstemp(prefix=".check-src-", suffix=".mp4")
+            os.close(fd)
+            stack.callback(lambda: Path(name).unlink(missing_ok=True))
+            src = extract_mp4(SourceRef("parquet", str(path), ann.source_row), Path(name))
+        info = probe(src, until=until)
+    label = f"{path}#row{ann.source_row}" if ann.source_row is not None else str(path)
+    if info.irregular:
+        return list(info.times), label
+    return [Fraction(k) / info.fps for k in range(info.frame_count)], label
+
+
+def _check_clip_times(ann: NormalAnnotation, fps: Fraction, cfg: Config, ck: Checker) -> None:
+    """Every clip holds exactly the source frames whose time t has meta_start <= t < meta_end (1 ms snap).
+
+    Normal frame j is mapped to its source frame by the recorded ``source_ranges``; the source's
+    frame times are decoded from the source itself when it is reachable (``--source_root``, by
+    default the preprocess run's root_dir), else taken as k/fps.
+    """
+    ranges = ann.source_ranges or [[0, ann.frame_count]]
+    src_of = [k for a, b in ranges for k in range(a, b)]
+    if not ck.expect(len(src_of) == ann.frame_count, "source ranges",
+                     f"source_ranges {ranges} hold {len(src_of)} frames, the video has {ann.frame_count}"):
+        return
+    until = max((c.meta_end if c.meta_end is not None else c.end) for c in ann.clips) + 2.0 if ann.clips else 0
+    found = None
+    try:
+        found = source_times(ann, cfg.source_root, until)
+    except ItemError as exc:
+        ck.fail("source decodes", f"{exc.reason}: {exc.detail}")
+        return
+    times, where = found if found else ([Fraction(k) / fps for k in range(max(src_of, default=-1) + 1)], "")
+    for c in ann.clips:
+        lo = Fraction(c.meta_start if c.meta_start is not None else c.start) - SNAP_TOLERANCE
+        hi = Fraction(c.meta_end if c.meta_end is not None else c.end) - SNAP_TOLERANCE
+        frames = src_of[c.start_frame:c.end_frame]
+        inside = [k for k in range(len(times)) if lo <= times[k] < hi]
+        if frames != inside:
+            bad = next((k for k in frames if k >= len(times) or not lo <= times[k] < hi), None)
+            what = (f"source frame {bad} at {float(times[bad]):.6f}s" if bad is not None and bad < len(times)
+                    else f"source frame {bad} (past the source end)" if bad is not None
+                    else f"it lacks source frame(s) {sorted(set(inside) - set(frames))[:5]}")
+            ck.fail("clip frames inside metadata times",
+                    f"clip {c.index} should hold the source frames in [{float(lo + SNAP_TOLERANCE):.3f}s, "
+                    f"{float(hi + SNAP_TOLERANCE):.3f}s) but holds {what}" + (f" (times decoded from {where})" if where else ""))
 
 
 def check_shuffled(job: tuple[str, Config]) -> dict:
@@ -327,7 +405,7 @@ def format_table(violations: list[Violation]) -> str:
 
 
 def run(root_dir, *, workers: int = 1, limit: Optional[int] = None, decode: bool = False, min_clips: int = 2,
-        layout: Optional[Layout] = None) -> Report:
+        layout: Optional[Layout] = None, source_root: Optional[str] = None) -> Report:
     root = require_root(root_dir, "--root_dir")
     layout = layout or Layout(root)
     if min_clips < 1:
@@ -337,10 +415,15 @@ def run(root_dir, *, workers: int = 1, limit: Optional[int] = None, decode: bool
         raise UsageError(f"no normal annotations in {layout.normal_annotations_dir}: run preprocess.py first")
     all_shuffled = layout.item_ids(layout.shuffled_annotations_dir, ".json")
     normal_ids, shuffled_ids = all_normal[:limit or None], all_shuffled[:limit or None]
+    if source_root is None:  # the sources preprocess read, when its stats say where and they are still there
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            source_root = str(read_json(layout.stats_file("preprocess"))["options"]["root_dir"])
+    elif source_root and not Path(source_root).is_dir():
+        raise UsageError(f"--source_root {source_root} is not a folder")
     stage = StageRun(STAGE, layout, dict(root_dir=root, workers=workers, limit=limit, decode=decode,
-                                         min_clips=min_clips))
+                                         min_clips=min_clips, source_root=source_root or ""))
     cfg = Config(str(layout.root), (layout.shuffled_dir_name, layout.shuffled_annotation_dir_name,
-                                    layout.shuffled_video_dir_name), decode, min_clips)
+                                    layout.shuffled_video_dir_name), decode, min_clips, source_root or "")
     violations: list[Violation] = []
     results: dict[str, dict[str, dict]] = {"normal": {}, "shuffled": {}}
     for kind, ids, fn in (("normal", normal_ids, check_normal), ("shuffled", shuffled_ids, check_shuffled)):
@@ -385,7 +468,12 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root_dir", required=True, help="output root_dir of preprocess.py (and shuffle_clips.py)")
     p.add_argument("--decode", action="store_true",
-                   help="count the frames of every video by decoding it (default: the container's frame count)")
+                   help="also fail a video on any error ffmpeg reports while decoding it (frame counts and frame "
+                        "times are always decoded)")
+    p.add_argument("--source_root", default=None,
+                   help="FineVideo root the sources are in: every clip's frames are checked against its metadata times "
+                        "by the source's decoded frame times (default: preprocess's --root_dir from "
+                        "stats/preprocess.json; '' = only against k/fps)")
     p.add_argument("--min_clips", type=int, default=2, help="fewest clips an annotation may have (default: 2)")
     add_shuffled_dir_args(p)
     add_common_args(p, seed_help=NO_SEED_HELP, overwrite_help="no effect: this stage only reads")
@@ -396,7 +484,7 @@ def main(argv: Optional[list] = None) -> int:
     def go(a):
         layout = layout_from_args(a)
         report = run(a.root_dir, workers=a.workers, limit=a.limit, decode=a.decode, min_clips=a.min_clips,
-                     layout=layout)
+                     layout=layout, source_root=a.source_root)
         return 0 if report.ok else 1
     return cli(go, build_parser(), argv)
 

@@ -16,6 +16,7 @@ import sys
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Optional
 
@@ -29,7 +30,7 @@ from timewarp.schema import Clip, NormalAnnotation, SourceVideo
 from timewarp.splits import rank_key, split_of
 from timewarp.stage import StageRun, add_common_args, cli
 from timewarp.store import remove_stale_temp, write_json
-from timewarp.timestamps import frame_to_time, time_to_frame
+from timewarp.timestamps import SNAP_TOLERANCE, frame_to_time, time_to_frame
 from timewarp.video import EncodeSettings, concat_copy, encode_normal, ffmpeg_exe, output_size, probe
 
 STAGE = "preprocess"
@@ -46,16 +47,38 @@ class Config:
     duration_tolerance: float
 
 
-def plan_frames(sv: SourceVideo, fps, frame_count: int, duration_tolerance: float,
-                min_clips: int) -> tuple[list[Clip], Counter]:
-    """Clips in frames: frame k belongs to a clip when start <= k/fps < end (times snapped to frames).
+def _cut(lo: int, hi: int, keep: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """[lo, hi) minus the spans in ``keep`` (sorted, disjoint)."""
+    out, pos = [], lo
+    for a, b in keep:
+        if b <= pos or a >= hi:
+            continue
+        if a > pos:
+            out.append((pos, a))
+        pos = max(pos, b)
+    if pos < hi:
+        out.append((pos, hi))
+    return out
 
-    A clip ending past the real video end is clamped when it overshoots by at most
-    ``duration_tolerance`` seconds (FineVideo's last scene ends near floor(duration) +- 2 s), else it
-    and every later clip are dropped. Clips that overlap the previous one are skipped.
+
+def plan_frames(sv: SourceVideo, fps, frame_count: int, duration_tolerance: float,
+                min_clips: int) -> tuple[list[Clip], Counter, list[list[int]]]:
+    """Clips in frames, and the source frame ranges that make the normal video.
+
+    Source frame k (at k/fps, checked by ``probe``) belongs to a clip when start <= k/fps < end
+    (times snapped to frames). A clip ending past the real video end is clamped when it overshoots
+    by at most ``duration_tolerance`` seconds (FineVideo's last scene ends near floor(duration) +- 2 s),
+    else it and every later clip are dropped. Clips that overlap the previous one are skipped.
+
+    The normal video is source frames [0, end of the last clip) minus every annotated scene that
+    gave no clip (from its earliest to its latest stated time, both included; frames of kept clips
+    are never cut): the questions treat kept clips as adjacent, so a dropped scene must not play
+    between them. Un-annotated gaps stay, as published. Returns (clips with normal-video frames,
+    skip counts, source ranges [a, b)).
     """
     skipped: Counter = Counter()
-    clips: list[Clip] = []
+    kept: list[tuple[int, int, object]] = []
+    cuts: list[tuple[float, float]] = [(d.start, d.end) for d in sv.dropped if d.start is not None]
     duration = frame_count / fps
     prev_end = 0
     for span in sv.spans:
@@ -67,16 +90,42 @@ def plan_frames(sv: SourceVideo, fps, frame_count: int, duration_tolerance: floa
             b = frame_count
         if a < prev_end:
             skipped["overlaps the previous clip"] += 1
+            cuts.append((span.start, span.end))
             continue
         if b <= a:
             skipped["shorter than one frame"] += 1
+            cuts.append((span.start, span.end))
             continue
-        clips.append(Clip(len(clips), frame_to_time(a, fps), frame_to_time(b, fps), a, b, span.caption))
+        kept.append((a, b, span))
         prev_end = b
-    if len(clips) < min_clips:
+    if len(kept) < min_clips:
         raise ItemError(f"fewer than {min_clips} clips inside the real video",
-                        f"{len(clips)} clip(s), video is {float(duration):.3f}s; {describe_skips(skipped)}")
-    return clips, skipped
+                        f"{len(kept)} clip(s), video is {float(duration):.3f}s; {describe_skips(skipped)}")
+    end = kept[-1][1]
+    clip_frames = [(a, b) for a, b, _ in kept]
+    removed: list[tuple[int, int]] = []
+    for s, e in cuts:
+        lo = time_to_frame(s, fps)
+        hi = min(end, int((Fraction(e) + SNAP_TOLERANCE) * fps) + 1)   # the frame at the stated end too
+        removed += _cut(lo, hi, clip_frames)
+    ranges = [[a, b] for a, b in _cut(0, end, _merge(removed))]
+    clips = []
+    for a, b, span in kept:
+        na = a - sum(max(0, min(b2, a) - a2) for a2, b2 in _merge(removed))
+        nb = na + (b - a)
+        clips.append(Clip(len(clips), frame_to_time(na, fps), frame_to_time(nb, fps), na, nb, span.caption,
+                          meta_start=span.start, meta_end=span.end, source_start_frame=a, source_end_frame=b))
+    return clips, skipped, ranges
+
+
+def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[list[int]] = []
+    for a, b in sorted(spans):
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return [(a, b) for a, b in out]
 
 
 def remove_item(layout: Layout, vid: str) -> None:
@@ -104,26 +153,34 @@ def process_video(job: tuple[SourceVideo, Config]) -> dict:
             os.close(fd)
             tmp_src = Path(name)
         src = extract_mp4(sv.ref, tmp_src) if tmp_src else Path(sv.ref.path)
-        info = probe(src)
-        clips, skipped = plan_frames(sv, info.fps, info.frame_count, cfg.duration_tolerance, cfg.clip.min_clips)
+        # decode only as far as the clips can reach (FineVideo videos run minutes past --max_seconds)
+        info = probe(src, until=max(sp.end for sp in sv.spans) + cfg.duration_tolerance + 1.0)
+        if info.irregular:
+            raise ItemError(*info.irregular)
+        clips, skipped, ranges = plan_frames(sv, info.fps, info.frame_count, cfg.duration_tolerance,
+                                             cfg.clip.min_clips)
         n_frames = clips[-1].end_frame
         width, height = output_size(info.width, info.height, cfg.encode.max_height)
         video = layout.normal_video(sv.id)
         encode_normal(src, video, info.fps, n_frames, [c.start_frame for c in clips],
-                      info.width, info.height, cfg.encode)
+                      info.width, info.height, cfg.encode, ranges=ranges, start_time=info.start_time)
         if cfg.write_clips:
             layout.clip_dir(sv.id).mkdir(parents=True, exist_ok=True)
             concat_copy(video, info.fps, [(layout.clip_video(sv.id, c.index), [(c.start_frame, c.end_frame)])
                                           for c in clips], keep_audio=cfg.encode.keep_audio)
+        skipped = Counter(sv.skipped) + skipped
         ann = NormalAnnotation(
             id=sv.id, source_id=sv.source_id, source_file=_source_label(sv, cfg.source_root),
             source_row=sv.ref.row, source_json=sv.json_name, split=split_of(sv.source_id, cfg.test_fraction),
             video=layout.rel(video), fps=round(float(info.fps), 6),
             fps_rational=f"{info.fps.numerator}/{info.fps.denominator}", frame_count=n_frames,
             duration=frame_to_time(n_frames, info.fps), width=width, height=height,
-            source_duration=round(info.duration, 6), title=sv.title, category=sv.category, clips=clips)
+            source_duration=round(info.container_duration or info.duration, 6), title=sv.title,
+            category=sv.category, clips=clips, source_ranges=ranges, skipped=dict(sorted(skipped.items())),
+            warnings=list(sv.warnings))
         write_json(layout.normal_annotation(sv.id), ann.to_dict())
-        return {"id": sv.id, "ok": True, "skipped": dict(skipped), "clips": len(clips)}
+        return {"id": sv.id, "ok": True, "skipped": dict(skipped), "clips": len(clips), "warnings": len(sv.warnings),
+                "cut_frames": clips[-1].source_end_frame - n_frames}
     except ItemError as exc:
         # name the input, not our scratch copy of it (whose name is random)
         detail = exc.detail.replace(str(tmp_src), sv.ref.label()) if tmp_src else exc.detail
@@ -228,6 +285,10 @@ def run(root_dir, save_dir, scale: int, *, seed: int = 42, workers: int = 1, lim
             stage.counts["clips"] += res["clips"]
             for k, v in res["skipped"].items():
                 stage.counts[f"clips skipped: {k}"] += v
+            for key, n in (("warnings (repairs in kept videos)", res.get("warnings", 0)),
+                           ("frames cut (scenes that gave no clip)", res.get("cut_frames", 0))):
+                if n:
+                    stage.counts[key] += n
     with contextlib.suppress(OSError):
         layout.tmp_dir.rmdir()
     stage.extra.update(requested=scale, usable_candidates=len(ranked), records_seen=seen)

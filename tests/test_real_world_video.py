@@ -1,0 +1,239 @@
+"""Real-world video shapes (issue 12): variable rate, dropped-frame holes, a 1/600 s timescale, rotation,
+10-bit, HEVC / VP9 / AV1, an edit list, a non-zero start pts, a 1x1 video.
+
+Each source is made at test time by the bundled ffmpeg from frames that carry their own number
+(``sample_data.draw_frame``); the test knows each number's presentation time from how it built the
+file, independently of the pipeline. A kept video is checked frame by frame: every frame of every
+clip is a source frame whose time lies in the clip's metadata [start, end) (1 ms snap) and every
+such source frame is in the clip, in order. A video whose frame times do not follow one constant
+rate must be rejected with a reason that names the irregularity (frames are never duplicated or
+dropped to fake a rate).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import pytest
+
+from timewarp.layout import Layout
+from timewarp.preprocess import final_assertions, preprocess, shuffle_clips
+from timewarp.sample_data import draw_frame, read_frame_ids
+from timewarp.schema import NormalAnnotation, ShuffledAnnotation
+from timewarp.store import read_json, read_jsonl
+from timewarp.timestamps import format_timestamp
+from timewarp.video import ffmpeg_exe
+
+SIZE = (96, 64)
+SNAP = Fraction(1, 1000)
+
+
+def encoders() -> str:
+    return subprocess.run([ffmpeg_exe(), "-hide_banner", "-encoders"], capture_output=True, text=True).stdout
+
+
+def render(path: Path, n: int, *, times: Optional[str] = None, rate: str = "30", codec: list[str] = None,
+           out_opts: list[str] = (), size=SIZE, rotate: bool = False) -> None:
+    """Frames 0..n-1 (numbered) at ``rate``; ``times`` is an optional setpts expression (in seconds of N)."""
+    w, h = size
+    cw, ch = (h, w) if rotate else (w, h)
+    cmd = [ffmpeg_exe(), "-hide_banner", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
+           "-s", f"{cw}x{ch}", "-r", rate, "-i", "-"]
+    if times:
+        cmd += ["-vf", "setpts='(" + times.replace(",", "\\,") + ")/TB'", "-fps_mode", "passthrough", "-enc_time_base", "1/30"]
+    cmd += list(codec or ["-c:v", "libx264", "-bf", "2", "-g", "24", "-pix_fmt", "yuv420p"]) + list(out_opts) + [str(path)]
+    frames = []
+    for k in range(n):
+        img = draw_frame(w, h, k, (40, 70, 220) if k % 60 < 30 else (220, 40, 40), "square", (k % 30) / 29)
+        frames.append(np.ascontiguousarray(np.rot90(img, -1)) if rotate else img)
+    res = subprocess.run(cmd, input=b"".join(f.tobytes() for f in frames), capture_output=True)
+    assert res.returncode == 0, res.stderr.decode()[-500:]
+
+
+def remux(src: Path, dst: Path, *opts: str, before: list[str] = ()) -> None:
+    res = subprocess.run([ffmpeg_exe(), "-hide_banner", "-v", "error", "-y", *before, "-i", str(src), "-c", "copy",
+                          *opts, str(dst)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-500:]
+
+
+def metadata(name: str, scenes: list[tuple[float, float]]) -> dict:
+    return {"original_video_filename": f"{name}.mp4", "content_parent_category": "Test",
+            "content_metadata": {"title": name, "scenes": [
+                {"sceneId": n + 1, "timestamps": {"start_timestamp": format_timestamp(a), "end_timestamp": format_timestamp(b)},
+                 "activities": [{"description": f"Scene {n} of {name} happens.",
+                                 "timestamp": {"start_timestamp": format_timestamp(a), "end_timestamp": format_timestamp(b)}}]}
+                for n, (a, b) in enumerate(scenes)]}}
+
+
+class Case:
+    def __init__(self, name: str, make: Callable[[Path], None], time_of: Callable[[int], Fraction],
+                 scenes: list[tuple[float, float]], reject: Optional[str] = None, fps: Optional[str] = None,
+                 size=SIZE):
+        self.name, self.make, self.time_of, self.scenes = name, make, time_of, scenes
+        self.reject, self.fps, self.size = reject, fps, size
+
+
+def cfr(rate: Fraction, first: int = 0) -> Callable[[int], Fraction]:
+    return lambda k: (k - first) / rate
+
+
+THREE = [(0.0, 0.9), (1.0, 2.0), (2.0, 2.8)]  # seconds; each boundary is a frame time at 30 and 29.97 fps (ms)
+
+
+def _ntsc_scenes() -> list[tuple[float, float]]:
+    r = Fraction(30000, 1001)
+    return [(round(float(a / r), 3), round(float(b / r), 3)) for a, b in ((0, 27), (30, 60), (60, 84))]
+
+
+def cases() -> list[Case]:
+    enc = encoders()
+    out = [
+        Case("vfr10then30", lambda p: render(p, 70, times="if(lt(N,10),N/10,1+(N-10)/30)"),
+             lambda k: Fraction(k, 10) if k < 10 else 1 + Fraction(k - 10, 30), [(0.0, 0.9), (1.0, 1.5), (1.5, 2.0)],
+             reject="variable frame rate"),
+        Case("hole2", lambda p: render(p, 88, times="(N+2*gte(N,40))/30"),
+             lambda k: Fraction(k + 2 * (k >= 40), 30), THREE, reject="dropped frames (timestamp holes)"),
+        Case("iphone600", lambda p: render(p, 90, rate="30000/1001", out_opts=["-video_track_timescale", "600"]),
+             cfr(Fraction(30000, 1001)), _ntsc_scenes(), fps="30000/1001"),
+        Case("tenbit", lambda p: render(p, 90, codec=["-c:v", "libx264", "-pix_fmt", "yuv420p10le", "-bf", "2"]),
+             cfr(Fraction(30)), THREE, fps="30"),
+        Case("rotated", lambda p: (render(p.with_suffix(".raw.mp4"), 90, rotate=True),
+                                   remux(p.with_suffix(".raw.mp4"), p, before=["-display_rotation", "90"]),
+                                   p.with_suffix(".raw.mp4").unlink()),
+             cfr(Fraction(30)), THREE, fps="30"),
+        Case("editlist", lambda p: (render(p.with_suffix(".raw.mp4"), 120), remux(p.with_suffix(".raw.mp4"), p, before=["-ss", "1"]),
+                                    p.with_suffix(".raw.mp4").unlink()),
+             cfr(Fraction(30), first=30), THREE, fps="30"),
+        Case("startpts", lambda p: (render(p.with_suffix(".raw.mp4"), 90), remux(p.with_suffix(".raw.mp4"), p, before=["-itsoffset", "2.5"]),
+                                    p.with_suffix(".raw.mp4").unlink()),
+             cfr(Fraction(30)), THREE, fps="30"),
+        Case("tiny1x1", lambda p: subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i", "color=s=1x1:r=30:d=3",
+                                                  "-c:v", "libx264", "-pix_fmt", "yuv444p", str(p)], check=True),
+             cfr(Fraction(30)), THREE, reject="video too small to encode"),
+    ]
+    for name, encoder, codec in (("hevc", "libx265", ["-c:v", "libx265", "-x265-params", "log-level=error", "-tag:v", "hvc1"]),
+                                 ("vp9", "libvpx-vp9", ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8"]),
+                                 ("av1", "libsvtav1", ["-c:v", "libsvtav1", "-preset", "12"]),
+                                 ("av1aom", "libaom-av1", ["-c:v", "libaom-av1", "-cpu-used", "8", "-row-mt", "1"])):
+        if f" {encoder} " in enc:
+            out.append(Case(name, lambda p, c=codec: render(p, 90, codec=c + ["-pix_fmt", "yuv420p"]),
+                            cfr(Fraction(30)), THREE, fps="30"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def wild(tmp_path_factory):
+    root = tmp_path_factory.mktemp("wild_src")
+    out = tmp_path_factory.mktemp("wild_out")
+    all_cases = CASES
+    for case in all_cases:
+        case.make(root / f"{case.name}.mp4")
+        (root / f"{case.name}.json").write_text(json.dumps(metadata(case.name, case.scenes)))
+    preprocess.run(root, out, scale=len(all_cases), write_clips=True, workers=2)
+    shuffle_clips.run(out)
+    return {c.name: c for c in all_cases}, Layout(out)
+
+
+def expected_ids(case: Case, start: float, end: float, ids: range) -> list[int]:
+    """Independent oracle: the source frames whose presentation time t has start <= t < end (1 ms snap)."""
+    return [k for k in ids if Fraction(start) - SNAP <= case.time_of(k) < Fraction(end) - SNAP]
+
+
+CASES = cases()
+
+
+@pytest.mark.parametrize("name", [c.name for c in CASES])
+def test_case_is_kept_exactly_or_rejected_with_its_reason(wild, name):
+    by_name, layout = wild
+    case = by_name[name]
+    rejects = {r["id"]: r for r in read_jsonl(layout.rejects_file("preprocess"))}
+    if case.reject:
+        assert name in rejects and rejects[name]["reason"] == case.reject, rejects.get(name)
+        assert not layout.normal_annotation(name).exists() and not layout.normal_video(name).exists()
+        return
+    assert name not in rejects, rejects.get(name)
+    ann = NormalAnnotation.from_dict(read_json(layout.normal_annotation(name)))
+    assert Fraction(ann.fps_rational) == Fraction(case.fps)   # the exact stream rate, never an average
+    assert (ann.width, ann.height) == case.size                # after the display-matrix rotation
+    got = read_frame_ids(layout.root / ann.video)
+    assert len(got) == ann.frame_count
+    assert len(ann.clips) == len(case.scenes)
+    for c, (a, b) in zip(ann.clips, case.scenes):
+        want = expected_ids(case, a, b, range(0, 200))
+        assert want and got[c.start_frame:c.end_frame] == want, c.index
+        assert read_frame_ids(layout.clip_video(name, c.index)) == want, c.index
+
+
+def test_shuffled_videos_of_real_world_sources(wild):
+    by_name, layout = wild
+    for sid in layout.shuffled_ids():
+        sh = ShuffledAnnotation.from_dict(read_json(layout.shuffled_annotation(sid)))
+        case = by_name[sh.normal_id]
+        want = []
+        for src in sh.permutation:
+            a, b = case.scenes[src]
+            want += expected_ids(case, a, b, range(0, 200))
+        assert read_frame_ids(layout.root / sh.video) == want, sid
+
+
+def test_final_assertions_pass_on_real_world_output(wild):
+    _, layout = wild
+    report = final_assertions.run(layout.root, decode=True)
+    assert report.ok, report.violations
+
+
+def test_final_assertions_catch_a_clip_cut_by_an_assumed_rate(wild, tmp_path):
+    """The VFR bug of the old engine: clips cut at k/fps from a source whose frames are not at k/fps.
+
+    The output of a constant-rate source is checked against a source with the same numbered
+    frames at 10-then-30 fps timing: by the source's real frame times the clips hold frames outside
+    their metadata times, and final_assertions must say so.
+    """
+    import shutil
+
+    by_name, layout = wild
+    out = tmp_path / "out"
+    shutil.copytree(layout.root, out)
+    src = tmp_path / "src"
+    src.mkdir()
+    ann = NormalAnnotation.from_dict(read_json(Layout(out).normal_annotation("tenbit")))
+    render(src / ann.source_file, 90, times="if(lt(N,10),N/10,1+(N-10)/30)")
+    report = final_assertions.run(out, source_root=str(src))
+    bad = [v for v in report.violations if v.check == "clip frames inside metadata times"]
+    assert bad and all(v.id == "tenbit" for v in bad), report.violations
+    assert "source frame" in bad[0].detail
+    # with the real source back the same output passes
+    shutil.copy(_source_of(layout, ann), src / ann.source_file)
+    assert final_assertions.run(out, source_root=str(src)).ok
+
+
+def _source_of(layout: Layout, ann: NormalAnnotation) -> Path:
+    return Path(read_json(layout.stats_file("preprocess"))["options"]["root_dir"]) / ann.source_file
+
+
+def test_an_ffmpeg_failure_says_why(tmp_path):
+    """Not only ffmpeg's closing 'Conversion failed!': the line that names the problem."""
+    from timewarp.errors import ItemError
+    from timewarp.video import _run_ffmpeg
+
+    with pytest.raises(ItemError) as err:
+        _run_ffmpeg(["-f", "lavfi", "-i", "color=s=64x48:d=0.2", "-c:v", "libx264", "-preset", "no-such-preset",
+                     str(tmp_path / "x.mp4")], "encode")
+    assert "no-such-preset" in err.value.detail, err.value.detail
+
+
+def test_frame_rate_names_each_irregularity():
+    from timewarp.video import frame_rate
+
+    tb = Fraction(1, 90000)
+    ntsc = [Fraction(round(k * 90000 * 1001 / 30000), 90000) for k in range(300)]
+    assert frame_rate(ntsc, Fraction(30000, 1001), tb) == (Fraction(30000, 1001), None)
+    assert frame_rate(ntsc, None, tb)[0] == Fraction(30000, 1001)   # from the times alone, not an average
+    back = [Fraction(k, 30) for k in range(10)] + [Fraction(8, 30)] + [Fraction(k, 30) for k in range(11, 20)]
+    assert frame_rate(back, Fraction(30), tb)[1][0] == "frame times not increasing"
+    jitter = [Fraction(k, 30) + (Fraction(3, 1000) if k % 7 == 3 else 0) for k in range(60)]
+    assert frame_rate(jitter, Fraction(30), tb)[1][0] == "variable frame rate"
