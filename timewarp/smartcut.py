@@ -31,7 +31,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Optional, Sequence
 
-from timewarp.errors import ItemError
+from timewarp.errors import ItemError, UsageError
 from timewarp.store import atomic_path
 from timewarp.video import EncodeSettings, _run_ffmpeg, output_size
 
@@ -169,7 +169,7 @@ class AvcC:
     @classmethod
     def parse(cls, data: bytes) -> "AvcC":
         if len(data) < 7 or data[0] != 1:
-            raise Unsupported("no avcC parameter sets (Annex B or avc3 stream)")
+            raise Unsupported("no avcC parameter sets", "Annex B or avc3 stream")
         pos, out = 6, []
         n_sps = data[5] & 0x1F
         sps = []
@@ -253,12 +253,12 @@ def analyse(container, fps: Fraction) -> Source:
     avcc = AvcC.parse(bytes(cp.extradata or b""))
     sps = parse_sps(avcc.sps[0])
     if len(avcc.sps) != 1:
-        raise Unsupported("more than one SPS")
+        raise Unsupported("in-band parameter sets", "more than one SPS in avcC")
     if sps.profile_idc not in PROFILES or sps.chroma_format_idc != 1 or sps.bit_depth != 8:
         raise Unsupported("H.264 profile x264 pieces cannot match",
                           f"profile_idc {sps.profile_idc}, chroma {sps.chroma_format_idc}, {sps.bit_depth} bit")
     if not sps.frame_mbs_only:
-        raise Unsupported("interlaced H.264 (frame_mbs_only_flag 0)")
+        raise Unsupported("interlaced H.264", "frame_mbs_only_flag 0")
     tb = st.time_base
     step = 1 / (fps * tb)  # ticks per frame, exact
     packets, pts_list, idr = [], [], []
@@ -268,7 +268,7 @@ def analyse(container, fps: Fraction) -> Source:
         if pkt.pts is None or pkt.dts is None:
             raise Unsupported("packet without timestamps")
         if pkt.is_discard or pkt.is_corrupt:
-            raise Unsupported("packets marked discard/corrupt (edit list or damage)")
+            raise Unsupported("packets marked discard/corrupt", "edit list or damage")
         nals = split_length_prefixed(bytes(pkt), avcc.length_size)
         types = {n[0] & 0x1F for n in nals}
         if NAL_SPS in types or NAL_PPS in types:
@@ -564,9 +564,9 @@ def _write(av, src: Source, plan: Plan, pieces, encoded: dict, enc_sps, enc_pps,
         raise Unsupported("internal: output frames are not 0..n-1")
     dts = assign_dts(frames, ticks)
     avcc = AvcC(src.avcc.length_size, src.avcc.header, list(src.avcc.sps), list(src.avcc.pps), src.avcc.tail)
-    if enc_sps is not None:
-        avcc.sps.append(enc_sps)
-        avcc.pps.append(enc_pps)
+    if enc_sps is not None:  # ISO/IEC 14496-15: parameter sets in ascending id order
+        avcc.sps = sorted(avcc.sps + [enc_sps], key=lambda n: parse_sps(n).sps_id)
+        avcc.pps = sorted(avcc.pps + [enc_pps], key=lambda n: pps_ids(n)[0])
     tb = Fraction(1, timescale)
     with atomic_path(dst) as tmp:
         with av.open(str(tmp), "w", format="mp4") as out:
@@ -600,6 +600,12 @@ def try_engine(engine: str, src: Path, dst: Path, info, n_frames: int, clips, se
         log.info("smartcut falls back to one encode for %s: %s", src, exc)
         return {"engine": "one-encode", "frames": n_frames, "encoded_frames": n_frames,
                 "fallback": exc.reason, "fallback_detail": exc.detail}
+    except (UsageError, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a bug here must cost speed, not the video; counted as such
+        log.warning("smartcut failed on %s, using one encode: %r", src, exc)
+        return {"engine": "one-encode", "frames": n_frames, "encoded_frames": n_frames,
+                "fallback": f"internal error ({type(exc).__name__})", "fallback_detail": str(exc)[:300]}
     return {"engine": "smartcut", "frames": res.frames, "encoded_frames": res.encoded_frames}
 
 
