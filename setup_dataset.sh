@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Usage: ./setup_dataset.sh <finevideo_root> <output_dir> <scale>
 # FineVideo -> normal videos + annotations -> checked -> shuffled videos + annotations.
-# Extra options for every stage can be given in TIMEWARP_ARGS (e.g. TIMEWARP_ARGS="--workers 4").
+# Extra options for every stage can be given in TIMEWARP_ARGS (e.g. TIMEWARP_ARGS="--workers 4"),
+# extra options for preprocess alone in TIMEWARP_PREPROCESS_ARGS (e.g. "--engine smartcut").
 set -euo pipefail
 if [ "$#" -ne 3 ]; then
   echo "usage: $0 <finevideo_root> <output_dir> <scale>" >&2
@@ -12,6 +13,7 @@ case "$3" in ''|*[!0-9]*) echo "$0: <scale> must be a positive whole number, got
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 py="${PYTHON:-python3}"
 read -r -a extra <<< "${TIMEWARP_ARGS:-}"
+read -r -a pre_extra <<< "${TIMEWARP_PREPROCESS_ARGS:-}"
 stage() {
   local name="$1"; shift
   echo "== $name" >&2
@@ -20,7 +22,7 @@ stage() {
     exit 1
   fi
 }
-stage preprocess --root_dir "$1" --save_dir "$2" --scale "$3"
+stage preprocess --root_dir "$1" --save_dir "$2" --scale "$3" "${pre_extra[@]}"
 stage filter_corrupted --root_dir "$2"
 stage final_assertions --root_dir "$2"
 stage shuffle_clips --root_dir "$2"

@@ -18,7 +18,7 @@ import test_preprocess
 from conftest import wild_specs
 from timewarp import smartcut
 from timewarp.layout import Layout
-from timewarp.preprocess import preprocess, shuffle_clips
+from timewarp.preprocess import final_assertions, preprocess, shuffle_clips
 from timewarp.sample_data import SceneSpec, VideoSpec, draw_frame, metadata_for, read_frame_ids, write_shard
 from timewarp.schema import NormalAnnotation
 from timewarp.store import read_json
@@ -113,6 +113,8 @@ def test_wild_set_is_frame_exact_and_counts_engines(smart):
     assert counts["smartcut fell back to one-encode: resized output (--max_height or odd size)"] == 1
     assert stats["options"]["engine"] == "smartcut"
     assert 0 < counts["frames re-encoded"] < counts["frames written"]
+    # the stage that checks annotations against videos (frame counts by full decode, fps, durations)
+    assert final_assertions.run(out, workers=1, decode=True).ok
 
 
 def test_wild_set_decodes_in_ffmpeg_opencv_pyav_decord(smart):
@@ -183,6 +185,7 @@ def test_long_gops_frame_exact_with_copies(gops):
     test_preprocess.test_shuffled_videos_follow_the_permutation(out)
     for path, frames in every_output(out):
         decodes_everywhere(path, frames)
+    assert final_assertions.run(out, workers=1, decode=True).ok
 
 
 def test_copied_frames_are_the_source_packets(gops):

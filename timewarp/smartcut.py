@@ -574,11 +574,14 @@ def _write(av, src: Source, plan: Plan, pieces, encoded: dict, enc_sps, enc_pps,
             st.time_base = tb
             st.codec_context.extradata = avcc.to_bytes()
             st.metadata.clear() if hasattr(st.metadata, "clear") else None
-            for (f, data, key), d in zip(order, dts):
+            for j, ((f, data, key), d) in enumerate(zip(order, dts)):
                 pkt = av.Packet(data)
                 pkt.stream = st
                 pkt.time_base = tb
-                pkt.pts, pkt.dts, pkt.duration = f * ticks, d, ticks
+                # MP4 sample durations are DTS steps; the last one must reach n_frames / fps, or the
+                # track (and every player's frame rate = frames / duration) comes out short
+                last = j == len(order) - 1
+                pkt.pts, pkt.dts, pkt.duration = f * ticks, d, (plan.n_frames * ticks - d) if last else ticks
                 pkt.is_keyframe = key
                 out.mux(pkt)
 
