@@ -8,7 +8,8 @@ can keep cutting it by stream copy. For each source GOP (IDR to IDR, closed):
 * a cut c inside it: the longest decode-order prefix of the GOP that holds exactly the frames
   ``[g, p)`` with ``p <= c`` is copied (with B-frames, p is the last mini-GOP boundary before c);
   frames ``[p, next GOP)`` are decoded and re-encoded with libx264 (no B-frames), IDR at p and at
-  every cut. Only the GOP holding ``n_frames`` is cut short.
+  every cut: one call of the bundled ffmpeg per video, fed the GOPs' own packets. Only the GOP
+  holding ``n_frames`` is cut short.
 
 The encoded pieces get their own SPS/PPS ids (x264 ``sps-id``), both parameter-set pairs go in the
 ``avcC`` of one ``avc1`` track, and every packet gets new timestamps: frame k at k/fps, and a DTS that
@@ -16,7 +17,7 @@ equals the PTS at every IDR (the concat demuxer's ``outpoint`` compares DTS, see
 
 A source that is not plainly constant-rate 8-bit 4:2:0 progressive H.264 with closed GOPs in
 ``avc1`` (or any check below) raises ``Unsupported``: preprocess then uses the one-encode engine for
-that video and counts why. Needs PyAV (``av``), which ships its own libx264.
+that video and counts why. PyAV (``av``) reads and writes the packets; nothing is decoded by it.
 """
 from __future__ import annotations
 
