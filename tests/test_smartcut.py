@@ -115,6 +115,7 @@ def test_wild_set_is_frame_exact_and_counts_engines(smart):
     assert 0 < counts["frames re-encoded"] < counts["frames written"]
     # the stage that checks annotations against videos (frame counts by full decode, fps, durations)
     assert final_assertions.run(out, workers=1, decode=True).ok
+    assert not list(out.rglob(".tmp-*"))  # no scratch file left beside the videos
 
 
 def test_wild_set_decodes_in_ffmpeg_opencv_pyav_decord(smart):

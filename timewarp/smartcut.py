@@ -407,6 +407,19 @@ def assign_dts(frames: Sequence[int], ticks: int) -> list[int]:
     return dts
 
 
+@contextlib.contextmanager
+def _scratch(near: Path, tag: str, suffix: str):
+    """A scratch file beside ``near``, removed afterwards; its ``.tmp-`` name lets remove_stale_temp clear it after a kill."""
+    near.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".tmp-{near.stem[:40]}-{tag}-", suffix=suffix, dir=near.parent)
+    os.close(fd)
+    try:
+        yield Path(name)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
+
+
 def normal_video(src: Path, dst: Path, fps: Fraction, n_frames: int, cuts: Sequence[int], width: int, height: int,
                  settings: EncodeSettings = EncodeSettings()) -> Result:
     """The normal video by smart cut, with the first audio track re-encoded when ``keep_audio``.
@@ -419,11 +432,7 @@ def normal_video(src: Path, dst: Path, fps: Fraction, n_frames: int, cuts: Seque
                           f"{width}x{height} -> {'x'.join(map(str, output_size(width, height, settings.max_height)))}")
     if not settings.keep_audio:
         return smart_cut(src, dst, fps, n_frames, cuts, settings)
-    Path(dst).parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".tmp-{Path(dst).stem[:40]}-video-", suffix=".mp4", dir=Path(dst).parent)
-    os.close(fd)
-    video_only = Path(name)
-    try:
+    with _scratch(Path(dst), "video", ".mp4") as video_only:
         res = smart_cut(src, video_only, fps, n_frames, cuts, settings)
         with atomic_path(dst) as tmp:
             try:
@@ -432,9 +441,6 @@ def normal_video(src: Path, dst: Path, fps: Fraction, n_frames: int, cuts: Seque
                              "-map_metadata", "-1", tmp], "smart-cut audio")
             except ItemError as exc:
                 raise Unsupported("audio mux failed", exc.detail)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            video_only.unlink()
     return res
 
 
@@ -452,15 +458,16 @@ def smart_cut(src_path: Path, dst: Path, fps: Fraction, n_frames: int, cuts: Seq
         with av.open(str(src_path)) as container:
             src = analyse(container, fps)
             plan, pieces = make_plan(src, n_frames, cuts)
-            with tempfile.TemporaryDirectory(prefix=".tmp-smartcut-", dir=Path(dst).parent) as work:
-                encoded, enc_sps, enc_pps = _encode_ranges(src, plan, fps, settings, Path(work))
+            with contextlib.ExitStack() as stack:  # ".tmp-" names: remove_stale_temp clears them after a kill
+                inp, out = (stack.enter_context(_scratch(Path(dst), k, ".h264")) for k in ("gops", "pieces"))
+                encoded, enc_sps, enc_pps = _encode_ranges(src, plan, fps, settings, inp, out)
             _write(av, src, plan, pieces, encoded, enc_sps, enc_pps, fps, Path(dst))
     except (av.FFmpegError, ValueError) as exc:
         raise Unsupported("PyAV error", str(exc)[:300])
     return Result(n_frames, plan.encoded_frames, plan.copied_frames, plan.encode_ranges)
 
 
-def _encode_ranges(src: Source, plan: Plan, fps: Fraction, settings: EncodeSettings, workdir: Path):
+def _encode_ranges(src: Source, plan: Plan, fps: Fraction, settings: EncodeSettings, inp: Path, out: Path):
     """Decode the GOPs holding a cut and re-encode the frames of plan.encode_ranges: one ffmpeg call.
 
     The GOPs' own packets (Annex B, the source's SPS/PPS before each IDR) go to ffmpeg's H.264
@@ -497,7 +504,6 @@ def _encode_ranges(src: Source, plan: Plan, fps: Fraction, settings: EncodeSetti
             wanted.append(k)
         decoded += g_end - g
     cc = src.stream.codec_context
-    inp, out = workdir / "gops.h264", workdir / "pieces.h264"
     inp.write_bytes(b"".join(stream))
     select = "+".join(f"between(n,{x},{y})" for x, y in keep)
     filters = [f"select='{select}'", f"setpts=N*{fps.denominator}/{fps.numerator}/TB"]

@@ -116,7 +116,7 @@ def process_video(job: tuple[SourceVideo, Config]) -> dict:
         video = layout.normal_video(sv.id)
         used = smartcut.try_engine(cfg.engine, src, video, info, n_frames, clips, cfg.encode)
         if used["engine"] != "smartcut":
-                encode_normal(src, video, info.fps, n_frames, [c.start_frame for c in clips],
+            encode_normal(src, video, info.fps, n_frames, [c.start_frame for c in clips],
                           info.width, info.height, cfg.encode)
         if cfg.write_clips:
             layout.clip_dir(sv.id).mkdir(parents=True, exist_ok=True)
