@@ -1,23 +1,27 @@
-"""Video benchmark: the published moviepy method vs this project vs the one-encode floor.
+"""Video benchmark: the published moviepy method vs this project's two engines vs the floors.
 
-On the same generated FineVideo-shaped input (one parquet shard of lavfi ``testsrc2`` videos with
-B-frames, ``--clips`` annotated scenes each, gaps between clips) it times, each variant in its own
-process so peak memory is separate:
+For each source GOP length in ``--gop_seconds`` (default 5 s and 2 s: real uploads vary) it
+generates the same FineVideo-shaped input (one parquet shard of lavfi ``testsrc2`` videos with
+B-frames and fixed-length closed GOPs, ``--clips`` annotated scenes each whose clips start and end
+mid-GOP, gaps between clips) and times, each variant in its own process so peak memory is separate:
 
 * baseline: the published method's video work re-done with moviepy: the normal video (0 s to the
   end of the last clip) rendered with libx264, then the shuffled video rendered by concatenating
   subclips of it (moviepy defaults, as the release passes none: preset medium, ffmpeg threads);
   sequential, as the release is;
-* project: ``preprocess.run`` + ``shuffle_clips.run`` from the shard (``--workers``);
+* project (one-encode engine): ``preprocess.run`` + ``shuffle_clips.run`` from the shard (``--workers``);
+* smart-cut: the same with ``engine="smartcut"``; prints the share of frames it re-encoded;
 * floor: one bare ``ffmpeg`` libx264 encode per video of the same frames with the same settings
   (preset, crf, ``-bf 0``, no audio, same encoder ``-threads`` and the same number of parallel videos);
-* project and floor again at ``--workers 1`` (or 2 when ``--workers 1``): the scaling line;
-* the memory line (``bench_memory.py``): preprocess from a >= ``--memory_gb`` shard.
+* decode floor: one bare ``ffmpeg`` decode of the same frames per video (``-f null``), same parallelism;
+* for the first GOP length only: project and floor again at ``--workers 1`` (or 2 when
+  ``--workers 1``): the scaling line; and the memory line (``bench_memory.py``): preprocess from a
+  >= ``--memory_gb`` shard.
 
 Peak RSS is the largest sampled sum of resident memory over the variant's process tree (python
 plus its ffmpeg children), polled from /proc every 50 ms. Usage::
 
-    python benchmarks/bench_video.py                      # 4 videos x 60 s at 720p, 6 clips
+    python benchmarks/bench_video.py                      # 4 videos x 60 s at 640x360, 6 clips, GOPs 5 s and 2 s
     python benchmarks/bench_video.py --videos 1 --duration 4 --height 144 --memory_gb 0.02
 """
 from __future__ import annotations
@@ -27,6 +31,7 @@ import importlib.util
 import json
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -82,6 +87,7 @@ def _tree_rss(root_pid: int) -> tuple[int, int]:
 def run_child(args: list[str], env_extra: dict | None = None) -> dict:
     """Run ``python <this script> --_child ...`` and return its JSON result plus ``peak_rss``."""
     env = {**os.environ, **(env_extra or {})}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                             text=True)
     peak = peak_pss = 0
@@ -104,6 +110,10 @@ def run_child(args: list[str], env_extra: dict | None = None) -> dict:
     lines = [ln for ln in out.splitlines() if ln.startswith("{")]
     res = json.loads(lines[-1])
     res["peak_rss"], res["peak_pss"] = peak, peak_pss
+    # CPU seconds of the variant's whole process tree (every descendant is waited for, so counted):
+    # less skewed than wall time when other work shares the machine
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    res["cpu"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     return res
 
 
@@ -114,7 +124,8 @@ def frame_size(height: int) -> tuple[int, int]:
     return w, height - height % 2
 
 
-def generate(work: Path, videos: int, duration: float, height: int, clips: int, seed: int = 0) -> dict:
+def generate(work: Path, videos: int, duration: float, height: int, clips: int, seed: int = 0,
+             gop_seconds: float = 0.0) -> dict:
     """Render the source videos and write them as one FineVideo parquet shard; return the plan."""
     from timewarp.sample_data import SceneSpec, VideoSpec, metadata_for, write_shard
     from timewarp.timestamps import parse_timestamp, time_to_frame
@@ -124,6 +135,7 @@ def generate(work: Path, videos: int, duration: float, height: int, clips: int, 
     fps = Fraction(FPS)
     w, h = frame_size(height)
     total = int(duration * fps)
+    gop = max(1, round(gop_seconds * fps)) if gop_seconds else 250
     src_dir = work / "src"
     src_dir.mkdir(parents=True, exist_ok=True)
     rows, plan = [], []
@@ -142,8 +154,8 @@ def generate(work: Path, videos: int, duration: float, height: int, clips: int, 
         cmd = [ffmpeg_exe(), "-hide_banner", "-v", "error", "-y", "-f", "lavfi",
                "-i", f"testsrc2=size={w}x{h}:rate={FPS}", "-frames:v", str(total),
                "-vf", "hflip" if i % 2 else "null",
-               "-c:v", "libx264", "-preset", "superfast", "-bf", "3", "-g", "250", "-crf", "20",
-               "-pix_fmt", "yuv420p", str(path)]
+               "-c:v", "libx264", "-preset", "superfast", "-bf", "3", "-g", str(gop), "-crf", "20",
+               "-x264-params", f"keyint={gop}:min-keyint={gop}:scenecut=0:open-gop=0", "-pix_fmt", "yuv420p", str(path)]
         subprocess.run(cmd, check=True)
         meta = metadata_for(spec)
         rows.append((path.read_bytes(), meta))
@@ -156,7 +168,7 @@ def generate(work: Path, videos: int, duration: float, height: int, clips: int, 
         plan.append({"name": name, "src": str(path), "spans": spans, "perm": perm,
                      "n_frames": time_to_frame(spans[-1][1], fps)})
     write_shard(work / "finevideo" / "data" / "train-00000-of-00001.parquet", rows)
-    return {"videos": plan, "size": [w, h], "fps": FPS, "frames": total}
+    return {"videos": plan, "size": [w, h], "fps": FPS, "frames": total, "gop": gop}
 
 
 # ------------------------------------------------------------------ the variants (child side)
@@ -182,7 +194,8 @@ def child_baseline(plan: dict, out: Path, limit: int, preset: str) -> dict:
     return {"seconds": time.perf_counter() - t0, "videos": done}
 
 
-def child_project(work: Path, out: Path, videos: int, workers: int, preset: str, crf: int) -> dict:
+def child_project(work: Path, out: Path, videos: int, workers: int, preset: str, crf: int,
+                  engine: str = "one-encode") -> dict:
     import logging
 
     from timewarp.preprocess import preprocess, shuffle_clips
@@ -192,14 +205,17 @@ def child_project(work: Path, out: Path, videos: int, workers: int, preset: str,
     os.environ.setdefault("TQDM_DISABLE", "1")
     t0 = time.perf_counter()
     pre = preprocess.run(work / "finevideo", out, videos, workers=workers, test_fraction=0.0,
-                         encode=EncodeSettings(preset=preset, crf=crf))
+                         encode=EncodeSettings(preset=preset, crf=crf), engine=engine)
     t1 = time.perf_counter()
     shuffle_clips.run(out, workers=workers)
     t2 = time.perf_counter()
     n = len(list((out / "shuffled" / "shuffled_videos").glob("*.mp4")))
     if n != videos:
         raise SystemExit(f"project made {n} shuffled videos, expected {videos}: {pre}")
-    return {"seconds": t2 - t0, "preprocess": t1 - t0, "shuffle": t2 - t1, "videos": n}
+    c = pre["counts"]
+    return {"seconds": t2 - t0, "preprocess": t1 - t0, "shuffle": t2 - t1, "videos": n,
+            "frames": c.get("frames written", 0), "frames_reencoded": c.get("frames re-encoded", 0),
+            "engines": {k: v for k, v in c.items() if k.startswith(("engine", "smartcut"))}}
 
 
 def floor_threads() -> int:
@@ -228,6 +244,22 @@ def child_floor(plan: dict, out: Path, workers: int, preset: str, crf: int) -> d
     return {"seconds": time.perf_counter() - t0, "videos": len(plan["videos"])}
 
 
+def child_decode(plan: dict, workers: int) -> dict:
+    """The decode-only floor: ffmpeg decodes the same frames of each source and throws them away."""
+    from timewarp.video import ffmpeg_exe
+
+    exe = ffmpeg_exe()
+
+    def one(v):
+        subprocess.run([exe, "-hide_banner", "-nostdin", "-v", "error", "-i", v["src"], "-map", "0:v:0",
+                        "-frames:v", str(v["n_frames"]), "-f", "null", "-"], check=True)
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(one, plan["videos"]))
+    return {"seconds": time.perf_counter() - t0, "videos": len(plan["videos"])}
+
+
 def child_main(argv: list[str]) -> int:
     kind, work, spec = argv[0], Path(argv[1]), json.loads(argv[2])
     plan = json.loads((work / "plan.json").read_text())
@@ -236,7 +268,10 @@ def child_main(argv: list[str]) -> int:
     if kind == "baseline":
         res = child_baseline(plan, out, spec["limit"], spec["preset"])
     elif kind == "project":
-        res = child_project(work, out, len(plan["videos"]), spec["workers"], spec["preset"], spec["crf"])
+        res = child_project(work, out, len(plan["videos"]), spec["workers"], spec["preset"], spec["crf"],
+                            spec.get("engine", "one-encode"))
+    elif kind == "decode":
+        res = child_decode(plan, spec["workers"])
     elif kind == "floor":
         res = child_floor(plan, out, spec["workers"], spec["preset"], spec["crf"])
     else:
@@ -277,7 +312,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--videos", type=int, default=4, help="source videos (default: 4)")
     p.add_argument("--duration", type=float, default=60.0, help="seconds per source video (default: 60)")
-    p.add_argument("--height", type=int, default=720, help="frame height, 16:9 (default: 720)")
+    p.add_argument("--height", type=int, default=360, help="frame height, 16:9 (default: 360, i.e. 640x360)")
+    p.add_argument("--gop_seconds", type=lambda v: [float(x) for x in v.split(",")], default=[5.0, 2.0],
+                   help="source GOP lengths to generate inputs for, comma-separated seconds (default: 5,2)")
     p.add_argument("--clips", type=int, default=6, help="annotated clips per video (default: 6)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel videos (default: nproc)")
     p.add_argument("--preset", default="veryfast", help="x264 preset of project and floor (default: veryfast)")
@@ -317,75 +354,25 @@ def main(argv=None) -> int:
 
 
 def _bench(a, work: Path) -> int:
-    t0 = time.perf_counter()
-    plan = generate(work, a.videos, a.duration, a.height, a.clips)
-    (work / "plan.json").write_text(json.dumps(plan))
-    gen_s = time.perf_counter() - t0
-    w, h = plan["size"]
-    print(f"# {a.videos} videos x {a.duration:g} s, {w}x{h} @ 29.97 fps, {a.clips} clips each; "
-          f"x264 {a.preset} crf {a.crf}; --workers {a.workers}; {os.cpu_count()} CPUs ({cpu_model()}); "
-          f"inputs generated in {gen_s:.1f} s; load average {load()}", flush=True)
-
-    ww = a.workers if a.workers > 1 else 2  # the other side of the scaling line
-    results: dict = {}
-    common = dict(preset=a.preset, crf=a.crf)
-    results["floor"] = variant("floor", work, out="o_floor", workers=a.workers, **common)
-    results["project"] = variant("project", work, out="o_project", workers=a.workers, **common)
-    other = 1 if a.workers > 1 else ww
-    results["floor_other"] = variant("floor", work, out="o_floor1", workers=other, **common)
-    results["project_other"] = variant("project", work, out="o_project1", workers=other, **common)
     if not a.no_baseline and importlib.util.find_spec("moviepy") is None:
         print("# moviepy baseline skipped: moviepy is not installed (pip install -r requirements-bench.txt)", flush=True)
         a.no_baseline = True
-    if not a.no_baseline:
-        limit = min(a.videos, a.baseline_videos or a.videos)
-        results["baseline"] = variant("baseline", work, out="o_base", limit=limit, preset=a.baseline_preset)
-
-    def per(r):
-        return r["seconds"] / r["videos"]
-
-    rows = []
-    if "baseline" in results:
-        rows.append((f"moviepy baseline (published; {a.baseline_preset}, sequential)", results["baseline"]))
-    rows += [(f"project preprocess+shuffle (--workers {a.workers})", results["project"]),
-             (f"floor: 1 ffmpeg encode/video (--workers {a.workers})", results["floor"]),
-             (f"project preprocess+shuffle (--workers {other})", results["project_other"]),
-             (f"floor: 1 ffmpeg encode/video (--workers {other})", results["floor_other"])]
-    print()
-    print(f"{'variant':<52} {'videos':>6} {'seconds':>8} {'s/video':>8} {'peak RSS MB':>12} {'peak PSS MB':>12}")
-    for name, r in rows:
-        print(f"{name:<52} {r['videos']:>6} {r['seconds']:>8.2f} {per(r):>8.2f} {mb(r['peak_rss']):>12} "
-              f"{mb(r['peak_pss']):>12}")
-    pr = results["project"]
-    print(f"{'  of which preprocess / shuffle':<52} {'':>6} {pr['preprocess']:>8.2f} {'':>8} "
-          f"{'':>12}  shuffle {pr['shuffle']:.2f} s")
-    print()
-
-    def verdict(ok):
-        return "PASS" if ok else "MISS"
-
-    ratios = {}
-    if "baseline" in results:
-        ratios["baseline_over_project"] = per(results["baseline"]) / per(pr)
-    ratios["project_over_floor"] = per(pr) / per(results["floor"])
-    w1, w2 = (results["project_other"], pr) if a.workers > 1 else (pr, results["project_other"])
-    f1, f2 = (results["floor_other"], results["floor"]) if a.workers > 1 else (results["floor"], results["floor_other"])
-    hi = max(a.workers, ww)
-    ratios["project_workers_scaling"] = per(w1) / per(w2)
-    ratios["floor_workers_scaling"] = per(f1) / per(f2)
-    if "baseline_over_project" in ratios:
-        print(f"baseline / project          {ratios['baseline_over_project']:6.2f}x   (target >= 10)   "
-              f"{verdict(ratios['baseline_over_project'] >= 10)}")
-    print(f"project / floor             {ratios['project_over_floor']:6.2f}x   (target <= 1.2)  "
-          f"{verdict(ratios['project_over_floor'] <= 1.2)}")
-    print(f"throughput --workers {hi} / 1  {ratios['project_workers_scaling']:6.2f}x   (target >= 1.7)  "
-          f"{verdict(ratios['project_workers_scaling'] >= 1.7)}   (floor: {ratios['floor_workers_scaling']:.2f}x, "
-          f"the most the hardware gives)", flush=True)
-
+    results: dict = {"by_gop": {}}
+    ratios: dict = {"by_gop": {}}
+    for i, gop_s in enumerate(a.gop_seconds):
+        sub = work / f"gop{gop_s:g}s"
+        sub.mkdir(parents=True, exist_ok=True)
+        first = i == 0
+        r, q = _bench_input(a, sub, gop_s, scaling=first)
+        results["by_gop"][f"{gop_s:g}"], ratios["by_gop"][f"{gop_s:g}"] = r, q
+        if first:  # the keys older readers of --json know
+            results.update({k: v for k, v in r.items() if k != "plan"})
+            ratios.update(q)
+            first_work, first_plan = sub, r["plan"]
     if not a.no_memory:
         from bench_memory import memory_benchmark
 
-        mem = memory_benchmark(work, plan, gb=a.memory_gb, chosen=a.memory_rows, workers=a.workers,
+        mem = memory_benchmark(first_work, first_plan, gb=a.memory_gb, chosen=a.memory_rows, workers=a.workers,
                                preset=a.preset, crf=a.crf)
         results["memory"] = mem
         print()
@@ -393,8 +380,103 @@ def _bench(a, work: Path) -> int:
             print(line)
     print(f"# load average at the end {load()} (other work on the machine skews every number)")
     if a.json:
+        for r in results["by_gop"].values():
+            r.pop("plan", None)
         Path(a.json).write_text(json.dumps({"args": vars(a), "results": results, "ratios": ratios}, indent=2))
     return 0
+
+
+def _bench_input(a, work: Path, gop_s: float, scaling: bool) -> tuple[dict, dict]:
+    t0 = time.perf_counter()
+    plan = generate(work, a.videos, a.duration, a.height, a.clips, gop_seconds=gop_s)
+    (work / "plan.json").write_text(json.dumps(plan))
+    gen_s = time.perf_counter() - t0
+    w, h = plan["size"]
+    print(f"\n# source GOP {plan['gop']} frames (~{gop_s:g} s), B-frames: {a.videos} videos x {a.duration:g} s, "
+          f"{w}x{h} @ 29.97 fps, {a.clips} clips each (starts and ends mid-GOP); x264 {a.preset} crf {a.crf}; "
+          f"--workers {a.workers}; {os.cpu_count()} CPUs ({cpu_model()}); inputs generated in {gen_s:.1f} s; "
+          f"load average {load()}", flush=True)
+
+    ww = a.workers if a.workers > 1 else 2  # the other side of the scaling line
+    results: dict = {"plan": plan}
+    common = dict(preset=a.preset, crf=a.crf)
+    results["floor"] = variant("floor", work, out="o_floor", workers=a.workers, **common)
+    results["decode"] = variant("decode", work, out="o_decode", workers=a.workers)
+    results["project"] = variant("project", work, out="o_project", workers=a.workers, **common)
+    results["smartcut"] = variant("project", work, out="o_smart", workers=a.workers, engine="smartcut", **common)
+    other = 1 if a.workers > 1 else ww
+    if scaling:
+        results["floor_other"] = variant("floor", work, out="o_floor1", workers=other, **common)
+        results["project_other"] = variant("project", work, out="o_project1", workers=other, **common)
+    if not a.no_baseline:
+        limit = min(a.videos, a.baseline_videos or a.videos)
+        results["baseline"] = variant("baseline", work, out="o_base", limit=limit, preset=a.baseline_preset)
+
+    def per(r):
+        return r["seconds"] / r["videos"]
+
+    def cpu(r):
+        return r["cpu"] / r["videos"]
+
+    rows = []
+    if "baseline" in results:
+        rows.append((f"moviepy baseline (published; {a.baseline_preset}, sequential)", results["baseline"]))
+    rows += [(f"smart-cut preprocess+shuffle (--workers {a.workers})", results["smartcut"]),
+             (f"project preprocess+shuffle (--workers {a.workers})", results["project"]),
+             (f"floor: 1 ffmpeg encode/video (--workers {a.workers})", results["floor"]),
+             (f"decode floor: 1 ffmpeg decode/video (--workers {a.workers})", results["decode"])]
+    if scaling:
+        rows += [(f"project preprocess+shuffle (--workers {other})", results["project_other"]),
+                 (f"floor: 1 ffmpeg encode/video (--workers {other})", results["floor_other"])]
+    print()
+    print(f"{'variant':<56} {'videos':>6} {'seconds':>8} {'s/video':>8} {'cpu s/video':>11} {'peak RSS MB':>12} "
+          f"{'peak PSS MB':>12}")
+    for name, r in rows:
+        print(f"{name:<56} {r['videos']:>6} {r['seconds']:>8.2f} {per(r):>8.2f} {cpu(r):>11.2f} "
+              f"{mb(r['peak_rss']):>12} {mb(r['peak_pss']):>12}")
+    pr, sc = results["project"], results["smartcut"]
+    print(f"{'  of which preprocess / shuffle':<56} {'':>6} {pr['preprocess']:>8.2f} {'':>8} "
+          f"{'':>12}  shuffle {pr['shuffle']:.2f} s")
+    share = sc["frames_reencoded"] / sc["frames"] if sc.get("frames") else float("nan")
+    print(f"{'  smart-cut: frames re-encoded':<56} {sc['frames_reencoded']:>6} of {sc['frames']} "
+          f"({100 * share:.1f} %); engines {sc['engines']}")
+    print()
+
+    def verdict(ok):
+        return "PASS" if ok else "MISS"
+
+    ratios = {"smartcut_reencoded_share": share}
+    if "baseline" in results:
+        ratios["baseline_over_project"] = per(results["baseline"]) / per(pr)
+        ratios["baseline_over_smartcut"] = per(results["baseline"]) / per(sc)
+    ratios["project_over_smartcut"] = per(pr) / per(sc)
+    ratios["project_over_smartcut_cpu"] = cpu(pr) / cpu(sc)
+    if "baseline" in results:
+        ratios["baseline_over_smartcut_cpu"] = cpu(results["baseline"]) / cpu(sc)
+    ratios["project_over_floor"] = per(pr) / per(results["floor"])
+    ratios["smartcut_over_decode_floor"] = per(sc) / per(results["decode"])
+    ratios["floor_over_decode_floor"] = per(results["floor"]) / per(results["decode"])
+    if "baseline_over_smartcut" in ratios:
+        print(f"baseline / smart-cut        {ratios['baseline_over_smartcut']:6.2f}x   (target >= 10 with ~2 s GOPs)  "
+              f"{verdict(ratios['baseline_over_smartcut'] >= 10)}   cpu seconds: "
+              f"{ratios['baseline_over_smartcut_cpu']:.2f}x")
+        print(f"baseline / project          {ratios['baseline_over_project']:6.2f}x   (one-encode engine)")
+    print(f"project / smart-cut         {ratios['project_over_smartcut']:6.2f}x   (target >= 2 with ~5 s GOPs)   "
+          f"{verdict(ratios['project_over_smartcut'] >= 2)}   cpu seconds: {ratios['project_over_smartcut_cpu']:.2f}x")
+    print(f"smart-cut / decode floor    {ratios['smartcut_over_decode_floor']:6.2f}x   "
+          f"(encode floor / decode floor {ratios['floor_over_decode_floor']:.2f}x)")
+    print(f"project / floor             {ratios['project_over_floor']:6.2f}x   (target <= 1.2)  "
+          f"{verdict(ratios['project_over_floor'] <= 1.2)}", flush=True)
+    if scaling:
+        w1, w2 = (results["project_other"], pr) if a.workers > 1 else (pr, results["project_other"])
+        f1, f2 = ((results["floor_other"], results["floor"]) if a.workers > 1
+                  else (results["floor"], results["floor_other"]))
+        hi = max(a.workers, ww)
+        ratios["project_workers_scaling"] = per(w1) / per(w2)
+        ratios["floor_workers_scaling"] = per(f1) / per(f2)
+        print(f"throughput --workers {hi} / 1  {ratios['project_workers_scaling']:6.2f}x   (the floor: "
+              f"{ratios['floor_workers_scaling']:.2f}x, the most the hardware gives)", flush=True)
+    return results, ratios
 
 
 if __name__ == "__main__":

@@ -32,8 +32,10 @@ from timewarp.stage import StageRun, add_common_args, cli
 from timewarp.store import remove_stale_temp, write_json
 from timewarp.timestamps import SNAP_TOLERANCE, frame_to_time, time_to_frame
 from timewarp.video import EncodeSettings, concat_copy, encode_normal, ffmpeg_exe, output_size, probe
+from timewarp import smartcut
 
 STAGE = "preprocess"
+ENGINES = ("one-encode", "smartcut")
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class Config:
     write_clips: bool
     test_fraction: float
     duration_tolerance: float
+    engine: str = "one-encode"
 
 
 def _cut(lo: int, hi: int, keep: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -162,8 +165,10 @@ def process_video(job: tuple[SourceVideo, Config]) -> dict:
         n_frames = clips[-1].end_frame
         width, height = output_size(info.width, info.height, cfg.encode.max_height)
         video = layout.normal_video(sv.id)
-        encode_normal(src, video, info.fps, n_frames, [c.start_frame for c in clips],
-                      info.width, info.height, cfg.encode, ranges=ranges, start_time=info.start_time)
+        used = smartcut.try_engine(cfg.engine, src, video, info, n_frames, clips, cfg.encode, ranges)
+        if used["engine"] != "smartcut":
+            encode_normal(src, video, info.fps, n_frames, [c.start_frame for c in clips],
+                          info.width, info.height, cfg.encode, ranges=ranges, start_time=info.start_time)
         if cfg.write_clips:
             layout.clip_dir(sv.id).mkdir(parents=True, exist_ok=True)
             concat_copy(video, info.fps, [(layout.clip_video(sv.id, c.index), [(c.start_frame, c.end_frame)])
@@ -180,7 +185,7 @@ def process_video(job: tuple[SourceVideo, Config]) -> dict:
             warnings=list(sv.warnings))
         write_json(layout.normal_annotation(sv.id), ann.to_dict())
         return {"id": sv.id, "ok": True, "skipped": dict(skipped), "clips": len(clips), "warnings": len(sv.warnings),
-                "cut_frames": clips[-1].source_end_frame - n_frames}
+                "cut_frames": clips[-1].source_end_frame - n_frames, **used}
     except ItemError as exc:
         # name the input, not our scratch copy of it (whose name is random)
         detail = exc.detail.replace(str(tmp_src), sv.ref.label()) if tmp_src else exc.detail
@@ -233,10 +238,13 @@ def select_candidates(root: Path, save_dir: Path, seed: int, clip: ClipOptions,
 
 def run(root_dir, save_dir, scale: int, *, seed: int = 42, workers: int = 1, limit: Optional[int] = None,
         overwrite: bool = False, clip: ClipOptions = ClipOptions(), encode: EncodeSettings = EncodeSettings(),
-        write_clips: bool = False, test_fraction: float = 0.1, duration_tolerance: float = 2.0) -> dict:
+        write_clips: bool = False, test_fraction: float = 0.1, duration_tolerance: float = 2.0,
+        engine: str = "one-encode") -> dict:
     root = require_input(root_dir, "--root_dir")
     if scale <= 0:
         raise UsageError(f"--scale must be positive, got {scale}")
+    if engine not in ENGINES:
+        raise UsageError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if not 0.0 <= test_fraction <= 1.0:
         raise UsageError(f"--test_fraction must be in [0, 1], got {test_fraction}")
     ffmpeg_exe()
@@ -255,7 +263,7 @@ def run(root_dir, save_dir, scale: int, *, seed: int = 42, workers: int = 1, lim
     stage = StageRun(STAGE, layout, dict(root_dir=root, save_dir=save_dir, scale=scale, seed=seed, workers=workers,
                                          limit=limit, overwrite=overwrite, write_clips=write_clips,
                                          test_fraction=test_fraction, duration_tolerance=duration_tolerance,
-                                         **vars(clip), **vars(encode)))
+                                         engine=engine, **vars(clip), **vars(encode)))
     # what decides which videos and clips are chosen: another value would mix two datasets in save_dir
     selection = dict(root_dir=str(root.resolve()), seed=seed, test_fraction=test_fraction,
                      duration_tolerance=duration_tolerance, **vars(clip))
@@ -266,7 +274,7 @@ def run(root_dir, save_dir, scale: int, *, seed: int = 42, workers: int = 1, lim
     ranked, seen = select_candidates(root, layout.root.resolve(), seed, clip, stage)
     if seen == 0:
         raise UsageError(f"no FineVideo data under {root}: no *.parquet shards and no *.mp4 files")
-    cfg = Config(str(layout.root), str(root), clip, encode, write_clips, test_fraction, duration_tolerance)
+    cfg = Config(str(layout.root), str(root), clip, encode, write_clips, test_fraction, duration_tolerance, engine)
     target = min(scale, limit) if limit else scale
     done, pos = 0, 0
     while done < target and pos < len(ranked):
@@ -289,6 +297,7 @@ def run(root_dir, save_dir, scale: int, *, seed: int = 42, workers: int = 1, lim
                            ("frames cut (scenes that gave no clip)", res.get("cut_frames", 0))):
                 if n:
                     stage.counts[key] += n
+            smartcut.count(stage.counts, res)
     with contextlib.suppress(OSError):
         layout.tmp_dir.rmdir()
     stage.extra.update(requested=scale, usable_candidates=len(ranked), records_seen=seen)
@@ -320,6 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--x264_threads", type=int, default=1,
                    help="encoder threads per video; fixed so output bytes do not depend on --workers; parallelism "
                         "comes from --workers, one video per core (default: 1)")
+    v.add_argument("--engine", choices=ENGINES, default="one-encode",
+                   help="one-encode: decode and encode every frame once; smartcut: stream-copy the source's GOPs and "
+                        "re-encode only those a cut falls into (H.264 sources; any other video falls back to "
+                        "one-encode, counted in stats/preprocess.json; docs/smartcut.md) (default: one-encode)")
     v.add_argument("--write_clips", action="store_true", help="also write each clip as normal/clips/<id>/<k>.mp4 (stream copy)")
     add_common_args(p)
     return p
@@ -330,7 +343,8 @@ def main(argv: Optional[list] = None) -> int:
         run(a.root_dir, a.save_dir, a.scale, seed=a.seed, workers=a.workers, limit=a.limit, overwrite=a.overwrite,
             clip=ClipOptions(a.max_seconds, a.min_clips, a.max_clips, a.min_clip_seconds),
             encode=EncodeSettings(a.preset, a.crf, a.max_height, a.keep_audio, a.x264_threads),
-            write_clips=a.write_clips, test_fraction=a.test_fraction, duration_tolerance=a.duration_tolerance)
+            write_clips=a.write_clips, test_fraction=a.test_fraction, duration_tolerance=a.duration_tolerance,
+            engine=a.engine)
     return cli(go, build_parser(), argv)
 
 
