@@ -30,7 +30,7 @@ import tempfile
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
 from timewarp.errors import ItemError, UsageError
 from timewarp.store import atomic_path
