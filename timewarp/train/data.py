@@ -11,10 +11,11 @@ SFT example (TRL prompt-completion, loss on the completion only)::
     {"images": [...], "prompt": [user message as above], "completion": [assistant message], "id": ...}
 
 Rows are read from any of:
-* the TRL export itself (``images`` relative to the file's folder, to ``--root_dir``, or absolute);
+* the TRL export itself (``images`` relative to the file's folder, to ``--root_dir``, or absolute; a
+  row with ``videos`` instead, the mp4 form, gets frames sampled from its video like the rows below);
 * TimeWarp's own rows (``pref/*.jsonl``: video, question|prompt, chosen, rejected; ``sft/*.jsonl``:
   video, question, answer): ``frames_per_video`` frames are sampled uniformly with timewarp.frames and
-  cached as JPEGs under ``<root>/frames/<video name>/`` (the pipeline's frame cache);
+  cached as JPEGs under ``<root>/frames/<video path without .mp4>/`` (the frame cache);
 * an external set with a ``video`` field naming a frame folder (LLaVA-Hound's DPO set: id, video,
   prompt, chosen, rejected) or a video file, resolved against ``--external_root``.
 
@@ -127,6 +128,19 @@ def _text_blocks_only(messages: list) -> list:
             for m in messages]
 
 
+def _plain_text(value) -> Optional[str]:
+    """A question as text: a string, or the text blocks of the (first) user message of a message list."""
+    if isinstance(value, str):
+        return value if value.strip() else None
+    if isinstance(value, list):
+        for m in value:
+            if isinstance(m, dict) and m.get("role") == "user":
+                c = m.get("content")
+                text = c if isinstance(c, str) else "".join(b.get("text") or "" for b in c or [] if isinstance(b, dict))
+                return text if text.strip() else None
+    return None
+
+
 def _images_and_prompt(row: dict, src: FrameSource, question_keys: Sequence[str]) -> tuple[list, list]:
     if "images" in row:
         images = row["images"]
@@ -137,15 +151,17 @@ def _images_and_prompt(row: dict, src: FrameSource, question_keys: Sequence[str]
         if prompt_value is None:
             raise ItemError("record lacks a field", "prompt")
         prompt = _as_messages(prompt_value, "user", len(paths))
-    elif "video" in row:
-        question = next((row[k] for k in question_keys if isinstance(row.get(k), str)), None)
+    elif row.get("video") or row.get("videos"):
+        # a video file or frame folder: TimeWarp's rows, LLaVA-Hound's, or TRL rows with "videos" (mp4 form)
+        question = next((_plain_text(row[k]) for k in question_keys if _plain_text(row.get(k))), None)
         if question is None:
             raise ItemError("record lacks a field", "/".join(question_keys))
-        video = row["video"][0] if isinstance(row["video"], list) and row["video"] else row["video"]
+        video = row.get("video") or row.get("videos")
+        video = video[0] if isinstance(video, list) else video
         paths = src.frames_of_video(str(video))
         prompt = user_message(len(paths), question)
     else:
-        raise ItemError("record lacks a field", "images or video")
+        raise ItemError("record lacks a field", "images, video or videos")
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise ItemError("frame missing", str(missing[0]))
