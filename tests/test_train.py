@@ -248,3 +248,15 @@ def test_external_llava_hound_set_joins_the_combined_mix(trl_root, tmp_path):
     hound = examples[-1]
     # 8 of the folder's 10 frames, uniformly, in order
     assert [frame_id(cv2.imread(p)) for p in hound["images"]] == framelib.sample_indices(10, n=N_FRAMES)
+
+
+def test_dpo_full_finetune_keeps_a_frozen_reference(trl_root, tmp_path):
+    """--no-lora: the reference is a frozen copy of the start weights (a model built in memory has no path
+    TRL could reload it from); --gradient_checkpointing and --max_pixels go through too."""
+    out = tmp_path / "full"
+    summary = recipe.run("dpo", args_for("dpo", [
+        "--root_dir", str(trl_root), "--model", "tiny", "--max_steps", "2", "--limit", "1", "--no-lora",
+        "--gradient_checkpointing", "--max_pixels", "3136", "--gradient_accumulation_steps", "1",
+        "--learning_rate", "1e-3", "--output_dir", str(out)]))
+    assert summary["settings"]["lora"] is False and summary["steps"] == 2 and summary["all_losses_finite"]
+    assert summary["first_loss"] == pytest.approx(math.log(2), abs=1e-4) and summary["last_loss"] < summary["first_loss"]

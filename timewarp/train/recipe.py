@@ -197,7 +197,12 @@ def run(trainer: str, args: argparse.Namespace, callbacks: Optional[list] = None
         from trl import DPOConfig, DPOTrainer
 
         targs = DPOConfig(beta=float(s["beta"]), **common)
-        tr = DPOTrainer(model=model, args=targs, train_dataset=dataset, processing_class=processor,
+        ref_model = None
+        if peft_config is None:  # full fine-tuning: the frozen reference is a copy of the starting weights
+            import copy
+
+            ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+        tr = DPOTrainer(model=model, ref_model=ref_model, args=targs, train_dataset=dataset, processing_class=processor,
                         peft_config=peft_config, callbacks=callbacks)
     else:
         from trl import SFTConfig, SFTTrainer
