@@ -3,6 +3,7 @@ them) and with the tiny local model; evaluate.py scores both benchmarks."""
 from __future__ import annotations
 
 import base64
+import os
 import re
 from pathlib import Path
 
@@ -104,7 +105,8 @@ def test_api_failures_become_error_rows_scored_wrong_and_exit_1(root, tmp_path, 
 
 
 def test_tiny_local_model_predicts_both_benchmarks(root, tmp_path):
-    pytest.importorskip("torch")  # requirements-train.txt (installed in CI)
+    if not os.environ.get("CI"):  # .ci/run installs requirements-train.txt: there a missing torch fails
+        pytest.importorskip("torch")
     layout = Layout(root)
     for bench in (layout.benchmark_normal_file, layout.benchmark_shuffled_file):
         preds = tmp_path / f"{bench.stem}.jsonl"
