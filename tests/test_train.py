@@ -1,0 +1,284 @@
+"""Training recipes on the tiny offline Qwen2-VL, for real: TRL's DPO/SFT trainers on the sample data's
+TRL vision export (and on the pipeline's own rows), checked against the frames themselves."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from generated_output import fresh_copy
+from timewarp import frames as framelib
+from timewarp.errors import UsageError
+from timewarp.layout import Layout
+from timewarp.sample_data import frame_id
+from timewarp.store import read_json, read_jsonl, write_jsonl
+
+if os.environ.get("CI"):  # .ci/run installs requirements-train.txt: a missing package is a failure there, not a skip
+    import torch
+    import trl  # noqa: F401
+else:
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("trl")
+
+from timewarp.train import data as datalib  # noqa: E402
+from timewarp.train import recipe, tiny  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+N_FRAMES = 8
+
+
+def annotation_facts(root: Path) -> dict:
+    """video path -> frame_count, straight from the annotations (independent of the training code)."""
+    layout = Layout(root)
+    facts = {}
+    for d in (layout.normal_annotations_dir, layout.shuffled_annotations_dir):
+        for p in sorted(d.glob("*.json")):
+            a = read_json(p)
+            facts[a["video"]] = int(a["frame_count"])
+    return facts
+
+
+def write_trl_dpo_export(root: Path, limit: int) -> Path:
+    """TRL's vision preference rows as export.py --format trl_dpo writes them: 8 frames per video as
+    JPEGs, paths relative to the export folder, image blocks in the prompt."""
+    facts = annotation_facts(root)
+    out_dir = Layout(root).export_dir("trl_dpo")
+    rows = []
+    for row in read_jsonl(Layout(root).pref_explicit_file)[:limit]:
+        idx = framelib.sample_indices(facts[row["video"]], n=N_FRAMES)
+        fdir = out_dir / "frames" / Path(row["video"]).with_suffix("")
+        paths = framelib.write_frames(framelib.extract_frames(root / row["video"], idx), idx, fdir)
+        rows.append({"id": row["pid"], "images": [p.relative_to(out_dir).as_posix() for p in paths],
+                     "prompt": [{"role": "user", "content": [{"type": "image"}] * len(paths)
+                                 + [{"type": "text", "text": row["question"]}]}],
+                     "chosen": [{"role": "assistant", "content": [{"type": "text", "text": row["chosen"]}]}],
+                     "rejected": [{"role": "assistant", "content": [{"type": "text", "text": row["rejected"]}]}]})
+    write_jsonl(out_dir / "pref_explicit.jsonl", rows)
+    return out_dir / "pref_explicit.jsonl"
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory) -> Path:
+    """The README's sample data, small: 5 generated videos, 3 of them train (7 pairs), through every stage
+    (read-only: tests copy it)."""
+    from timewarp import sample_data
+    from timewarp.benchmark import generate_normal_benchmark, generate_shuffled_benchmark
+    from timewarp.preprocess import preprocess, shuffle_clips
+    from timewarp.pref_data import (generate_pref_explicit, generate_sft_explicit, merge_normal_captions,
+                                    merge_shuffled_captions)
+
+    tmp = tmp_path_factory.mktemp("train_sample")
+    sample_data.build(tmp / "finevideo", videos=5, seed=1)
+    out = tmp / "out"
+    preprocess.run(tmp / "finevideo", out, 5, workers=2, test_fraction=0.3)
+    shuffle_clips.run(out, workers=2)
+    for stage in (merge_normal_captions, merge_shuffled_captions, generate_sft_explicit, generate_pref_explicit,
+                  generate_normal_benchmark, generate_shuffled_benchmark):
+        stage.run(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def trl_root(generated, tmp_path_factory) -> Path:
+    out = fresh_copy(generated, tmp_path_factory.mktemp("train") / "out")
+    write_trl_dpo_export(out, limit=4)
+    return out
+
+
+def args_for(trainer: str, argv: list):
+    return recipe.build_parser(trainer, "t", "").parse_args(argv)
+
+
+class ForwardSpy:
+    """A TrainerCallback that hooks the model's forward and records what pixels reach it."""
+
+    def __init__(self):
+        from transformers import TrainerCallback
+
+        spy = self
+        self.calls = []  # (pixel_values, image_grid_thw, input_ids)
+
+        class CB(TrainerCallback):
+            def on_train_begin(self, args, state, control, model=None, **kw):
+                def hook(module, a, kwargs):
+                    if kwargs.get("pixel_values") is not None:
+                        spy.calls.append((kwargs["pixel_values"].detach().clone(), kwargs["image_grid_thw"].clone(),
+                                          kwargs["input_ids"].clone()))
+                model.register_forward_pre_hook(hook, with_kwargs=True)
+
+        self.callback = CB()
+
+    def chunks(self) -> list[str]:
+        """sha256 of every image's pixel rows, per forward call, split by image_grid_thw."""
+        out = []
+        for pv, thw, _ in self.calls:
+            sizes = [int(t * h * w) for t, h, w in thw.tolist()]
+            assert sum(sizes) == pv.shape[0]
+            out.append([_digest(c) for c in torch.split(pv, sizes)])
+        return out
+
+
+def _digest(t) -> str:
+    return hashlib.sha256(t.to(torch.float32).contiguous().numpy().tobytes()).hexdigest()
+
+
+def test_dpo_tiny_on_trl_export_every_frame_reaches_forward_and_loss_falls(trl_root, tmp_path):
+    from PIL import Image
+
+    export_file = Layout(trl_root).export_dir("trl_dpo") / "pref_explicit.jsonl"
+    rows = read_jsonl(export_file)
+    assert len(rows) == 4 and len({r["images"][0].rsplit("/", 1)[0] for r in rows}) >= 2  # pairs of 2+ videos
+    # the independent fact: the pixels the tiny model's own image processor makes of each exported frame file
+    proc = tiny.build_processor()
+    expected = {}
+    for row in rows:
+        for rel in row["images"]:
+            f = export_file.parent / rel
+            pv = proc.image_processor(images=[Image.open(f).convert("RGB")], return_tensors="pt")["pixel_values"]
+            expected[_digest(pv)] = f
+    files = {f for f in expected.values()}
+    assert sum(len(r["images"]) for r in rows) == len(rows) * N_FRAMES
+    assert len(expected) == len(files) >= 2 * N_FRAMES  # every distinct frame file gives distinct pixels
+
+    spy = ForwardSpy()
+    out = tmp_path / "run"
+    summary = recipe.run("dpo", args_for("dpo", [
+        "--root_dir", str(trl_root), "--model", "tiny", "--max_steps", "4", "--output_dir", str(out),
+        "--learning_rate", "1e-3", "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "1",
+        "--seed", "3"]), callbacks=[spy.callback])
+    assert summary["data"][0]["file"] == str(export_file)  # the TRL export, not the fallback
+    assert summary["examples"] == 4 and summary["settings"]["lora"] is True  # explicit config: LoRA
+
+    seen = spy.chunks()
+    # every forward got 8 frames per sequence: 2 pairs x (chosen, rejected) x 8
+    assert all(len(c) == 2 * 2 * N_FRAMES for c in seen), [len(c) for c in seen]
+    got = {d for c in seen for d in c}
+    assert set(expected) <= got, f"{len(set(expected) - got)} exported frames never reached forward"
+    # each sequence's image placeholders match its images (the processor expanded every image block)
+    image_token = proc.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    for pv, thw, ids in spy.calls:
+        assert int((ids == image_token).sum()) == int(thw.prod(dim=1).sum()) // 4
+
+    state = json.loads((out / "trainer_state.json").read_text())
+    losses = [h["loss"] for h in state["log_history"] if "loss" in h]
+    assert [h["step"] for h in state["log_history"] if "loss" in h] == [1, 2, 3, 4]
+    assert all(math.isfinite(x) for x in losses)
+    assert losses[0] == pytest.approx(math.log(2), abs=1e-4)  # policy == reference at step 1
+    assert losses[-1] < losses[0] - 0.02, losses
+    assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
+    assert read_json(out / recipe.STATE_FILE)["steps"] == 4
+
+    # the trained model answers both benchmarks through predict.py; evaluate.py scores them
+    from timewarp.benchmark import evaluate, predict
+
+    layout = Layout(trl_root)
+    for bench in (layout.benchmark_normal_file, layout.benchmark_shuffled_file):
+        preds = tmp_path / f"{bench.stem}.preds.jsonl"
+        predict.run(bench, preds, model=str(out), max_new_tokens=4, frames=4, limit=3)
+        assert [r["qid"] for r in read_jsonl(preds)] == [r["qid"] for r in read_jsonl(bench)][:3]
+        s = evaluate.run(bench, preds, quiet=True)
+        assert s["n"] == len(read_jsonl(bench)) and s["missing_predictions"] == s["n"] - 3
+        assert 0.0 <= s["accuracy"] <= 3 / s["n"]
+
+
+def test_sft_tiny_on_pipeline_rows_samples_the_right_frames(generated, tmp_path):
+    root = fresh_copy(generated, tmp_path / "out")
+    out = tmp_path / "sft"
+    rc = subprocess.run([sys.executable, str(ROOT / "timewarp/train/train_sft.py"), "--root_dir", str(root), "--model", "tiny",
+                         "--max_steps", "2", "--limit", "2", "--no-lora", "--learning_rate", "1e-3",
+                         "--output_dir", str(out), "--log_level", "WARNING"], capture_output=True, text=True, timeout=600)
+    assert rc.returncode == 0, rc.stderr[-2000:]
+    state = json.loads((out / "trainer_state.json").read_text())
+    losses = [h["loss"] for h in state["log_history"] if "loss" in h]
+    assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
+    summary = read_json(out / recipe.STATE_FILE)
+    assert summary["data"][0]["file"].endswith("sft/sft_explicit.jsonl") and summary["settings"]["lora"] is False
+    # frames were sampled from the videos: the numbers drawn in them are sample_indices of the annotation's count
+    facts = annotation_facts(root)
+    for row in read_jsonl(Layout(root).sft_explicit_file)[:2]:
+        d = Layout(root).frames_dir / Path(row["video"]).with_suffix("")
+        idx = framelib.sample_indices(facts[row["video"]], n=N_FRAMES)
+        import cv2
+        assert [frame_id(cv2.imread(str(d / framelib.frame_name(i)))) for i in idx] == idx
+
+
+def test_pipeline_rows_and_trl_export_give_the_same_examples(trl_root):
+    layout = Layout(trl_root)
+    src = datalib.FrameSource([layout.export_dir("trl_dpo"), trl_root], layout.frames_dir, N_FRAMES, trl_root)
+    from_export, skipped = datalib.read_examples(layout.export_dir("trl_dpo") / "pref_explicit.jsonl", datalib.pref_example, src)
+    from_rows, skipped2 = datalib.read_examples(layout.pref_explicit_file, datalib.pref_example, src, limit=4)
+    assert skipped == skipped2 == 0 and len(from_export) == len(from_rows) == 4
+    import cv2
+    for a, b in zip(from_export, from_rows):
+        assert (a["prompt"], a["chosen"], a["rejected"]) == (b["prompt"], b["chosen"], b["rejected"])
+        assert [frame_id(cv2.imread(p)) for p in a["images"]] == [frame_id(cv2.imread(p)) for p in b["images"]]
+
+
+def test_bad_rows_are_skipped_with_one_line_and_configs_check_their_inputs(trl_root, tmp_path, caplog):
+    layout = Layout(trl_root)
+    good = read_jsonl(layout.export_dir("trl_dpo") / "pref_explicit.jsonl")[0]
+    bad = tmp_path / "bad.jsonl"
+    rows = [dict(good, images=good["images"][:-1]),                       # 7 images, 8 image blocks
+            dict(good, images=good["images"][:-1] + ["frames/nope.jpg"]),  # a frame file that is not there
+            {k: v for k, v in good.items() if k != "rejected"}, good]
+    bad.write_text("\n".join(json.dumps(r) for r in rows) + "\n[1]\n")
+    src = datalib.FrameSource([layout.export_dir("trl_dpo")], layout.frames_dir, N_FRAMES, trl_root)
+    got, skipped = datalib.read_examples(bad, datalib.pref_example, src)
+    assert len(got) == 1 and skipped == 4
+    lines = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert len(lines) == 4 and all(str(bad) in m and "\n" not in m for m in lines)
+    assert "image blocks do not match images" in lines[0] and "nope.jpg" in lines[1] and "rejected" in lines[2]
+
+    with pytest.raises(UsageError, match="external base set"):
+        recipe.run("dpo", args_for("dpo", ["--root_dir", str(trl_root), "--config", "combined", "--model", "tiny",
+                                            "--output_dir", str(tmp_path / "x")]))
+    with pytest.raises(UsageError, match="pref_implicit"):
+        recipe.run("dpo", args_for("dpo", ["--root_dir", str(trl_root), "--config", "implicit", "--model", "tiny",
+                                            "--output_dir", str(tmp_path / "x")]))
+    rc = subprocess.run([sys.executable, str(ROOT / "timewarp/train/train_dpo.py"), "--root_dir", str(trl_root),
+                         "--config", "sft", "--output_dir", str(tmp_path / "y")], capture_output=True, text=True)
+    assert rc.returncode == 2 and rc.stderr.strip().count("\n") == 0 and "train_sft.py" in rc.stderr
+
+
+def test_external_llava_hound_set_joins_the_combined_mix(trl_root, tmp_path):
+    """Combined = explicit + implicit + an external base set; LLaVA-Hound's DPO rows name a frame folder."""
+    layout = Layout(trl_root)
+    ext_root = tmp_path / "hound_frames"
+    # a LLaVA-Hound-style external set: one folder of 10 frames per video, rows {id, video, prompt, chosen, rejected}
+    facts = annotation_facts(trl_root)
+    video = sorted(facts)[0]
+    idx = list(range(10))
+    framelib.write_frames(framelib.extract_frames(trl_root / video, idx), idx, ext_root / "v0")
+    ext = tmp_path / "sft_dpo_17k.jsonl"
+    write_jsonl(ext, [{"id": "v0_0", "video": "v0", "prompt": "What happens?", "answer": "a", "chosen": "a square",
+                       "rejected": "a dog", "chosen_score": 5.0, "rejected_score": 1.0}])
+    implicit = layout.pref_dir / "pref_implicit.jsonl"
+    if not implicit.exists():  # the implicit stage needs a vision model: stand in with explicit rows of its shape
+        write_jsonl(implicit, [{**r, "prompt": r["question"]} for r in read_jsonl(layout.pref_explicit_file)[:2]])
+    args = args_for("dpo", ["--root_dir", str(trl_root), "--config", "combined", "--external", str(ext),
+                            "--external_root", str(ext_root), "--limit", "2", "--model", "tiny", "--output_dir", "x"])
+    cfg = recipe.load_config("combined")
+    examples, report = recipe.load_examples("dpo", cfg, layout, args, N_FRAMES)
+    assert [r["examples"] for r in report] == [2, 2, 1] and report[-1]["external"]
+    import cv2
+    hound = examples[-1]
+    # 8 of the folder's 10 frames, uniformly, in order
+    assert [frame_id(cv2.imread(p)) for p in hound["images"]] == framelib.sample_indices(10, n=N_FRAMES)
+
+
+def test_dpo_full_finetune_keeps_a_frozen_reference(trl_root, tmp_path):
+    """--no-lora: the reference is a frozen copy of the start weights (a model built in memory has no path
+    TRL could reload it from); --gradient_checkpointing and --max_pixels go through too."""
+    out = tmp_path / "full"
+    summary = recipe.run("dpo", args_for("dpo", [
+        "--root_dir", str(trl_root), "--model", "tiny", "--max_steps", "2", "--limit", "1", "--no-lora",
+        "--gradient_checkpointing", "--max_pixels", "3136", "--gradient_accumulation_steps", "1",
+        "--learning_rate", "1e-3", "--output_dir", str(out)]))
+    assert summary["settings"]["lora"] is False and summary["steps"] == 2 and summary["all_losses_finite"]
+    assert summary["first_loss"] == pytest.approx(math.log(2), abs=1e-4) and summary["last_loss"] < summary["first_loss"]

@@ -1,0 +1,80 @@
+"""Load a vision-language model and its processor: ``tiny`` (built offline), a local folder or a hub name."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+from timewarp.errors import UsageError
+
+log = logging.getLogger("timewarp.train")
+
+TINY = "tiny"
+
+
+def load_processor(name: str):
+    """The model's processor; for Qwen2-VL-family folders without torchvision, the image-only one (tiny.py)."""
+    from transformers import AutoProcessor
+
+    proc = None
+    try:
+        proc = AutoProcessor.from_pretrained(name)
+    except (ImportError, ValueError, AttributeError, TypeError, OSError) as exc:
+        log.debug("AutoProcessor(%s) failed: %s", name, exc)
+    if proc is not None and getattr(proc, "image_processor", None) is not None:
+        return proc
+    # no torchvision (CPU wheels): AutoProcessor cannot build the video half of Qwen2-VL's processor
+    from transformers import AutoConfig, AutoTokenizer
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from timewarp.train import tiny
+
+    try:
+        model_type = AutoConfig.from_pretrained(name).model_type
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--model {name}: no model config there ({str(exc).splitlines()[0]})")
+    if model_type not in ("qwen2_vl", "qwen2_5_vl"):
+        raise UsageError(f"--model {name}: could not load its processor (model type {model_type}); "
+                         f"install torchvision matching torch, or use a Qwen2-VL / Qwen2.5-VL model")
+    tok = AutoTokenizer.from_pretrained(name)
+    return tiny._processor_class()(image_processor=Qwen2VLImageProcessorPil.from_pretrained(name), tokenizer=tok,
+                                   chat_template=tok.chat_template or tiny.CHAT_TEMPLATE)
+
+
+def set_max_pixels(processor, max_pixels: Optional[int]) -> None:
+    """Cap the pixels per frame of a Qwen2-VL-style image processor (fewer visual tokens, less memory)."""
+    if not max_pixels:
+        return
+    ip = processor.image_processor
+    size = getattr(ip, "size", None)
+    if size is None or getattr(size, "longest_edge", None) is None and not (isinstance(size, dict) and "longest_edge" in size):
+        raise UsageError(f"--max_pixels: the {type(ip).__name__} has no pixel budget to set")
+    min_pixels = size["shortest_edge"] if isinstance(size, dict) else size.shortest_edge
+    ip.size = {"shortest_edge": min(int(min_pixels), int(max_pixels)), "longest_edge": int(max_pixels)}
+
+
+def load(name: str, seed: int = 0, dtype: Optional[str] = None, max_pixels: Optional[int] = None):
+    """(model, processor) for ``--model``: ``tiny``, a folder written by save_pretrained, or a hub name."""
+    if name == TINY:
+        from timewarp.train import tiny
+
+        model, processor = tiny.build(seed=seed)
+        set_max_pixels(processor, max_pixels)
+        return model, processor
+    from transformers import AutoModelForImageTextToText
+
+    kwargs = {}
+    if dtype and dtype != "auto":
+        import torch
+
+        kwargs["dtype"] = getattr(torch, dtype)
+    elif dtype == "auto":
+        kwargs["dtype"] = "auto"
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(name, **kwargs)
+    except OSError as exc:
+        where = "folder" if Path(name).exists() else "hub name (needs network) or folder"
+        raise UsageError(f"--model {name}: not a loadable {where} ({str(exc).splitlines()[0]})")
+    processor = load_processor(name)
+    set_max_pixels(processor, max_pixels)
+    return model, processor

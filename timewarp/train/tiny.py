@@ -1,0 +1,115 @@
+"""A tiny, randomly initialised Qwen2-VL that needs no download (``--model tiny``).
+
+Same architecture and processor classes as Qwen/Qwen2-VL-2B-Instruct and Qwen2.5-VL (vision tower with
+14-px patches merged 2x2, M-RoPE language model, ``<|image_pad|>`` placeholders expanded by the
+processor), shrunk to ~0.2 M parameters so a few TRL steps run on a CPU in seconds:
+
+* tokenizer: byte-level BPE over the 256 byte symbols with no merges (every text encodes, one token
+  per byte) plus Qwen's special tokens, built with ``tokenizers``;
+* image processor: ``Qwen2VLImageProcessor`` (the PIL backend) with its class defaults except the pixel
+  budget: at most ``MAX_PIXELS`` per frame (<= 16 visual tokens), so a CPU step takes a second;
+* chat template: Qwen2-VL's (image blocks become ``<|vision_start|><|image_pad|><|vision_end|>``);
+* model: ``Qwen2VLForConditionalGeneration`` from a small ``Qwen2VLConfig``, weights from ``seed``.
+
+It learns nothing useful; it exists so the training and inference code paths run for real in tests/CI.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+MAX_PIXELS = 28 * 28 * 16
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                  "<|image_pad|>", "<|video_pad|>"]
+
+# Qwen2-VL / Qwen2.5-VL's chat template (as shipped with the instruct checkpoints).
+CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
+    "<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}{% set video_count.value = video_count.value + 1 %}"
+    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+            max_position_embeddings=8192,
+            # head_dim 32 -> 16 rotary frequencies split over (time, height, width)
+            rope_parameters={"rope_type": "default", "mrope_section": [4, 6, 6], "rope_theta": 10000.0})
+VISION = dict(depth=1, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2, patch_size=14, spatial_merge_size=2,
+              temporal_patch_size=2)
+
+
+def _processor_class():
+    """Qwen2VLProcessor without its video processor.
+
+    transformers' video processors need torchvision, and the torchvision wheels on PyPI are CUDA builds
+    that do not load next to the CPU torch wheel. TimeWarp feeds frames as images, so the video half is
+    never used: this subclass drops it (images and text behave exactly as in Qwen2VLProcessor).
+    """
+    from transformers import Qwen2VLProcessor
+    from transformers.processing_utils import ProcessorMixin
+
+    class Qwen2VLImageProcessorOnly(Qwen2VLProcessor):
+        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+            self.image_token = getattr(tokenizer, "image_token", None) or "<|image_pad|>"
+            self.video_token = getattr(tokenizer, "video_token", None) or "<|video_pad|>"
+            self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+            self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
+            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+
+    return Qwen2VLImageProcessorOnly
+
+
+def build_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(SPECIAL_TOKENS)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+
+
+def build_processor():
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    return _processor_class()(image_processor=Qwen2VLImageProcessorPil(max_pixels=MAX_PIXELS), tokenizer=build_tokenizer(),
+                              chat_template=CHAT_TEMPLATE)
+
+
+def build_model(tokenizer, seed: int = 0):
+    import torch
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    config = Qwen2VLConfig(
+        text_config=dict(TEXT, vocab_size=len(tokenizer), bos_token_id=ids["<|endoftext|>"],
+                         eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"]),
+        vision_config=dict(VISION),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = Qwen2VLForConditionalGeneration(config)
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    return model
+
+
+def build(seed: int = 0, save_dir: Optional[Path] = None):
+    """(model, processor) of the tiny Qwen2-VL; with ``save_dir`` also saved there (loadable by path)."""
+    processor = build_processor()
+    model = build_model(processor.tokenizer, seed)
+    if save_dir is not None:
+        model.save_pretrained(save_dir)
+        processor.save_pretrained(save_dir)
+    return model, processor
