@@ -208,11 +208,9 @@ def test_map_respects_concurrency_and_keeps_order(fake_openai, make_client):
     fake_openai.delay = 0.1
     client = make_client(concurrency=3)
     items = [(req(i), text_of) for i in range(12)]
-    t0 = time.monotonic()
     out = client.map(items, desc="test")
     assert out == [f"echo Describe clip {i}." for i in range(12)]
-    assert fake_openai.max_in_flight == 3
-    assert time.monotonic() - t0 < 12 * 0.1  # it did run in parallel
+    assert fake_openai.max_in_flight == 3  # it ran in parallel, never more than 3 at once (no wall-clock check: flaky under load)
     assert client.usage["calls"] == 12
 
 
