@@ -11,6 +11,7 @@ from generated_output import build, fresh_copy
 from timewarp import export
 from timewarp.frames import sample_indices
 from timewarp.layout import Layout
+from timewarp.parallel import Executor
 from timewarp.sample_data import frame_id as sample_frame_id
 from timewarp.store import read_json, read_jsonl
 
@@ -22,10 +23,16 @@ def generated(processed, tmp_path_factory) -> Path:
     return build(processed, tmp_path_factory)
 
 
+def export_to(root: Path, fmt: str, workers: int = 1, **options) -> dict:
+    """export.py on ``root`` as its main() runs it: the stage's Config, the executor explicit."""
+    return export.run(export.Config(layout=Layout(root), format=fmt, **options), Executor(workers=workers))
+
+
 @pytest.fixture(scope="module")
 def exported(generated, tmp_path_factory) -> Path:
+    """Every format with its defaults (what a user gets from --format all)."""
     out = fresh_copy(generated, tmp_path_factory.mktemp("export") / "out")
-    export.run(out, "all", workers=2)
+    export_to(out, "all", workers=2)
     return out
 
 
@@ -120,7 +127,7 @@ def test_every_format_loads_with_datasets_and_keeps_the_answers(exported, tmp_pa
 def test_frames_are_the_sampled_frames_of_each_video(generated, tmp_path):
     out = fresh_copy(generated, tmp_path / "out")
     layout = Layout(out)
-    export.run(out, "mvbench,trl_dpo", frames=4, workers=1)
+    export_to(out, "mvbench,trl_dpo", frames=4)
     for name in ("normal", "shuffled"):
         for r in read_json(layout.export_dir("mvbench") / f"{name}.json"):
             files = sorted(Path(r["video"]).glob("*.jpg"))
@@ -150,14 +157,14 @@ def test_frames_are_the_sampled_frames_of_each_video(generated, tmp_path):
     frame.write_bytes(other.read_bytes())  # now shows another frame
     video = out / read_json(layout.normal_annotation(first["video_id"]))["video"]
     os.utime(video, ns=(video.stat().st_atime_ns, video.stat().st_mtime_ns + 10**9))  # the video was re-made
-    export.run(out, "mvbench", frames=4, workers=1)
+    export_to(out, "mvbench", frames=4)
     assert frame_id(frame) == want
     # a frame folder missing a frame (a run that died) is written again
     other.unlink()
-    export.run(out, "mvbench", frames=4, workers=1)
+    export_to(out, "mvbench", frames=4)
     assert other.is_file() and len(list(Path(first["video"]).iterdir())) == 4
     # a rerun with another sampling does not leave stray frames in the folders trainers read whole
-    export.run(out, "mvbench", fps=1.0, max_frames=3, workers=1)
+    export_to(out, "mvbench", fps=1.0, max_frames=3)
     for r in read_json(layout.export_dir("mvbench") / "normal.json"):
         assert "fps1_max3" in r["video"] and 1 <= len(list(Path(r["video"]).glob("*.jpg"))) <= 3
 
@@ -168,7 +175,7 @@ def test_video_root_makes_paths_relative_and_missing_videos_are_rejected(generat
     bench = read_jsonl(layout.benchmark_normal_file)
     gone = out / bench[0]["video"]
     gone.unlink()
-    stats = export.run(out, ["mvbench", "ms_swift"], video_root=out, workers=1)
+    stats = export_to(out, "mvbench,ms_swift", video_root=str(out))
     rows = read_json(layout.export_dir("mvbench") / "normal.json")
     lost = [b for b in bench if b["video"] == bench[0]["video"]]
     assert len(rows) == len(bench) - len(lost)

@@ -14,6 +14,7 @@ import yaml
 from generated_output import build, fresh_copy
 from timewarp import publish
 from timewarp.layout import Layout
+from timewarp.parallel import Executor
 from timewarp.pref_data import combine_pref
 from timewarp.sample_data import frame_id as sample_frame_id
 from timewarp.store import read_json, read_jsonl, write_jsonl
@@ -52,8 +53,12 @@ def full_output(processed, tmp_path_factory) -> Path:
                      "rejected_frames": frames[::-1], "distance": 0.5, "model": "fake-vlm"})
     assert rows
     write_jsonl(layout.pref_implicit_file, rows)
-    combine_pref.run(out)
+    combine_pref.run(combine_pref.Config(layout=layout))
     return out
+
+
+def publish_to(root: Path, dest: Path, workers: int = 1, **options) -> dict:
+    return publish.run(publish.Config(layout=Layout(root), dest=str(dest), **options), Executor(workers=workers))
 
 
 def count_by_split(root: Path, files: list[str]) -> dict:
@@ -85,7 +90,7 @@ def tree(folder: Path) -> dict:
 
 def test_every_config_loads_and_the_card_counts_are_the_data(full_output, tmp_path):
     dest = tmp_path / "hub"
-    res = publish.run(full_output, dest)
+    res = publish_to(full_output, dest)
     assert res["errors"] == []
     want = expected_counts(full_output)
     assert set(want) == {c.name for c in publish.CONFIGS}
@@ -125,11 +130,11 @@ def test_every_config_loads_and_the_card_counts_are_the_data(full_output, tmp_pa
 
 def test_same_outputs_give_the_same_bytes(full_output, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    publish.run(full_output, a, copy=True)
-    publish.run(full_output, b)
+    publish_to(full_output, a, copy=True)
+    publish_to(full_output, b)
     first = tree(a)
     assert first == tree(b)
-    publish.run(full_output, a)  # over an earlier publish: replaced, same bytes, nothing left beside it
+    publish_to(full_output, a)  # over an earlier publish: replaced, same bytes, nothing left beside it
     assert tree(a) == first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
 

@@ -27,7 +27,7 @@ def test_report_on_a_real_output(generated, tmp_path):
     stats = json.loads(layout.stats_file("generate_sft_explicit").read_text())
     stats["llm_usage"] = {"requests": 3, "prompt_tokens": 1200, "completion_tokens": 300, "cost_usd": 0.0012}
     layout.stats_file("generate_sft_explicit").write_text(json.dumps(stats))
-    index = report.run(out)
+    index = report.run(report.Config(layout=layout))
     assert index == layout.report_file
     page = index.read_text()
     pngs = re.findall(r"<img src='([^']+)'", page)

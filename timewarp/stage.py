@@ -29,8 +29,10 @@ log = logging.getLogger("timewarp")
 
 
 def add_common_args(parser: argparse.ArgumentParser, *, workers: bool = True, seed: bool = True,
-                    seed_help: Optional[str] = None, overwrite_help: Optional[str] = None) -> None:
-    """The options every stage takes; a stage can say what --seed / --overwrite mean for it."""
+                    seed_help: Optional[str] = None, overwrite_help: Optional[str] = None,
+                    limit: bool = True, overwrite: bool = True) -> None:
+    """The options every stage takes; a stage can say what --seed / --overwrite mean for it, and leave out
+    the ones it would ignore (``limit=False``, ``overwrite=False``: e.g. a stage that always rewrites)."""
     g = parser.add_argument_group("common options")
     if workers:
         g.add_argument("--workers", type=int, default=max(1, min(os.cpu_count() or 1, 8)),
@@ -45,9 +47,11 @@ def add_common_args(parser: argparse.ArgumentParser, *, workers: bool = True, se
     if seed:
         g.add_argument("--seed", type=int, default=42,
                        help=seed_help or "random seed; outputs are a function of it (default: 42)")
-    g.add_argument("--limit", type=int, default=None, help="process at most this many items (for trial runs)")
-    g.add_argument("--overwrite", action="store_true",
-                   help=overwrite_help or "redo items whose outputs already exist (default: resume)")
+    if limit:
+        g.add_argument("--limit", type=int, default=None, help="process at most this many items (for trial runs)")
+    if overwrite:
+        g.add_argument("--overwrite", action="store_true",
+                       help=overwrite_help or "redo items whose outputs already exist (default: resume)")
     g.add_argument("--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                    help="logging verbosity (default: INFO)")
 
