@@ -181,3 +181,21 @@ def test_bad_inputs(full_output, tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and words in err[0], err
     assert (foreign / "notes.txt").read_text() == "keep me"
+
+
+def test_a_video_whose_frames_fail_is_a_problem_not_a_crash(full_output, tmp_path, capsys):
+    out = fresh_copy(full_output, tmp_path / "out")
+    layout = Layout(out)
+    vid = layout.normal_ids()[0]
+    ann = read_json(layout.normal_annotation(vid))
+    ann["frame_count"] += 500  # the annotation promises frames the video does not have
+    layout.normal_annotation(vid).write_text(json.dumps(ann))
+    dest = tmp_path / "hub"
+    assert publish.main(["--root_dir", str(out), "--dest", str(dest), "--frames", "3", "--workers", "2"]) == 1
+    problem = f"frames of {ann['video']} failed: video shorter than expected"
+    assert problem in capsys.readouterr().err
+    header, body = card_header(dest)
+    assert problem in body
+    ds = datasets.load_dataset(str(dest), "annotations", cache_dir=str(tmp_path / "cache"))
+    frames = {r["id"]: r["video_frames"] for split in ds.values() for r in split}
+    assert frames[vid] == [] and all(len(v) == 3 for k, v in frames.items() if k != vid)
