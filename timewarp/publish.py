@@ -116,24 +116,24 @@ def _captions(layout: Layout) -> Optional[list]:
 
 CONFIGS = [
     HubConfig("annotations", schema.NormalAnnotation, lambda lay: _annotations(lay.normal_annotations_dir),
-           "one row per video: its clips in real order (frames and seconds, captions), split, title, category"),
+              "one row per video: its clips in real order (frames and seconds, captions), split, title, category"),
     HubConfig("shuffled_annotations", schema.ShuffledAnnotation, lambda lay: _annotations(lay.shuffled_annotations_dir),
-           "one row per shuffled video: the permutation and the clips in shuffled order on the new timeline"),
+              "one row per shuffled video: the permutation and the clips in shuffled order on the new timeline"),
     HubConfig("captions", schema.CaptionRecord, _captions,
-           "merged caption of each video in real order (variant normal) and in shuffled order (variant shuffled)",
-           (("variant", "string", None),)),
+              "merged caption of each video in real order (variant normal) and in shuffled order (variant shuffled)",
+              (("variant", "string", None),)),
     HubConfig("sft", schema.SFTRecord, lambda lay: _jsonl(lay.sft_explicit_file),
-           "temporal question-answer pairs grounded in the real clip order"),
+              "temporal question-answer pairs grounded in the real clip order"),
     HubConfig("pref_explicit", schema.PrefRecord, lambda lay: _jsonl(lay.pref_explicit_file),
-           "preference pairs: chosen = answer under the real order, rejected = answer under a wrong order"),
+              "preference pairs: chosen = answer under the real order, rejected = answer under a wrong order"),
     HubConfig("pref_implicit", schema.ImplicitPrefRecord, lambda lay: _jsonl(lay.pref_implicit_file),
-           "self-generated pairs: a vision model's description of the real frames vs corrupted frames"),
+              "self-generated pairs: a vision model's description of the real frames vs corrupted frames"),
     HubConfig("pref_combined", schema.CombinedPrefRecord, lambda lay: _jsonl(lay.pref_combined_file),
-           "explicit + implicit (+ external) pairs mixed by combine_pref.py"),
+              "explicit + implicit (+ external) pairs mixed by combine_pref.py"),
     HubConfig("benchmark_normal", schema.BenchmarkRecord, lambda lay: _jsonl(lay.benchmark_normal_file),
-           "4-option order questions on the normal videos (held-out test split)"),
+              "4-option order questions on the normal videos (held-out test split)"),
     HubConfig("benchmark_shuffled", schema.BenchmarkRecord, lambda lay: _jsonl(lay.benchmark_shuffled_file),
-           "the same questions on the shuffled videos; the key follows the permutation"),
+              "the same questions on the shuffled videos; the key follows the permutation"),
 ]
 MEDIA_COLUMNS = ("video", "normal_video")
 FRAMES_COLUMN = "video_frames"   # with --frames: the record's video as frame files (pref_implicit has "frames": indices)
@@ -171,17 +171,17 @@ def _cell(value, hint):
     return value
 
 
-def columns_of(cfg: HubConfig, frames: bool) -> list[tuple]:
+def columns_of(hub: HubConfig, frames: bool) -> list[tuple]:
     """(name, arrow type, type hint or None) of a config's columns, in order."""
-    hints = typing.get_type_hints(cfg.record)
+    hints = typing.get_type_hints(hub.record)
     cols = []
-    for f in dataclasses.fields(cfg.record):
+    for f in dataclasses.fields(hub.record):
         if frames and f.name in MEDIA_COLUMNS:
             if f.name == "video":
                 cols.append((FRAMES_COLUMN, pa.list_(pa.string()), None))
             continue
         cols.append((f.name, arrow_type(hints[f.name]), hints[f.name]))
-    for name, typ, _ in cfg.extra:
+    for name, typ, _ in hub.extra:
         cols.append((name, getattr(pa, typ)(), str))
     return cols
 
@@ -447,7 +447,7 @@ class Config(StageConfig):
     dest: str = option(help="folder to write (replaced if it is an earlier publish.py folder)")
     frames: Optional[int] = option(None, "publish N uniformly sampled JPEG frames per video instead of the MP4 files",
                                    type=int)
-    copy: bool = option(False, "copy the videos (default: hard-link them when dest is on the same file system)")
+    copy: bool = option(False, "copy the videos instead of hard-linking them (links when dest is on the same file system)")
 
 
 def run(cfg: Config, executor: Executor = LOCAL) -> dict:

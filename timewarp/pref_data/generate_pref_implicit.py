@@ -416,6 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
     # this stage needs an endpoint named on purpose: no silent default to a hosted API; an endpoint alone
     # (--llm_base_url or $OPENAI_BASE_URL) means the openai backend, the only one this stage has
     p.set_defaults(llm_base_url=os.environ.get("OPENAI_BASE_URL") or None, backend=None)
+    for action in p._actions:  # add_llm_args' help speaks for the text stages (default template): say what holds here
+        if action.dest == "backend":
+            action.help = "openai, implied by an endpoint (this stage has no template backend; template is refused)"
     add_common_args(p, overwrite_help="decode the sampled frames again (default: reuse the frames/ cache)")
     return p
 
