@@ -119,7 +119,7 @@ def test_normal_benchmark_and_its_mvbench_export_score_alike(generated, tmp_path
 
     out = tmp_path / "out"
     shutil.copytree(generated, out)
-    export.run(out, "mvbench", workers=1)
+    export.run(export.Config(layout=Layout(out), format="mvbench"))
     exported = evaluate.run(Layout(out).export_dir("mvbench") / "normal.json", preds, quiet=True)
     assert exported["accuracy"] == native["accuracy"] and exported["by_kind"] == native["by_kind"]
 

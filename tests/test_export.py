@@ -2,6 +2,7 @@
 video / frame path exists, every answer is the source record's, and sampled frames are the right ones."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from generated_output import build, fresh_copy
 from timewarp import export
 from timewarp.frames import sample_indices
 from timewarp.layout import Layout
+from timewarp.parallel import Executor
 from timewarp.sample_data import frame_id as sample_frame_id
 from timewarp.store import read_json, read_jsonl
 
@@ -22,10 +24,16 @@ def generated(processed, tmp_path_factory) -> Path:
     return build(processed, tmp_path_factory)
 
 
+def export_to(root: Path, fmt: str, workers: int = 1, **options) -> dict:
+    """export.py on ``root`` as its main() runs it: the stage's Config, the executor explicit."""
+    return export.run(export.Config(layout=Layout(root), format=fmt, **options), Executor(workers=workers))
+
+
 @pytest.fixture(scope="module")
 def exported(generated, tmp_path_factory) -> Path:
+    """Every format with its defaults (what a user gets from --format all)."""
     out = fresh_copy(generated, tmp_path_factory.mktemp("export") / "out")
-    export.run(out, "all", workers=2)
+    export_to(out, "all", workers=2)
     return out
 
 
@@ -120,7 +128,7 @@ def test_every_format_loads_with_datasets_and_keeps_the_answers(exported, tmp_pa
 def test_frames_are_the_sampled_frames_of_each_video(generated, tmp_path):
     out = fresh_copy(generated, tmp_path / "out")
     layout = Layout(out)
-    export.run(out, "mvbench,trl_dpo", frames=4, workers=1)
+    export_to(out, "mvbench,trl_dpo", frames=4)
     for name in ("normal", "shuffled"):
         for r in read_json(layout.export_dir("mvbench") / f"{name}.json"):
             files = sorted(Path(r["video"]).glob("*.jpg"))
@@ -150,14 +158,14 @@ def test_frames_are_the_sampled_frames_of_each_video(generated, tmp_path):
     frame.write_bytes(other.read_bytes())  # now shows another frame
     video = out / read_json(layout.normal_annotation(first["video_id"]))["video"]
     os.utime(video, ns=(video.stat().st_atime_ns, video.stat().st_mtime_ns + 10**9))  # the video was re-made
-    export.run(out, "mvbench", frames=4, workers=1)
+    export_to(out, "mvbench", frames=4)
     assert frame_id(frame) == want
     # a frame folder missing a frame (a run that died) is written again
     other.unlink()
-    export.run(out, "mvbench", frames=4, workers=1)
+    export_to(out, "mvbench", frames=4)
     assert other.is_file() and len(list(Path(first["video"]).iterdir())) == 4
     # a rerun with another sampling does not leave stray frames in the folders trainers read whole
-    export.run(out, "mvbench", fps=1.0, max_frames=3, workers=1)
+    export_to(out, "mvbench", fps=1.0, max_frames=3)
     for r in read_json(layout.export_dir("mvbench") / "normal.json"):
         assert "fps1_max3" in r["video"] and 1 <= len(list(Path(r["video"]).glob("*.jpg"))) <= 3
 
@@ -168,7 +176,7 @@ def test_video_root_makes_paths_relative_and_missing_videos_are_rejected(generat
     bench = read_jsonl(layout.benchmark_normal_file)
     gone = out / bench[0]["video"]
     gone.unlink()
-    stats = export.run(out, ["mvbench", "ms_swift"], video_root=out, workers=1)
+    stats = export_to(out, "mvbench,ms_swift", video_root=str(out))
     rows = read_json(layout.export_dir("mvbench") / "normal.json")
     lost = [b for b in bench if b["video"] == bench[0]["video"]]
     assert len(rows) == len(bench) - len(lost)
@@ -190,3 +198,61 @@ def test_unusable_input_is_one_line_exit_2(tmp_path, capsys):
     capsys.readouterr()
     assert export.main(["--root_dir", str(tmp_path), "--format", "llava_sft"]) == 2
     assert "llava_next_video_sft" in capsys.readouterr().err
+
+
+def test_shuffled_folder_names_are_honoured(generated, tmp_path):
+    """A pipeline run with other shuffled folder names (shuffle_clips --shuffled_dir_name ...): export reads the
+    shuffled videos' frame counts from that folder, as every other stage does."""
+    out = fresh_copy(generated, tmp_path / "out")
+    names = ["--shuffled_dir_name", "shuf2", "--annotation_dir_name", "ann2", "--video_dir_name", "vid2"]
+    (out / "shuffled" / "shuffled_annotations").rename(out / "shuffled" / "ann2")
+    (out / "shuffled" / "shuffled_videos").rename(out / "shuffled" / "vid2")
+    (out / "shuffled").rename(out / "shuf2")
+    for path in [out / "benchmark" / "shuffled.jsonl", *sorted((out / "shuf2" / "ann2").glob("*.json"))]:
+        path.write_text(path.read_text().replace("shuffled/shuffled_videos/", "shuf2/vid2/"))
+    layout = Layout(out, "shuf2", "ann2", "vid2")
+    shuffled = read_jsonl(layout.benchmark_shuffled_file)
+    argv = ["--root_dir", str(out), "--format", "mvbench", "--frames", "4", "--workers", "1"]
+    assert export.main(argv) == 0  # default names: the shuffled videos have no annotation, so no frames
+    assert {r["reason"] for r in read_jsonl(layout.rejects_file("export"))} == {"video has no annotation", "no frames"}
+    assert export.main(argv + names) == 0
+    assert read_jsonl(layout.rejects_file("export")) == []
+    rows = read_json(layout.export_dir("mvbench") / "shuffled.json")
+    assert len(rows) == len(shuffled) and all("/shuf2/vid2/" in r["video"] for r in rows)
+    for r in rows:  # the frames are the sampled ones of the shuffled video in the renamed folder
+        ann = read_json(layout.shuffled_annotation(r["video_id"]))
+        files = sorted(Path(r["video"]).glob("*.jpg"))
+        src = read_json(layout.normal_annotation(ann["normal_id"]))
+        for f, j in zip(files, sample_indices(ann["frame_count"], n=4)):
+            c = next(c for c in ann["clips"] if c["start_frame"] <= j < c["end_frame"])
+            assert frame_id(f) == src["clips"][c["source_index"]]["start_frame"] + j - c["start_frame"]
+
+
+def test_a_video_whose_frames_fail_is_one_reject_and_its_rows_say_so(generated, tmp_path):
+    out = fresh_copy(generated, tmp_path / "out")
+    layout = Layout(out)
+    bench = read_jsonl(layout.benchmark_normal_file)
+    vid = bench[0]["video_id"]
+    ann_path = layout.normal_annotation(vid)
+    ann = read_json(ann_path)
+    ann["frame_count"] += 500  # the annotation promises frames the video does not have
+    ann_path.write_text(json.dumps(ann))
+    stats = export_to(out, "mvbench", workers=2, frames=4)
+    rejects = read_jsonl(layout.rejects_file("export"))
+    video = [r for r in rejects if r["id"].startswith("frames n4:")]
+    assert [(r["id"], r["reason"]) for r in video] == [(f"frames n4:{ann['video']}", "video shorter than expected")]
+    mine = [b for b in bench if b["video"] == ann["video"]]
+    assert sorted(r["id"] for r in rejects if r["reason"] == "no frames") == sorted(f"mvbench:normal:{b['qid']}" for b in mine)
+    assert stats["items_out"] == stats["items_in"] - len(mine)
+    assert len(read_json(layout.export_dir("mvbench") / "normal.json")) == len(bench) - len(mine)
+
+
+def test_options_that_would_do_nothing_are_refused(generated, tmp_path, capsys):
+    out = fresh_copy(generated, tmp_path / "out")
+    assert export.main(["--root_dir", str(out), "--format", "mvbench", "--frames", "4", "--max_frames", "3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--max_frames" in err[0] and "--fps" in err[0]
+    assert export.main(["--root_dir", str(out), "--format", "mvbench", "--frames", "4", "--fps", "1"]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert "--seed" not in export.build_parser().format_help()
+    assert "seed" not in export_to(out, "mvbench")["options"]

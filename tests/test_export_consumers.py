@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 import yaml
 
-from generated_output import build, fresh_copy
+from generated_output import fresh_copy
+from test_export import export_to, exported, generated  # noqa: F401 - the fixtures and the export call
 from timewarp import export
 from timewarp.frames import sample_indices
 from timewarp.layout import Layout
@@ -30,23 +31,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def generated(processed, tmp_path_factory) -> Path:
-    return build(processed, tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def exported(generated, tmp_path_factory) -> Path:
-    """Every format with its defaults (what a user gets from --format all)."""
-    out = fresh_copy(generated, tmp_path_factory.mktemp("consumers") / "out")
-    export.run(out, "all", workers=2)
-    return out
-
-
-@pytest.fixture(scope="module")
 def exported_frames(generated, tmp_path_factory) -> Path:
     """The frame forms: --frames 8."""
     out = fresh_copy(generated, tmp_path_factory.mktemp("consumers_frames") / "out")
-    export.run(out, "mvbench,videollama3_sft,llamafactory,ms_swift", frames=8, workers=2)
+    export_to(out, "mvbench,videollama3_sft,llamafactory,ms_swift", frames=8, workers=2)
     return out
 
 
@@ -294,7 +282,7 @@ def ms_swift_check(row: dict, root_image_dir: str | None):
 def test_llamafactory_and_ms_swift_rules(exported, exported_frames, generated, tmp_path, form):
     if form == "video_root":
         root = fresh_copy(generated, tmp_path / "out")
-        export.run(root, "llamafactory,ms_swift", video_root=root, workers=1)
+        export_to(root, "llamafactory,ms_swift", video_root=str(root))
     else:
         root = exported if form == "mp4" else exported_frames
     layout = Layout(root)

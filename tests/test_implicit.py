@@ -16,6 +16,7 @@ from timewarp.errors import UsageError  # noqa: E402
 from timewarp.frames import decode_jpeg  # noqa: E402
 from timewarp.layout import Layout  # noqa: E402
 from timewarp.llm import ChatClient  # noqa: E402
+from timewarp.parallel import Executor  # noqa: E402
 from timewarp.pref_data import combine_pref  # noqa: E402
 from timewarp.pref_data import generate_pref_implicit as gi  # noqa: E402
 from timewarp.store import read_json, read_jsonl  # noqa: E402
@@ -58,10 +59,14 @@ def client_for(server, root: Path, **kw) -> ChatClient:
     return ChatClient(server.base_url, server.model, Layout(root).cache_dir, **opts)
 
 
-def run(root, client, **kw):
-    opts = dict(corruptions_per_video=7, rejected_mode="both", min_distance=0.05, workers=2)
+def run(root, client, workers=2, **kw):
+    opts = dict(corruptions_per_video=7, rejected_mode="both", min_distance=0.05)
     opts.update(kw)
-    return gi.run(root, client=client, **opts)
+    return gi.run(gi.Config(layout=Layout(root), **opts), client, Executor(workers=workers))
+
+
+def combine(root, **options) -> dict:
+    return combine_pref.run(combine_pref.Config(layout=Layout(root), **options))
 
 
 def test_frames_really_sent_match_the_recorded_order(fake_openai, root):
@@ -167,13 +172,14 @@ def test_no_vision_endpoint_is_one_line_and_exit_2(root, capsys, monkeypatch):
         assert len(err.splitlines()) == 1 and "needs a vision model endpoint" in err and "--llm_base_url" in err
     assert not Layout(root).pref_implicit_file.exists()
     with pytest.raises(UsageError):
-        gi.run(root, client=None)
+        gi.run(gi.Config(layout=Layout(root)), None)
 
 
 def test_cli_against_the_fake_server(fake_openai, root, capsys, monkeypatch):
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     fake_openai.responder = seeing_responder
-    code = gi.main(["--root_dir", str(root), "--backend", "openai", "--llm_base_url", fake_openai.base_url,
+    # --llm_base_url alone means the openai backend (the only one this stage has)
+    code = gi.main(["--root_dir", str(root), "--llm_base_url", fake_openai.base_url,
                     "--llm_model", fake_openai.model, "--corruptions", "reverse,drop", "--frames", "6",
                     "--workers", "1", "--min_distance", "0.05"])
     assert code == 0
@@ -210,7 +216,7 @@ def pref_root(tmp_path) -> tuple[Path, Path]:
 
 def test_combine_ratios_dedup_and_composition(pref_root):
     root, ext = pref_root
-    stats = combine_pref.run(root, implicit_ratio=0.5, external=[f"{ext}:0.25"], seed=1)
+    stats = combine(root, implicit_ratio=0.5, external=[f"{ext}:0.25"], seed=1)
     rows = read_jsonl(Layout(root).pref_combined_file)
     comp = stats["composition"]
     assert comp["explicit"]["read"] == 43 and comp["explicit"]["invalid"] == 2
@@ -229,23 +235,23 @@ def test_combine_ratios_dedup_and_composition(pref_root):
     implicit = Layout(root).pref_implicit_file
     implicit.write_text(implicit.read_text() + json.dumps(dict(pair("normal/videos/e3.mp4", gi.DESCRIBE_PROMPT, 3),
                                                                rejected="another bad", id="e3-b")) + "\n")
-    assert combine_pref.run(root, seed=1)["composition"]["implicit"]["duplicates_within"] == 1
-    assert combine_pref.run(root, seed=1, dedup_by="pair")["composition"]["implicit"]["taken"] == 22  # + the one that was a (video, prompt) dup
+    assert combine(root, seed=1)["composition"]["implicit"]["duplicates_within"] == 1
+    assert combine(root, seed=1, dedup_by="pair")["composition"]["implicit"]["taken"] == 22  # + the one that was a (video, prompt) dup
 
 
 def test_combine_is_deterministic_for_a_seed(pref_root):
     root, ext = pref_root
     out = Layout(root).pref_combined_file
-    combine_pref.run(root, external=[str(ext)], implicit_ratio=0.3, seed=5)
+    combine(root, external=[str(ext)], implicit_ratio=0.3, seed=5)
     a = out.read_bytes()
-    combine_pref.run(root, external=[str(ext)], implicit_ratio=0.3, seed=5)
+    combine(root, external=[str(ext)], implicit_ratio=0.3, seed=5)
     assert out.read_bytes() == a
     # independent of line order within a file
     lines = ext.read_text().splitlines()
     ext.write_text("\n".join(reversed(lines)) + "\n")
-    combine_pref.run(root, external=[str(ext)], implicit_ratio=0.3, seed=5)
+    combine(root, external=[str(ext)], implicit_ratio=0.3, seed=5)
     assert out.read_bytes() == a
-    combine_pref.run(root, external=[str(ext)], implicit_ratio=0.3, seed=6)
+    combine(root, external=[str(ext)], implicit_ratio=0.3, seed=6)
     assert out.read_bytes() != a
 
 

@@ -14,6 +14,7 @@ import yaml
 from generated_output import build, fresh_copy
 from timewarp import publish
 from timewarp.layout import Layout
+from timewarp.parallel import Executor
 from timewarp.pref_data import combine_pref
 from timewarp.sample_data import frame_id as sample_frame_id
 from timewarp.store import read_json, read_jsonl, write_jsonl
@@ -52,8 +53,12 @@ def full_output(processed, tmp_path_factory) -> Path:
                      "rejected_frames": frames[::-1], "distance": 0.5, "model": "fake-vlm"})
     assert rows
     write_jsonl(layout.pref_implicit_file, rows)
-    combine_pref.run(out)
+    combine_pref.run(combine_pref.Config(layout=layout))
     return out
+
+
+def publish_to(root: Path, dest: Path, workers: int = 1, **options) -> dict:
+    return publish.run(publish.Config(layout=Layout(root), dest=str(dest), **options), Executor(workers=workers))
 
 
 def count_by_split(root: Path, files: list[str]) -> dict:
@@ -85,7 +90,7 @@ def tree(folder: Path) -> dict:
 
 def test_every_config_loads_and_the_card_counts_are_the_data(full_output, tmp_path):
     dest = tmp_path / "hub"
-    res = publish.run(full_output, dest)
+    res = publish_to(full_output, dest)
     assert res["errors"] == []
     want = expected_counts(full_output)
     assert set(want) == {c.name for c in publish.CONFIGS}
@@ -125,11 +130,11 @@ def test_every_config_loads_and_the_card_counts_are_the_data(full_output, tmp_pa
 
 def test_same_outputs_give_the_same_bytes(full_output, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    publish.run(full_output, a, copy=True)
-    publish.run(full_output, b)
+    publish_to(full_output, a, copy=True)
+    publish_to(full_output, b)
     first = tree(a)
     assert first == tree(b)
-    publish.run(full_output, a)  # over an earlier publish: replaced, same bytes, nothing left beside it
+    publish_to(full_output, a)  # over an earlier publish: replaced, same bytes, nothing left beside it
     assert tree(a) == first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
 
@@ -176,3 +181,21 @@ def test_bad_inputs(full_output, tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and words in err[0], err
     assert (foreign / "notes.txt").read_text() == "keep me"
+
+
+def test_a_video_whose_frames_fail_is_a_problem_not_a_crash(full_output, tmp_path, capsys):
+    out = fresh_copy(full_output, tmp_path / "out")
+    layout = Layout(out)
+    vid = layout.normal_ids()[0]
+    ann = read_json(layout.normal_annotation(vid))
+    ann["frame_count"] += 500  # the annotation promises frames the video does not have
+    layout.normal_annotation(vid).write_text(json.dumps(ann))
+    dest = tmp_path / "hub"
+    assert publish.main(["--root_dir", str(out), "--dest", str(dest), "--frames", "3", "--workers", "2"]) == 1
+    problem = f"frames of {ann['video']} failed: video shorter than expected"
+    assert problem in capsys.readouterr().err
+    header, body = card_header(dest)
+    assert problem in body
+    ds = datasets.load_dataset(str(dest), "annotations", cache_dir=str(tmp_path / "cache"))
+    frames = {r["id"]: r["video_frames"] for split in ds.values() for r in split}
+    assert frames[vid] == [] and all(len(v) == 3 for k, v in frames.items() if k != vid)

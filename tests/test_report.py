@@ -27,7 +27,7 @@ def test_report_on_a_real_output(generated, tmp_path):
     stats = json.loads(layout.stats_file("generate_sft_explicit").read_text())
     stats["llm_usage"] = {"requests": 3, "prompt_tokens": 1200, "completion_tokens": 300, "cost_usd": 0.0012}
     layout.stats_file("generate_sft_explicit").write_text(json.dumps(stats))
-    index = report.run(out)
+    index = report.run(report.Config(layout=layout))
     assert index == layout.report_file
     page = index.read_text()
     pngs = re.findall(r"<img src='([^']+)'", page)
@@ -54,3 +54,21 @@ def test_report_without_data_is_one_line_exit_2(tmp_path, capsys):
     assert report.main(["--root_dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "setup_dataset.sh" in err[0]
+
+
+def test_every_stage_that_writes_stats_has_its_place_in_the_table():
+    """STAGE_ORDER names every stage of the package (a stage left out would sort after export)."""
+    package = Path(report.__file__).resolve().parent
+    stages = {m[1] for p in package.rglob("*.py") for m in re.finditer(r'^STAGE = "(\w+)"', p.read_text(), re.M)}
+    assert stages and stages == set(report.STAGE_ORDER)
+
+
+def test_shuffled_folder_names_are_honoured(generated, tmp_path):
+    out = fresh_copy(generated, tmp_path / "out")
+    n = len(list(Layout(out).shuffled_annotations_dir.glob("*.json")))
+    (out / "shuffled").rename(out / "shuf2")
+    assert report.main(["--root_dir", str(out), "--shuffled_dir_name", "shuf2"]) == 0
+    page = Layout(out).report_file.read_text()
+    assert n and f"shuffled videos: {n} (<code>shuf2/shuffled_annotations</code>)" in page
+    assert report.main(["--root_dir", str(out)]) == 0
+    assert "shuffled videos: 0 (<code>shuffled/shuffled_annotations</code>)" in Layout(out).report_file.read_text()

@@ -13,6 +13,7 @@ import pytest
 from generated_output import build, fresh_copy
 from timewarp import report, viewer
 from timewarp.layout import Layout
+from timewarp.parallel import Executor
 from timewarp.store import read_json, read_jsonl, write_jsonl
 
 webdriver = pytest.importorskip("selenium.webdriver")  # requirements-dev.txt
@@ -53,8 +54,8 @@ def viewed(processed, tmp_path_factory) -> Path:
         "rejected_mode": "corrupt", "rejected_prompt": "Describe the video in order.",
         "corruption": {"name": "reverse", "params": {"seed": 5}}, "frames": [1, 2], "rejected_frames": [2, 1],
         "distance": 0.4, "model": "fake"}])
-    report.run(out)
-    viewer.run(out, workers=2)
+    report.run(report.Config(layout=layout))
+    viewer.run(viewer.Config(layout=layout), Executor(workers=2))
     return out
 
 
@@ -156,7 +157,7 @@ def test_a_missing_video_shows_as_missing_without_errors(viewed, browser, tmp_pa
     layout = Layout(out)
     vid = layout.shuffled_ids()[0]
     layout.shuffled_video(vid).unlink()
-    viewer.run(out, workers=1)
+    viewer.run(viewer.Config(layout=layout))
     browser.get((viewer.viewer_dir(layout) / "index.html").as_uri() + f"#{vid}")
     wait_for(lambda: browser.find_elements("css selector", "#player-normal"), what="the page")
     assert browser.find_element("id", "player-shuffled").text == "video file not found"

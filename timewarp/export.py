@@ -55,12 +55,13 @@ from typing import Callable, Optional
 from timewarp import frames as framelib
 from timewarp.errors import ItemError, UsageError
 from timewarp.layout import Layout
-from timewarp.parallel import Failed, pmap
-from timewarp.stage import StageRun, add_common_args, cli, log, require_root
+from timewarp.parallel import LOCAL, Executor, pmap
+from timewarp.stage import (StageConfig, StageRun, add_common_args, add_shuffled_dir_args, cli, executor_from_args,
+                            log, option, require_root)
 from timewarp.store import atomic_path, read_json, read_jsonl, write_json, write_jsonl
+from timewarp.temporal import LETTERS
 
 STAGE = "export"
-LETTERS = "ABCD"
 DEFAULT_FRAMES = 8          # the method trains on 8 frames per video
 VIDEOLLAMA3_FPS = 3.0       # videollama3/mm_utils.py load_video_from_ids: a frame folder is read as 3 fps
 
@@ -148,13 +149,6 @@ def video_facts(layout: Layout) -> dict:
     return facts
 
 
-@dataclass(frozen=True)
-class FrameJob:
-    root: str
-    sampling: Sampling
-    overwrite: bool
-
-
 def export_frame_name(position: int) -> str:
     """The k-th sampled frame (0-based) is ``{k+1:05d}.jpg``: MVBench's read_frame opens exactly 00001.jpg ...
     0000N.jpg, and the readers that sort the folder (LLaVA-Hound, VideoLLaMA3) get time order."""
@@ -166,42 +160,51 @@ def frame_manifest(folder: Path) -> Path:
     return folder.with_name(folder.name + ".frames.json")
 
 
-def sample_video(job: FrameJob, item: tuple) -> dict:
+@dataclass(frozen=True)
+class FrameFolder:
+    """One video's sampled frames as written: the video, the folder, its files in time order, each frame's time (s)."""
+
+    video: str
+    dir: Path
+    files: list
+    times: list
+
+
+def sample_video(cfg: "Config", sampling: Sampling, item: tuple) -> FrameFolder:
     """Frames of one video into its export folder (skipped when the manifest says it holds exactly them)."""
-    rel, frame_count, fps = item
-    layout = Layout(Path(job.root))
-    s = job.sampling
+    rel, facts = item
+    if facts is None:
+        raise ItemError("video has no annotation", rel)
+    frame_count, fps = facts
+    idx = framelib.sample_indices(frame_count, n=sampling.n, fps=sampling.fps, video_fps=fps,
+                                  max_frames=sampling.max_frames)
+    if not idx:
+        raise ItemError("video has no frames", rel)
     try:
-        idx = framelib.sample_indices(frame_count, n=s.n, fps=s.fps, video_fps=fps, max_frames=s.max_frames)
-        if not idx:
-            raise ItemError("video has no frames", rel)
-        try:
-            out = layout.export_frame_dir(s.name, rel)
-        except ValueError as exc:
-            raise ItemError("video path outside the output folder", str(exc))
-        video = layout.root / rel
-        st = video.stat()
+        out = cfg.layout.export_frame_dir(sampling.name, rel)
+    except ValueError as exc:
+        raise ItemError("video path outside the output folder", str(exc))
+    want = [out / export_frame_name(k) for k in range(len(idx))]
+    try:
+        st = (cfg.layout.root / rel).stat()
         stamp = {"video": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "indices": idx, "fps": fps}
-        want = [out / export_frame_name(k) for k in range(len(idx))]
         try:
             manifest = read_json(frame_manifest(out))
         except (OSError, ValueError):
             manifest = None
         have = sorted(out.iterdir()) if out.is_dir() else []
-        if job.overwrite or manifest != stamp or have != want:
+        if cfg.overwrite or manifest != stamp or have != want:
             frame_manifest(out).unlink(missing_ok=True)  # no manifest = not complete, even if a run dies here
             for extra in have:
                 if extra not in want:
                     extra.unlink()
-            for path, frame in zip(want, framelib.extract_frames(video, idx)):
+            for path, frame in zip(want, framelib.extract_frames(cfg.layout.root / rel, idx)):
                 with atomic_path(path) as tmp:
                     tmp.write_bytes(framelib.encode_jpeg(frame))
             write_json(frame_manifest(out), stamp)
-        return {"ok": True, "rel": rel, "dir": str(out), "files": [str(w) for w in want],
-                "times": [round(i / fps, 6) for i in idx]}
-    except (ItemError, OSError) as exc:
-        reason, detail = (exc.reason, exc.detail) if isinstance(exc, ItemError) else ("frames not written", f"{rel}: {exc}")
-        return {"ok": False, "rel": rel, "reason": reason, "detail": detail}
+    except OSError as exc:
+        raise ItemError("frames not written", f"{rel}: {exc}") from None
+    return FrameFolder(rel, out, want, [round(i / fps, 6) for i in idx])
 
 
 # ---------------------------------------------------------------- record builders (row, media) -> dict
@@ -347,30 +350,74 @@ def sampling_for(fmt: str, sampling: Optional[Sampling]) -> Optional[Sampling]:
     return sampling
 
 
-def run(root_dir, formats, *, frames: Optional[int] = None, fps: Optional[float] = None, max_frames: Optional[int] = None,
-        video_root=None, workers: int = 1, limit: Optional[int] = None, overwrite: bool = False) -> dict:
-    root = require_root(root_dir, "--root_dir").resolve()
-    layout = Layout(root)
+VIDEO_ROOT_HELP = ("write video/frame paths relative to this folder (none: absolute paths); then tell the "
+                   "consumer the same folder: LLaMA-Factory media_dir, ms-swift ROOT_IMAGE_DIR (environment), "
+                   "LLaVA-NeXT / LLaVA-Hound --video_folder, VideoLLaMA3 --data_folder, MVBench the data_list prefix, "
+                   "TRL the working directory")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config(StageConfig):
+    format: str = option(help=f"one or more of {', '.join(FORMATS)} (comma-separated), or all")
+    frames: Optional[int] = option(None, "sample N frames per video (uniform) and export frames", type=int)
+    fps: Optional[float] = option(None, "sample R frames per second and export frames (not with --frames)", type=float)
+    max_frames: Optional[int] = option(None, "with --fps: at most this many frames per video", type=int)
+    video_root: Optional[str] = option(None, VIDEO_ROOT_HELP)
+
+    def options(self) -> dict:
+        """What stats/export.json records: no seed (nothing here is random; --seed is not offered, and a seed
+        recorded here would show in publish.py's card as one the data was made with)."""
+        return {k: v for k, v in super().options().items() if k != "seed"}
+
+    def sampling(self) -> Optional[Sampling]:
+        """The frames asked for (None = the mp4), checked."""
+        if self.frames is not None and self.fps is not None:
+            raise UsageError("give --frames N or --fps R, not both")
+        if self.frames is not None and self.frames < 1:
+            raise UsageError(f"--frames must be >= 1, got {self.frames}")
+        if self.fps is not None and not self.fps > 0:
+            raise UsageError(f"--fps must be > 0, got {self.fps}")
+        if self.max_frames is not None and self.fps is None:
+            raise UsageError("--max_frames caps --fps sampling: give --fps R with it")
+        if self.frames:
+            return Sampling(n=self.frames)
+        return Sampling(fps=self.fps, max_frames=self.max_frames) if self.fps else None
+
+
+def frame_folders(cfg: Config, sampling: Optional[Sampling], formats: list, plan: list, rows_of: dict,
+                  stage: StageRun, executor: Executor) -> dict:
+    """(sampling, video) -> FrameFolder for every video a sampled format names, each written once; a video
+    whose frames fail is a reject (``frames <sampling>:<video>``) and has no entry."""
+    facts = None
+    media_of: dict[tuple, FrameFolder] = {}
+    for samp in sorted({s for s in (sampling_for(f, sampling) for f in formats) if s is not None}, key=lambda s: s.name):
+        videos = sorted({r.get("video") for fmt, part, src in plan if sampling_for(fmt, sampling) == samp
+                         for r in rows_of[src] if isinstance(r.get("video"), str)})
+        facts = video_facts(cfg.layout) if facts is None else facts
+        items = [(rel, facts.get(rel)) for rel in videos if (cfg.layout.root / rel).is_file()]  # else: rows say "video missing"
+        results = pmap(partial(sample_video, cfg, samp), items, executor, desc=f"{STAGE} frames {samp.name}")
+        for _, folder in stage.succeeded([f"frames {samp.name}:{rel}" for rel, _ in items], results,
+                                         [rel for rel, _ in items]):
+            media_of[(samp, folder.video)] = folder
+        stage.counts[f"frame folders {samp.name}"] += sum(1 for k in media_of if k[0] == samp)
+    return media_of
+
+
+def run(cfg: Config, executor: Executor = LOCAL) -> dict:
+    layout = cfg.layout
+    root = require_root(layout.root, "--root_dir")
     layout.check_inside(layout.export_frames_dir)  # stale frames in it are removed
-    formats = parse_formats(formats) if isinstance(formats, str) else list(formats)
-    if frames is not None and fps is not None:
-        raise UsageError("give --frames N or --fps R, not both")
-    if frames is not None and frames < 1:
-        raise UsageError(f"--frames must be >= 1, got {frames}")
-    if fps is not None and not fps > 0:
-        raise UsageError(f"--fps must be > 0, got {fps}")
-    sampling = Sampling(n=frames) if frames else (Sampling(fps=fps, max_frames=max_frames) if fps else None)
-    if video_root is not None and not Path(video_root).is_dir():
-        raise UsageError(f"--video_root {video_root} is not a directory")
-    paths = Paths(video_root)
+    formats = parse_formats(cfg.format)
+    sampling = cfg.sampling()
+    if cfg.video_root is not None and not Path(cfg.video_root).is_dir():
+        raise UsageError(f"--video_root {cfg.video_root} is not a directory")
+    paths = Paths(cfg.video_root)
     for fmt in formats:
         if sampling is not None and sampling_for(fmt, sampling) != sampling:
             got = sampling_for(fmt, sampling)
             log.info("%s: %s instead of frames %s (%s)", fmt, "the mp4" if got is None else f"frames {got.name}",
                      sampling.name, WHY.get(fmt, "its consumer's rule"))
-    stage = StageRun(STAGE, layout, dict(root_dir=root, formats=formats, frames=frames, fps=fps, max_frames=max_frames,
-                                         video_root=str(video_root) if video_root else None, workers=workers,
-                                         limit=limit, overwrite=overwrite))
+    stage = StageRun(STAGE, layout, cfg.options())
     # what each format reads
     plan = []
     for fmt in formats:
@@ -387,29 +434,8 @@ def run(root_dir, formats, *, frames: Optional[int] = None, fps: Optional[float]
                 rows = read_jsonl(src)
             except (OSError, ValueError) as exc:
                 raise UsageError(f"{src} does not parse ({exc}): rerun the stage that writes it")
-            rows_of[src] = rows[:limit] if limit else rows
-    # frames, once per (sampling, video)
-    facts = None
-    media_of: dict[tuple, dict] = {}
-    for samp in sorted({s for s in (sampling_for(f, sampling) for f in formats) if s is not None}, key=lambda s: s.name):
-        videos = sorted({r.get("video") for fmt, part, src in plan if sampling_for(fmt, sampling) == samp
-                         for r in rows_of[src] if isinstance(r.get("video"), str)})
-        facts = video_facts(layout) if facts is None else facts
-        items = []
-        for rel in videos:
-            if rel not in facts:
-                media_of[(samp, rel)] = {"ok": False, "reason": "video has no annotation", "detail": rel}
-            elif not (root / rel).is_file():
-                media_of[(samp, rel)] = {"ok": False, "reason": "video missing", "detail": rel}
-            else:
-                items.append((rel, *facts[rel]))
-        job = FrameJob(str(root), samp, overwrite)
-        for item, res in zip(items, pmap(partial(sample_video, job), items, workers, desc=f"{STAGE} frames {samp.name}")):
-            if isinstance(res, Failed):
-                res = {"ok": False, "reason": "internal error", "detail": res.error}
-                log.error("%s: frames failed: %s", item[0], res["detail"])
-            media_of[(samp, item[0])] = res
-        stage.counts[f"frame folders {samp.name}"] += sum(1 for k, v in media_of.items() if k[0] == samp and v["ok"])
+            rows_of[src] = rows[:cfg.limit] if cfg.limit else rows
+    media_of = frame_folders(cfg, sampling, formats, plan, rows_of, stage, executor)
     written = []
     lf_info = collections.defaultdict(dict)
     total_in = total_out = 0
@@ -432,10 +458,10 @@ def run(root_dir, formats, *, frames: Optional[int] = None, fps: Optional[float]
                 media = Media(paths(vpath), None, [], [])
             else:
                 fr = media_of.get((samp, row["video"]))
-                if not fr or not fr["ok"]:
-                    stage.reject(rid, (fr or {}).get("reason", "no frames"), (fr or {}).get("detail", ""), str(src))
+                if fr is None:
+                    stage.reject(rid, "no frames", f"{row['video']} (see the frames {samp.name} reject)", str(src))
                     continue
-                media = Media(paths(vpath), paths(Path(fr["dir"])), [paths(Path(f)) for f in fr["files"]], fr["times"])
+                media = Media(paths(vpath), paths(fr.dir), [paths(f) for f in fr.files], fr.times)
             out_rows.append(part.build(row, media))
         out = layout.export_dir(fmt) / f"{part.prefix}{src.stem}{part.suffix}"
         if part.suffix == ".json":
@@ -458,26 +484,15 @@ def run(root_dir, formats, *, frames: Optional[int] = None, fps: Optional[float]
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="export.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root_dir", required=True, help="output root_dir of setup_dataset.sh + generate_data.sh")
-    p.add_argument("--format", required=True, help=f"one or more of {', '.join(FORMATS)} (comma-separated), or all")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--frames", type=int, default=None, help="sample N frames per video (uniform) and export frames")
-    g.add_argument("--fps", type=float, default=None, help="sample R frames per second and export frames")
-    p.add_argument("--max_frames", type=int, default=None, help="with --fps: at most this many frames per video")
-    p.add_argument("--video_root", default=None,
-                   help="write video/frame paths relative to this folder (default: absolute paths); then tell the "
-                        "consumer the same folder: LLaMA-Factory media_dir, ms-swift ROOT_IMAGE_DIR (environment), "
-                        "LLaVA-NeXT / LLaVA-Hound --video_folder, VideoLLaMA3 --data_folder, MVBench the data_list "
-                        "prefix, TRL the working directory")
-    add_common_args(p, seed=False)
+    Config.add_arguments(p)
+    add_shuffled_dir_args(p)
+    add_common_args(p, seed=False, overwrite_help="decode every frame folder again (default: keep a folder whose "
+                                                   "manifest says it holds these frames of this very video)")
     return p
 
 
 def main(argv: Optional[list] = None) -> int:
-    def go(a):
-        run(a.root_dir, parse_formats(a.format), frames=a.frames, fps=a.fps, max_frames=a.max_frames,
-            video_root=a.video_root, workers=a.workers, limit=a.limit, overwrite=a.overwrite)
-        return 0
-    return cli(go, build_parser(), argv)
+    return cli(lambda a: run(Config.from_args(a), executor_from_args(a)) and 0, build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ exports (e.g. 8 frames per video as JPEG files).
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -24,10 +23,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from timewarp.errors import ItemError
-from timewarp.store import atomic_path, read_json, write_json
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # set before cv2 opens a video: no FFmpeg chatter on stderr
+import cv2  # noqa: E402 - after the log level above
 
-os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+from timewarp.errors import ItemError  # noqa: E402
+from timewarp.store import atomic_path, read_json, write_json  # noqa: E402
 
 DEFAULT_QUALITY = 90
 MANIFEST = "frames.json"
@@ -77,8 +77,6 @@ def extract_frames(video: Path, indices: Sequence[int]) -> list[np.ndarray]:
 
     Raises ``ItemError`` if the video does not open or ends before the last wanted frame.
     """
-    import cv2
-
     video = Path(video)
     wanted = sorted(set(int(i) for i in indices))
     if not wanted:
@@ -118,8 +116,6 @@ def extract_frames(video: Path, indices: Sequence[int]) -> list[np.ndarray]:
 
 def encode_jpeg(frame: np.ndarray, quality: int = DEFAULT_QUALITY) -> bytes:
     """JPEG bytes of a BGR frame (deterministic for the same frame, quality and OpenCV build)."""
-    import cv2
-
     ok, buf = cv2.imencode(".jpg", frame, [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
     if not ok:
         raise ValueError("JPEG encoding failed")
@@ -128,8 +124,6 @@ def encode_jpeg(frame: np.ndarray, quality: int = DEFAULT_QUALITY) -> bytes:
 
 def decode_jpeg(data: bytes) -> np.ndarray:
     """A BGR frame from JPEG (or PNG) bytes."""
-    import cv2
-
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if img is None:
         raise ValueError("image does not decode")
@@ -138,8 +132,6 @@ def decode_jpeg(data: bytes) -> np.ndarray:
 
 def resize_max_side(frame: np.ndarray, max_side: Optional[int]) -> np.ndarray:
     """The frame scaled down (area interpolation) so its longer side is at most ``max_side``."""
-    import cv2
-
     if not max_side:
         return frame
     h, w = frame.shape[:2]
@@ -202,12 +194,3 @@ def cached_frames(video: Path, indices: Sequence[int], out_dir: Path, quality: i
         write_frames(extract_frames(video, todo), todo, out_dir, quality)
         write_json(manifest_path, {"video": video.name, "stamp": stamp, "indices": sorted(known | set(todo))})
     return [(out_dir / frame_name(int(i))).read_bytes() for i in indices]
-
-
-def manifest_indices(out_dir: Path) -> list[int]:
-    """Frame indices a cache directory holds (per its manifest), or []."""
-    try:
-        data = json.loads((Path(out_dir) / MANIFEST).read_text(encoding="utf-8"))
-        return [int(i) for i in data.get("indices", [])]
-    except (OSError, ValueError, TypeError, AttributeError):
-        return []

@@ -15,17 +15,20 @@ import collections
 import html
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from timewarp.errors import UsageError
 from timewarp.layout import Layout
-from timewarp.stage import cli, log, require_root
+from timewarp.stage import StageConfig, add_common_args, add_shuffled_dir_args, cli, log, require_root
 from timewarp.store import atomic_path, read_json, read_jsonl, write_text
 
+# every stage that writes stats/<stage>.json, in the order a full run calls them (a name not here sorts last)
 STAGE_ORDER = ["preprocess", "filter_corrupted", "final_assertions", "shuffle_clips", "merge_normal_captions",
                "merge_shuffled_captions", "generate_sft_explicit", "generate_pref_explicit",
-               "generate_normal_benchmark", "generate_shuffled_benchmark", "export"]
+               "generate_normal_benchmark", "generate_shuffled_benchmark", "generate_pref_implicit", "combine_pref",
+               "export"]
 
 
 def _rows(path: Path) -> list:
@@ -86,7 +89,9 @@ def collect(layout: Layout) -> dict:
         key_changed = {"all": (sum(bool(r.get("key_changed")) for r in shuffled), len(shuffled)),
                        **{k: (sum(v), len(v)) for k, v in sorted(by_kind.items())}}
     usage = {s: st["llm_usage"] for s, st in stats.items() if isinstance(st.get("llm_usage"), dict) and st["llm_usage"]}
+    n_shuffled = len(list(layout.shuffled_annotations_dir.glob("*.json"))) if layout.shuffled_annotations_dir.is_dir() else 0
     return {"n_videos": len(anns), "splits": dict(collections.Counter(a.get("split", "?") for a in anns)),
+            "n_shuffled": n_shuffled,
             "clips_per_video": clips_per_video, "clip_durations": durations,
             "rejects": {f"{s}: {r}": n for (s, r), n in sorted(rejects.items(), key=lambda x: (_stage_key(x[0][0]), x[0][1]))},
             "stats": stats,
@@ -96,6 +101,9 @@ def collect(layout: Layout) -> dict:
 # ---------------------------------------------------------------- plots
 
 def _figure(path: Path, draw, width: float = 6.4, height: float = 3.6) -> Path:
+    # Imported here on purpose: the Agg backend (files only, no display needed) must be chosen before pyplot is
+    # imported, and choosing it at module import would change the backend of any program that imports this module
+    # (publish.py imports read_stats; a notebook would lose its inline plots), and load matplotlib for nothing.
     import matplotlib
 
     matplotlib.use("Agg")
@@ -217,7 +225,8 @@ def render(layout: Layout, data: dict, figures: list) -> str:
         "figure{display:inline-block;margin:0 1em 1em 0;vertical-align:top}figcaption{font-size:13px;color:#555}"
         "</style></head><body>",
         "<h1>TimeWarp report</h1>",
-        f"<p>root_dir: <code>{html.escape(str(layout.root))}</code><br>videos: {data['n_videos']} ({html.escape(splits)})</p>",
+        f"<p>root_dir: <code>{html.escape(str(layout.root))}</code><br>videos: {data['n_videos']} ({html.escape(splits)}); "
+        f"shuffled videos: {data['n_shuffled']} (<code>{html.escape(layout.rel(layout.shuffled_annotations_dir))}</code>)</p>",
         # the example viewer (timewarp/viewer.py) lives in report/viewer/
         "<p><a href='viewer/index.html'>Browse the examples</a>: normal and shuffled videos side by side, clips, "
         "questions, pairs and benchmark keys (made by <code>python timewarp/viewer.py --root_dir "
@@ -233,9 +242,14 @@ def render(layout: Layout, data: dict, figures: list) -> str:
     return "\n".join(parts)
 
 
-def run(root_dir) -> Path:
-    root = require_root(root_dir, "--root_dir")
-    layout = Layout(root)
+@dataclass(frozen=True, kw_only=True)
+class Config(StageConfig):
+    """No options of its own: the output root_dir (with its shuffled folder names) is all it reads."""
+
+
+def run(cfg: Config) -> Path:
+    layout = cfg.layout
+    root = require_root(layout.root, "--root_dir")
     if not any(p.is_dir() for p in (layout.normal_annotations_dir, layout.stats_dir)):
         raise UsageError(f"{root} holds no annotations or stats: is it the output root_dir of ./setup_dataset.sh?")
     data = collect(layout)
@@ -252,12 +266,13 @@ def run(root_dir) -> Path:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="report.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root_dir", required=True, help="output root_dir of setup_dataset.sh (+ generate_data.sh)")
-    p.add_argument("--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    add_shuffled_dir_args(p)
+    add_common_args(p, workers=False, seed=False, limit=False, overwrite=False)
     return p
 
 
 def main(argv: Optional[list] = None) -> int:
-    return cli(lambda a: run(a.root_dir) and 0, build_parser(), argv)
+    return cli(lambda a: run(Config.from_args(a)) and 0, build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -27,8 +27,9 @@ from typing import Optional
 from timewarp import frames as framelib
 from timewarp.errors import ItemError, UsageError
 from timewarp.layout import Layout
-from timewarp.parallel import Failed, pmap
-from timewarp.stage import cli, log, require_root
+from timewarp.parallel import LOCAL, Executor, pmap
+from timewarp.stage import (StageConfig, StageRun, add_common_args, add_shuffled_dir_args, cli, executor_from_args,
+                            log, require_root)
 from timewarp.store import atomic_path, read_json, read_jsonl, write_text
 
 ASSETS = Path(__file__).resolve().parent / "viewer_assets"
@@ -72,26 +73,25 @@ def thumb_frames(ann: dict) -> list[int]:
     return [(int(c["start_frame"]) + int(c["end_frame"]) - 1) // 2 for c in ann["clips"]]
 
 
-@dataclass(frozen=True)
-class ThumbJob:
-    root: str
-    out: str
-    overwrite: bool
+@dataclass(frozen=True, kw_only=True)
+class Config(StageConfig):
+    """No options of its own: root_dir (with its shuffled folder names) and the common --overwrite."""
 
 
-def make_thumbs(job: ThumbJob, item: tuple) -> dict:
+def make_thumbs(cfg: Config, item: tuple) -> int:
+    """The clip thumbnails of one video (kept when newer than the video, unless --overwrite); how many."""
     vid, rel, idx = item
-    video = Path(job.root) / rel
-    out = Path(job.out) / vid
+    video = cfg.layout.root / rel
+    out = viewer_dir(cfg.layout) / "thumbs" / vid
     want = [out / framelib.frame_name(i) for i in idx]
     try:
         mtime = video.stat().st_mtime
-        if job.overwrite or not all(w.is_file() and w.stat().st_mtime >= mtime for w in want):
+        if cfg.overwrite or not all(w.is_file() and w.stat().st_mtime >= mtime for w in want):
             frames = [framelib.resize_max_side(f, THUMB_SIDE) for f in framelib.extract_frames(video, idx)]
             framelib.write_frames(frames, idx, out, quality=80)
-        return {"ok": True}
-    except (ItemError, OSError) as exc:
-        return {"ok": False, "detail": getattr(exc, "reason", str(exc)) + " " + getattr(exc, "detail", "")}
+    except OSError as exc:
+        raise ItemError("thumbnails not written", str(exc)) from None
+    return len(want)
 
 
 def collect(layout: Layout, page_dir: Path) -> dict:
@@ -142,9 +142,9 @@ def collect(layout: Layout, page_dir: Path) -> dict:
     return {"videos": videos, "report": "../index.html" if layout.report_file.is_file() else None}
 
 
-def run(root_dir, *, workers: int = 1, overwrite: bool = False) -> Path:
-    root = require_root(root_dir, "--root_dir")
-    layout = Layout(root)
+def run(cfg: Config, executor: Executor = LOCAL) -> Path:
+    layout = cfg.layout
+    root = require_root(layout.root, "--root_dir")
     if not layout.normal_annotations_dir.is_dir():
         raise UsageError(f"{root} has no normal/annotations: is it the output root_dir of ./setup_dataset.sh?")
     page_dir = viewer_dir(layout)
@@ -158,13 +158,13 @@ def run(root_dir, *, workers: int = 1, overwrite: bool = False) -> Path:
     for v in data["videos"]:
         if v["video"]:
             items.append((v["id"], anns[v["id"]]["video"], thumb_frames(anns[v["id"]])))
-    job = ThumbJob(str(root), str(page_dir / "thumbs"), overwrite)
-    failed = set()
-    for item, res in zip(items, pmap(partial(make_thumbs, job), items, workers, desc="viewer thumbnails")):
-        if isinstance(res, Failed) or not res["ok"]:
-            failed.add(item[0])
-            log.error("%s: no thumbnails (%s)", item[0], res.error if isinstance(res, Failed) else res["detail"])
-    ok_thumbs = {it[0] for it in items} - failed
+    # the videos' problems are recorded by StageRun.succeeded (the viewer writes no stats: root_dir is only read)
+    problems = StageRun("viewer", layout, cfg.options())
+    results = pmap(partial(make_thumbs, cfg), items, executor, desc="viewer thumbnails")
+    ok_thumbs = {vid for vid, _ in problems.succeeded([it[0] for it in items], results)}
+    for r in problems.rejects:
+        if r.reason != "internal error":  # succeeded() logged those
+            log.error("%s: no thumbnails (%s %s)", r.id, r.reason, r.detail)
     for v in data["videos"]:
         if v["id"] not in ok_thumbs:
             for c in v["clips"]:
@@ -184,15 +184,14 @@ def run(root_dir, *, workers: int = 1, overwrite: bool = False) -> Path:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="viewer.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root_dir", required=True, help="output root_dir of setup_dataset.sh (+ generate_data.sh)")
-    p.add_argument("--workers", type=int, default=max(1, min(os.cpu_count() or 1, 8)),
-                   help="processes for the thumbnails (default: cores, at most 8)")
-    p.add_argument("--overwrite", action="store_true", help="decode every thumbnail again (default: keep current ones)")
-    p.add_argument("--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    add_shuffled_dir_args(p)
+    add_common_args(p, seed=False, limit=False,
+                    overwrite_help="decode every thumbnail again (default: keep those newer than their video)")
     return p
 
 
 def main(argv: Optional[list] = None) -> int:
-    return cli(lambda a: run(a.root_dir, workers=a.workers, overwrite=a.overwrite) and 0, build_parser(), argv)
+    return cli(lambda a: run(Config.from_args(a), executor_from_args(a)) and 0, build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -30,10 +30,9 @@ from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 from timewarp.errors import UsageError
-from timewarp.layout import Layout
 from timewarp.schema import CombinedPrefRecord
 from timewarp.splits import rank_key
-from timewarp.stage import StageRun, add_common_args, cli, require_root
+from timewarp.stage import StageConfig, StageRun, add_common_args, cli, option, require_root
 from timewarp.store import write_jsonl
 
 log = logging.getLogger("timewarp.combine")
@@ -138,15 +137,27 @@ def dedup_key(pair: dict, by: str = "video_prompt") -> tuple:
     return key
 
 
-def run(root_dir, *, explicit_ratio: float = 1.0, implicit_ratio: float = 1.0, external: Sequence[str] = (),
-        seed: int = 42, limit: Optional[int] = None, layout: Optional[Layout] = None,
-        output: Optional[Path] = None, dedup_by: str = "video_prompt") -> dict:
-    root = require_root(root_dir, "--root_dir")
-    layout = layout or Layout(root)
-    sources = [Source("explicit", layout.pref_explicit_file, explicit_ratio),
-               Source("implicit", layout.pref_implicit_file, implicit_ratio)]
+@dataclass(frozen=True, kw_only=True)
+class Config(StageConfig):
+    explicit_ratio: float = option(1.0, "fraction of pref/pref_explicit.jsonl's pairs to take")
+    implicit_ratio: float = option(1.0, "fraction of pref/pref_implicit.jsonl's pairs to take")
+    external: tuple = option((), "another preference file (jsonl or a JSON array; id/video/prompt/chosen/rejected, "
+                                 "e.g. LLaVA-Hound's DPO set) and the fraction of it to take; repeatable",
+                             action="append", metavar="PATH[:RATIO]")
+    dedup_by: str = option("video_prompt", "video_prompt: one pair per (video, prompt); pair: only identical pairs "
+                                           "are duplicates, so the several negatives the explicit and implicit "
+                                           "stages write per prompt all stay", choices=["video_prompt", "pair"])
+    output: Optional[str] = option(None, "write the pairs to this file instead of <root_dir>/pref/pref_combined.jsonl")
+
+
+def run(cfg: Config) -> dict:
+    layout = cfg.layout
+    root = require_root(layout.root, "--root_dir")
+    seed, limit, dedup_by = cfg.seed, cfg.limit, cfg.dedup_by
+    sources = [Source("explicit", layout.pref_explicit_file, cfg.explicit_ratio),
+               Source("implicit", layout.pref_implicit_file, cfg.implicit_ratio)]
     names = {"explicit", "implicit"}
-    for spec in external:
+    for spec in cfg.external:
         path, ratio = parse_external(spec)
         name = path.name.split(".")[0] or "external"
         base, k = name, 2
@@ -165,10 +176,8 @@ def run(root_dir, *, explicit_ratio: float = 1.0, implicit_ratio: float = 1.0, e
     if not present:
         raise UsageError(f"nothing to combine: neither {layout.pref_explicit_file} nor {layout.pref_implicit_file} "
                          f"exists and no --external file was given (run generate_pref_explicit.py first)")
-    output = Path(output) if output else layout.pref_combined_file
-    stage = StageRun(STAGE, layout, dict(root_dir=root, explicit_ratio=explicit_ratio, implicit_ratio=implicit_ratio,
-                                         external=list(external), seed=seed, limit=limit, output=output,
-                                         dedup_by=dedup_by))
+    output = Path(cfg.output) if cfg.output else layout.pref_combined_file
+    stage = StageRun(STAGE, layout, {**cfg.options(), "output": str(output)})
     seen: set = set()
     taken_all: list[dict] = []
     composition: dict = {}
@@ -242,26 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="combine_pref.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root_dir", required=True, help="output root_dir holding pref/")
-    p.add_argument("--explicit_ratio", type=float, default=1.0,
-                   help="fraction of pref/pref_explicit.jsonl's pairs to take (default: 1)")
-    p.add_argument("--implicit_ratio", type=float, default=1.0,
-                   help="fraction of pref/pref_implicit.jsonl's pairs to take (default: 1)")
-    p.add_argument("--external", action="append", default=[], metavar="PATH[:RATIO]",
-                   help="another preference file (jsonl or a JSON array; id/video/prompt/chosen/rejected, e.g. "
-                        "LLaVA-Hound's DPO set) and the fraction of it to take; repeatable")
-    p.add_argument("--dedup_by", choices=["video_prompt", "pair"], default="video_prompt",
-                   help="video_prompt: one pair per (video, prompt) (default); pair: only identical pairs are "
-                        "duplicates, so the several negatives the explicit and implicit stages write per prompt all stay")
-    p.add_argument("--output", default=None, help="output file (default: <root_dir>/pref/pref_combined.jsonl)")
-    add_common_args(p, workers=False)
+    Config.add_arguments(p)
+    add_common_args(p, workers=False, overwrite=False)
     return p
 
 
 def main(argv: Optional[list] = None) -> int:
-    return cli(lambda a: run(a.root_dir, explicit_ratio=a.explicit_ratio, implicit_ratio=a.implicit_ratio,
-                             external=a.external, seed=a.seed, limit=a.limit, output=a.output,
-                             dedup_by=a.dedup_by),
-               build_parser(), argv)
+    return cli(lambda a: run(Config.from_args(a)) and 0, build_parser(), argv)
 
 
 if __name__ == "__main__":

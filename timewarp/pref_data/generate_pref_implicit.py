@@ -24,7 +24,7 @@ Replies must be a JSON object ``{"description": "..."}``. The model never decide
 here either: which response is chosen follows from which frames (or prompt) it was given.
 
 Output: ``pref/pref_implicit.jsonl`` (``schema.ImplicitPrefRecord``), ``rejects/`` and ``stats/``.
-Without a vision endpoint (``--backend openai --llm_base_url ...``) it exits 2 with one line.
+Without a vision endpoint (``--llm_base_url ...`` or ``$OPENAI_BASE_URL``) it exits 2 with one line.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ import random
 import re
 import sys
 from dataclasses import dataclass
-from pathlib import Path
+from functools import partial
 from typing import Optional, Sequence
 
 from timewarp.corruptions import CORRUPTIONS, NEEDS_OTHER, Corrupted, NotApplicable, corrupt
@@ -45,10 +45,10 @@ from timewarp.generation import load_normal, require_normal_ids
 from timewarp.layout import Layout
 from timewarp.llm import (ChatRequest, LLMError, add_llm_args, client_from_args, image_part, parse_json_object,
                           strip_fence, text_part)
-from timewarp.parallel import chunked, pmap
+from timewarp.parallel import LOCAL, Executor, chunked, pmap
 from timewarp.schema import ImplicitPrefRecord, NormalAnnotation
 from timewarp.splits import item_seed
-from timewarp.stage import StageRun, add_common_args, cli, require_root
+from timewarp.stage import StageConfig, StageRun, add_common_args, cli, executor_from_args, option, require_root
 from timewarp.store import write_jsonl
 
 log = logging.getLogger("timewarp.implicit")
@@ -59,7 +59,7 @@ DEFAULT_MIN_DISTANCE = 0.15
 MIN_WORDS = 8            # a description shorter than this is a malformed reply (asked again)
 BATCH_VIDEOS = 32        # videos whose images are in memory at once
 
-NEEDS_ENDPOINT = ("needs a vision model endpoint: pass --backend openai --llm_base_url URL --llm_model MODEL "
+NEEDS_ENDPOINT = ("needs a vision model endpoint: pass --llm_base_url URL --llm_model MODEL "
                   "(any OpenAI-compatible server that accepts image_url parts, e.g. vLLM serving "
                   "Qwen/Qwen2.5-VL-7B-Instruct at http://localhost:8000/v1); generate_data.sh never runs this stage")
 
@@ -152,35 +152,51 @@ def text_distance(a: str, b: str) -> float:
     return 0.0 if longest == 0 else edit_distance(wa, wb) / longest
 
 
-# ---------------------------------------------------------------------- frames (process pool)
-@dataclass(frozen=True)
-class FrameConfig:
-    root: str
-    n_frames: Optional[int]
-    sample_fps: Optional[float]
-    max_frames: Optional[int]
-    quality: int
-    refresh: bool
+# ---------------------------------------------------------------------- the config
+def parse_corruptions(text: str) -> list[str]:
+    names = [n.strip() for n in re.split(r"[,\s]+", text) if n.strip()]
+    if names == ["all"]:
+        return list(CORRUPTIONS)
+    unknown = [n for n in names if n not in CORRUPTIONS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown corruption(s) {', '.join(unknown)}; known: {', '.join(CORRUPTIONS)}")
+    return list(dict.fromkeys(names))
 
 
-def frame_indices_for(frame_count: int, video_fps: float, cfg: FrameConfig) -> list[int]:
-    if cfg.sample_fps:
-        return sample_indices(frame_count, fps=cfg.sample_fps, video_fps=video_fps, max_frames=cfg.max_frames)
-    return sample_indices(frame_count, n=cfg.n_frames)
+@dataclass(frozen=True, kw_only=True)
+class Config(StageConfig):
+    frames: int = option(8, "frames per video, uniform over it")
+    fps: Optional[float] = option(None, "instead of --frames: this many frames per second of video, at most --max_frames",
+                                  type=float)
+    max_frames: int = option(32, "cap on frames per video with --fps")
+    image_max_side: int = option(448, "scale frames down to this longer side before sending (0 = as decoded)")
+    jpeg_quality: int = option(DEFAULT_QUALITY, "JPEG quality")
+    rejected_mode: str = option("corrupt", "rejected = same prompt on corrupted frames, a hallucination-inviting "
+                                           "prompt on the real frames, or one pair of each kind",
+                                choices=["corrupt", "hallucinate", "both"])
+    corruptions: tuple = option(DEFAULT_CORRUPTIONS, "comma-separated corruptions to draw from (all = every one)",
+                                type=parse_corruptions)
+    corruptions_per_video: int = option(1, "distinct corruptions per video, each one pair")
+    hallucinations_per_video: int = option(1, f"hallucination-inviting prompts per video (of {len(HALLUCINATION_PROMPTS)})")
+    min_distance: float = option(DEFAULT_MIN_DISTANCE, "drop pairs whose responses differ by less than this "
+                                                       "normalised word edit distance")
+    max_tokens: int = option(768, "max tokens per description")
 
 
-def sample_video(job: tuple) -> dict:
-    """Decode (or find cached) the sampled frames of one normal video."""
-    vid, video_rel, frame_count, fps, cfg = job
-    layout = Layout(Path(cfg.root))
-    try:
-        indices = frame_indices_for(frame_count, fps, cfg)
-        if len(indices) < 2:
-            raise ItemError("too few frames", f"{len(indices)} frame(s) sampled")
-        cached_frames(layout.root / video_rel, indices, layout.frame_dir(vid), cfg.quality, refresh=cfg.refresh)
-        return {"id": vid, "ok": True, "indices": indices}
-    except ItemError as exc:
-        return {"id": vid, "ok": False, "reason": exc.reason, "detail": exc.detail}
+def frame_indices_for(frame_count: int, video_fps: float, cfg: Config) -> list[int]:
+    if cfg.fps:
+        return sample_indices(frame_count, fps=cfg.fps, video_fps=video_fps, max_frames=cfg.max_frames)
+    return sample_indices(frame_count, n=cfg.frames)
+
+
+def sample_video(cfg: Config, ann: NormalAnnotation) -> list[int]:
+    """Decode (or find cached) the sampled frames of one normal video; their frame indices."""
+    indices = frame_indices_for(ann.frame_count, float(ann.fps), cfg)
+    if len(indices) < 2:
+        raise ItemError("too few frames", f"{len(indices)} frame(s) sampled")
+    cached_frames(cfg.layout.root / ann.video, indices, cfg.layout.frame_dir(ann.id), cfg.jpeg_quality,
+                  refresh=cfg.overwrite)
+    return indices
 
 
 # ---------------------------------------------------------------------- per-video plan
@@ -227,14 +243,14 @@ def corrupted_images(c: Corrupted, own: VideoFrames, other: Optional[VideoFrames
     return out
 
 
-def plan_pairs(vf: VideoFrames, pool: dict, pool_ids: list[str], *, seed: int, corruptions: Sequence[str],
-               corruptions_per_video: int, mode: str, hallucinations_per_video: int, quality: int,
-               stage: StageRun) -> list[PairPlan]:
+def plan_pairs(vf: VideoFrames, pool: dict, pool_ids: list[str], cfg: Config, stage: StageRun) -> list[PairPlan]:
+    """The rejected side of each pair of one video: which corruptions / prompts (seeded per video), and their images."""
+    seed, mode, quality = cfg.seed, cfg.rejected_mode, cfg.jpeg_quality
     vid = vf.ann.id
     rng = random.Random(item_seed(seed, f"{vid}/implicit"))
     plans: list[PairPlan] = []
     if mode in ("corrupt", "both"):
-        names = rng.sample(list(corruptions), min(corruptions_per_video, len(corruptions)))
+        names = rng.sample(list(cfg.corruptions), min(cfg.corruptions_per_video, len(cfg.corruptions)))
         for name in names:
             pid = f"{vid}/implicit/{name}"
             cseed = item_seed(seed, f"{vid}/corrupt/{name}")
@@ -261,7 +277,7 @@ def plan_pairs(vf: VideoFrames, pool: dict, pool_ids: list[str], *, seed: int, c
                                   rejected_frames, corrupted_images(c, vf, other, quality)))
     if mode in ("hallucinate", "both"):
         hrng = random.Random(item_seed(seed, f"{vid}/hallucinate"))  # independent of the corruption draw
-        for key in hrng.sample(sorted(HALLUCINATION_PROMPTS), min(hallucinations_per_video, len(HALLUCINATION_PROMPTS))):
+        for key in hrng.sample(sorted(HALLUCINATION_PROMPTS), min(cfg.hallucinations_per_video, len(HALLUCINATION_PROMPTS))):
             plans.append(PairPlan(f"{vid}/implicit/hallucinate-{key}", vid, "hallucinate", HALLUCINATION_PROMPTS[key],
                                   {"name": "hallucinate", "params": {"prompt_id": key}}, list(vf.indices),
                                   list(vf.images)))
@@ -276,38 +292,28 @@ def _load_annotation(layout: Layout, vid: str) -> NormalAnnotation:
     return ann
 
 
-def run(root_dir, *, client=None, frames: int = 8, fps: Optional[float] = None, max_frames: Optional[int] = 32,
-        corruptions: Sequence[str] = DEFAULT_CORRUPTIONS, corruptions_per_video: int = 1,
-        rejected_mode: str = "corrupt", hallucinations_per_video: int = 1,
-        min_distance: float = DEFAULT_MIN_DISTANCE, image_max_side: Optional[int] = 448,
-        jpeg_quality: int = DEFAULT_QUALITY, max_tokens: int = 768, seed: int = 42, workers: int = 1,
-        limit: Optional[int] = None, overwrite: bool = False, layout: Optional[Layout] = None) -> dict:
+def run(cfg: Config, client, executor: Executor = LOCAL) -> dict:
     """Write pref/pref_implicit.jsonl. ``client`` is a ``timewarp.llm.ChatClient`` on a vision endpoint."""
     if client is None:
         raise UsageError(NEEDS_ENDPOINT)
-    root = require_root(root_dir, "--root_dir")
-    layout = layout or Layout(root)
+    layout = cfg.layout
+    require_root(layout.root, "--root_dir")
+    corruptions, mode = cfg.corruptions, cfg.rejected_mode
     unknown = [c for c in corruptions if c not in CORRUPTIONS]
     if unknown:
         raise UsageError(f"unknown --corruptions {', '.join(unknown)} (known: {', '.join(CORRUPTIONS)})")
-    if rejected_mode not in ("corrupt", "hallucinate", "both"):
-        raise UsageError(f"--rejected_mode must be corrupt, hallucinate or both, got {rejected_mode!r}")
-    if rejected_mode in ("corrupt", "both") and (not corruptions or corruptions_per_video < 1):
+    if mode not in ("corrupt", "hallucinate", "both"):
+        raise UsageError(f"--rejected_mode must be corrupt, hallucinate or both, got {mode!r}")
+    if mode in ("corrupt", "both") and (not corruptions or cfg.corruptions_per_video < 1):
         raise UsageError("--rejected_mode corrupt needs at least one of --corruptions and --corruptions_per_video >= 1")
-    if rejected_mode in ("hallucinate", "both") and hallucinations_per_video < 1:
+    if mode in ("hallucinate", "both") and cfg.hallucinations_per_video < 1:
         raise UsageError("--hallucinations_per_video must be >= 1")
-    if fps is None and (not frames or frames < 2):
-        raise UsageError(f"--frames must be >= 2, got {frames}")
-    if fps is not None and fps <= 0:
-        raise UsageError(f"--fps must be > 0, got {fps}")
+    if cfg.fps is None and (not cfg.frames or cfg.frames < 2):
+        raise UsageError(f"--frames must be >= 2, got {cfg.frames}")
+    if cfg.fps is not None and cfg.fps <= 0:
+        raise UsageError(f"--fps must be > 0, got {cfg.fps}")
     ids = require_normal_ids(layout)
-    options = dict(root_dir=root, frames=frames, fps=fps, max_frames=max_frames, corruptions=list(corruptions),
-                   corruptions_per_video=corruptions_per_video, rejected_mode=rejected_mode,
-                   hallucinations_per_video=hallucinations_per_video, min_distance=min_distance,
-                   image_max_side=image_max_side, jpeg_quality=jpeg_quality, max_tokens=max_tokens, seed=seed,
-                   workers=workers, limit=limit, overwrite=overwrite, llm_base_url=client.base_url,
-                   llm_model=client.model)
-    stage = StageRun(STAGE, layout, options)
+    stage = StageRun(STAGE, layout, {**cfg.options(), "llm_base_url": client.base_url, "llm_model": client.model})
 
     anns: dict[str, NormalAnnotation] = {}
     for vid in ids:
@@ -320,17 +326,14 @@ def run(root_dir, *, client=None, frames: int = 8, fps: Optional[float] = None, 
             stage.counts["test split (held out)"] += 1
             continue
         anns[vid] = ann
-    train_ids = sorted(anns)[:limit] if limit else sorted(anns)
+    train_ids = sorted(anns)[:cfg.limit] if cfg.limit else sorted(anns)
     if not train_ids:
         raise UsageError(f"no train-split videos in {layout.normal_annotations_dir} (the implicit pairs are "
                          f"training data; test videos are held out for the benchmarks)")
 
     # 1. frames: one decode pass per video, cached as JPEGs (process pool)
-    cfg = FrameConfig(str(layout.root), None if fps else frames, fps, max_frames if fps else None, jpeg_quality, overwrite)
-    jobs = [(v, anns[v].video, anns[v].frame_count, float(anns[v].fps), cfg) for v in train_ids]
-    indices: dict[str, list[int]] = {}
-    for vid, res in stage.succeeded(train_ids, pmap(sample_video, jobs, workers, desc=f"{STAGE}: frames")):
-        indices[vid] = res["indices"]
+    results = pmap(partial(sample_video, cfg), [anns[v] for v in train_ids], executor, desc=f"{STAGE}: frames")
+    indices: dict[str, list[int]] = dict(stage.succeeded(train_ids, results))
     ok_ids = sorted(indices)
     stage.counts["videos with frames"] = len(ok_ids)
 
@@ -338,16 +341,16 @@ def run(root_dir, *, client=None, frames: int = 8, fps: Optional[float] = None, 
     records: list[dict] = []
     checked_server = False
     for batch in chunked(ok_ids, BATCH_VIDEOS):
-        pool = _LazyPool(lambda v: load_video_frames(layout, anns[v], indices[v], jpeg_quality, image_max_side))
+        pool = _LazyPool(lambda v: load_video_frames(layout, anns[v], indices[v], cfg.jpeg_quality,
+                                                     cfg.image_max_side or None))
         plans: list[PairPlan] = []
         chosen_req = {}
         for vid in batch:
             vf = pool[vid]
-            chosen_req[vid] = build_request(DESCRIBE_PROMPT, vf.images, max_tokens)
-            plans += plan_pairs(vf, pool, ok_ids, seed=seed, corruptions=corruptions,
-                                corruptions_per_video=corruptions_per_video, mode=rejected_mode,
-                                hallucinations_per_video=hallucinations_per_video, quality=jpeg_quality, stage=stage)
-        requests = [chosen_req[v] for v in batch] + [build_request(p.rejected_prompt, p.images, max_tokens) for p in plans]
+            chosen_req[vid] = build_request(DESCRIBE_PROMPT, vf.images, cfg.max_tokens)
+            plans += plan_pairs(vf, pool, ok_ids, cfg, stage)
+        requests = [chosen_req[v] for v in batch] + [build_request(p.rejected_prompt, p.images, cfg.max_tokens)
+                                                     for p in plans]
         replies = client.map([(r, validate_description) for r in requests], desc=f"{STAGE}: model")
         if not checked_server:
             checked_server = True
@@ -368,8 +371,8 @@ def run(root_dir, *, client=None, frames: int = 8, fps: Optional[float] = None, 
                 stage.reject(plan.pid, f"model reply failed ({rep.reason})", f"rejected: {rep.detail}")
                 continue
             dist = round(text_distance(c, rep), 4)
-            if dist < min_distance:
-                stage.reject(plan.pid, "near-identical responses", f"distance {dist:.4f} < {min_distance:g}")
+            if dist < cfg.min_distance:
+                stage.reject(plan.pid, "near-identical responses", f"distance {dist:.4f} < {cfg.min_distance:g}")
                 continue
             ann = anns[plan.vid]
             rec = ImplicitPrefRecord(
@@ -404,60 +407,28 @@ class _LazyPool(dict):
 
 
 # ---------------------------------------------------------------------- CLI
-def parse_corruptions(text: str) -> list[str]:
-    names = [n.strip() for n in re.split(r"[,\s]+", text) if n.strip()]
-    if names == ["all"]:
-        return list(CORRUPTIONS)
-    unknown = [n for n in names if n not in CORRUPTIONS]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown corruption(s) {', '.join(unknown)}; known: {', '.join(CORRUPTIONS)}")
-    return list(dict.fromkeys(names))
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="generate_pref_implicit.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root_dir", required=True, help="output root_dir of preprocess.py")
-    g = p.add_argument_group("frames")
-    g.add_argument("--frames", type=int, default=8, help="frames per video, uniform over it (default: 8)")
-    g.add_argument("--fps", type=float, default=None,
-                   help="instead of --frames: this many frames per second of video, at most --max_frames")
-    g.add_argument("--max_frames", type=int, default=32, help="cap on frames per video with --fps (default: 32)")
-    g.add_argument("--image_max_side", type=int, default=448,
-                   help="scale frames down to this longer side before sending (0 = as decoded; default: 448)")
-    g.add_argument("--jpeg_quality", type=int, default=DEFAULT_QUALITY, help="JPEG quality (default: %(default)s)")
-    g = p.add_argument_group("pairs")
-    g.add_argument("--rejected_mode", choices=["corrupt", "hallucinate", "both"], default="corrupt",
-                   help="rejected = same prompt on corrupted frames, a hallucination-inviting prompt on the real "
-                        "frames, or one pair of each kind (default: corrupt)")
-    g.add_argument("--corruptions", type=parse_corruptions, default=list(DEFAULT_CORRUPTIONS),
-                   help=f"comma-separated corruptions to draw from (default: all = {','.join(CORRUPTIONS)})")
-    g.add_argument("--corruptions_per_video", type=int, default=1,
-                   help="distinct corruptions per video, each one pair (default: 1)")
-    g.add_argument("--hallucinations_per_video", type=int, default=1,
-                   help=f"hallucination-inviting prompts per video (of {len(HALLUCINATION_PROMPTS)}; default: 1)")
-    g.add_argument("--min_distance", type=float, default=DEFAULT_MIN_DISTANCE,
-                   help="drop pairs whose responses differ by less than this normalised word edit distance "
-                        "(default: %(default)s)")
-    g.add_argument("--max_tokens", type=int, default=768, help="max tokens per description (default: 768)")
+    Config.add_arguments(p, "frames and pairs")
     add_llm_args(p)
-    # this stage needs an endpoint named on purpose: no silent default to a hosted API
-    p.set_defaults(llm_base_url=os.environ.get("OPENAI_BASE_URL") or None)
-    add_common_args(p)
+    # this stage needs an endpoint named on purpose: no silent default to a hosted API; an endpoint alone
+    # (--llm_base_url or $OPENAI_BASE_URL) means the openai backend, the only one this stage has
+    p.set_defaults(llm_base_url=os.environ.get("OPENAI_BASE_URL") or None, backend=None)
+    for action in p._actions:  # add_llm_args' help speaks for the text stages (default template): say what holds here
+        if action.dest == "backend":
+            action.help = "openai, implied by an endpoint (this stage has no template backend; template is refused)"
+    add_common_args(p, overwrite_help="decode the sampled frames again (default: reuse the frames/ cache)")
     return p
 
 
 def run_from_args(args: argparse.Namespace):
-    if args.backend != "openai" or not args.llm_base_url:
+    if args.backend == "template" or not args.llm_base_url:
         raise UsageError(NEEDS_ENDPOINT)
-    layout = Layout(require_root(args.root_dir, "--root_dir"))
-    client = client_from_args(args, layout)
-    return run(args.root_dir, client=client, frames=args.frames, fps=args.fps, max_frames=args.max_frames,
-               corruptions=args.corruptions, corruptions_per_video=args.corruptions_per_video,
-               rejected_mode=args.rejected_mode, hallucinations_per_video=args.hallucinations_per_video,
-               min_distance=args.min_distance, image_max_side=args.image_max_side or None,
-               jpeg_quality=args.jpeg_quality, max_tokens=args.max_tokens, seed=args.seed, workers=args.workers,
-               limit=args.limit, overwrite=args.overwrite, layout=layout)
+    cfg = Config.from_args(args)
+    client = client_from_args(argparse.Namespace(**{**vars(args), "backend": "openai"}), cfg.layout)
+    return run(cfg, client, executor_from_args(args))
 
 
 def main(argv: Optional[list] = None) -> int:
