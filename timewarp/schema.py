@@ -136,9 +136,9 @@ class NormalAnnotation(Record):
     schema_version: int = SCHEMA_VERSION
     # the normal video is the concatenation of these source frame ranges [a, b) (decoded frames of the
     # source at source_fps); a scene that gave no clip is cut out, un-annotated gaps are kept
-    source_ranges: list = field(default_factory=list)
+    source_ranges: list[list[int]] = field(default_factory=list)
     skipped: dict = field(default_factory=dict)     # scenes / activities that gave no clip, by reason
-    warnings: list = field(default_factory=list)    # what was repaired in what was kept
+    warnings: list[str] = field(default_factory=list)    # what was repaired in what was kept
 
 
 @dataclass
