@@ -13,6 +13,7 @@ import pytest
 
 from fake_openai import Fault, fake_openai  # noqa: E402,F401 - fake_openai is a fixture
 
+from stages import run_stage  # noqa: E402
 from timewarp.benchmark import generate_normal_benchmark, generate_shuffled_benchmark  # noqa: E402
 from timewarp.pref_data import (generate_pref_explicit, generate_sft_explicit, merge_normal_captions,  # noqa: E402
                                 merge_shuffled_captions)
@@ -50,12 +51,12 @@ def test_bad_annotations_are_rejected_and_the_run_goes_on(root):
     noclips.update(id="noclips", clips=[])
     (root / "normal/annotations/noclips.json").write_text(json.dumps(noclips))
     (root / "shuffled/shuffled_annotations" / test[0].name).unlink()  # a test video loses its shuffle
-    merge_normal_captions.run(root)
-    merge_shuffled_captions.run(root)
-    generate_sft_explicit.run(root)
-    generate_pref_explicit.run(root)
-    generate_normal_benchmark.run(root)
-    generate_shuffled_benchmark.run(root)
+    run_stage(merge_normal_captions, root)
+    run_stage(merge_shuffled_captions, root)
+    run_stage(generate_sft_explicit, root)
+    run_stage(generate_pref_explicit, root)
+    run_stage(generate_normal_benchmark, root)
+    run_stage(generate_shuffled_benchmark, root)
     reasons = {stage: {(r["id"], r["reason"]) for r in rows(root / "rejects" / f"{stage}.jsonl")}
                for stage in ("merge_normal_captions", "merge_shuffled_captions", "generate_sft_explicit",
                              "generate_normal_benchmark")}
@@ -80,7 +81,7 @@ def test_pref_honours_dir_names_and_rejects_missing_shuffle(root, capsys):
     assert generate_pref_explicit.main(["--root_dir", str(root)]) == 2  # default names: not there
     assert "no shuffled annotations" in capsys.readouterr().err
     named = ["--root_dir", str(root), "--shuffled_dir_name", "shuf2", "--annotation_dir_name", "ann2",
-             "--video_dir_name", "vid2", "--mirrored", "--workers", "1"]
+             "--video_dir_name", "vid2", "--mirrored"]
     assert generate_pref_explicit.main(named) == 0
     pref = rows(root / "pref/pref_explicit.jsonl")
     mirrored = [r for r in pref if r["negative"] == "mirrored"]

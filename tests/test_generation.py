@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from stages import run_stage  # noqa: E402
 from timewarp.benchmark import generate_normal_benchmark, generate_shuffled_benchmark
 from timewarp.pref_data import (generate_pref_explicit, generate_sft_explicit, merge_normal_captions,
                                 merge_shuffled_captions)
@@ -27,13 +28,13 @@ def copy_root(src: Path, dst: Path) -> Path:
     return dst
 
 
-def run_all(root: Path, workers: int = 1, **pref) -> None:
-    merge_normal_captions.run(root, workers=workers)
-    merge_shuffled_captions.run(root, workers=workers)
-    generate_sft_explicit.run(root, workers=workers)
-    generate_pref_explicit.run(root, workers=workers, **pref)
-    generate_normal_benchmark.run(root, workers=workers)
-    generate_shuffled_benchmark.run(root, workers=workers)
+def run_all(root: Path, **pref) -> None:
+    run_stage(merge_normal_captions, root)
+    run_stage(merge_shuffled_captions, root)
+    run_stage(generate_sft_explicit, root)
+    run_stage(generate_pref_explicit, root, **pref)
+    run_stage(generate_normal_benchmark, root)
+    run_stage(generate_shuffled_benchmark, root)
 
 
 def rows(root: Path, rel: str) -> list[dict]:
@@ -135,7 +136,7 @@ def generated(request, tmp_path_factory) -> Path:
         root = copy_root(request.getfixturevalue("processed"), out)
     else:
         root = synthetic_root(out)
-    run_all(root, workers=1, mirrored=True, hard_negatives=("reversed", "adjacent_swap"))
+    run_all(root, mirrored=True, hard_negatives=("reversed", "adjacent_swap"))
     return root
 
 
@@ -267,15 +268,15 @@ def test_benchmarks_keys_recomputed_test_only_and_balanced(generated):
         assert max(counts[L] for L in "ABCD") - min(counts[L] for L in "ABCD") <= 2, counts
 
 
-def test_deterministic_whatever_workers(generated, tmp_path):
+def test_deterministic_on_rerun(generated, tmp_path):
     other = copy_root(generated, tmp_path / "w2")
-    run_all(other, workers=2, mirrored=True, hard_negatives=("reversed", "adjacent_swap"))
+    run_all(other, mirrored=True, hard_negatives=("reversed", "adjacent_swap"))
     for rel in STAGES_OUT:
         assert (other / rel).read_bytes() == (generated / rel).read_bytes(), rel
     for p in (generated / "normal/annotations").glob("*.json"):
         assert (other / "normal/annotations" / p.name).read_bytes() == p.read_bytes()
     # and a different seed gives different questions
-    generate_sft_explicit.run(other, seed=7)
+    run_stage(generate_sft_explicit, other, seed=7)
     assert (other / "sft/sft_explicit.jsonl").read_bytes() != (generated / "sft/sft_explicit.jsonl").read_bytes()
 
 
