@@ -10,6 +10,7 @@ import collections
 import json
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,9 @@ from stages import run_stage  # noqa: E402
 from timewarp.benchmark import generate_normal_benchmark, generate_shuffled_benchmark
 from timewarp.pref_data import (generate_pref_explicit, generate_sft_explicit, merge_normal_captions,
                                 merge_shuffled_captions)
+from timewarp.errors import ItemError
+from timewarp.generation import Draft, Generation
+from timewarp.stage import StageConfig, option
 
 STAGES_OUT = ["captions/normal.jsonl", "captions/shuffled.jsonl", "sft/sft_explicit.jsonl", "pref/pref_explicit.jsonl",
               "benchmark/normal.jsonl", "benchmark/shuffled.jsonl"]
@@ -286,3 +290,44 @@ def test_stats_and_rejects_written(generated):
         stats = load(generated, f"stats/{stage}.json")
         assert stats["stage"] == stage and stats["items_in"] >= stats["items_out"] > 0
         assert (generated / "rejects" / f"{stage}.jsonl").is_file()
+
+
+# ---------------------------------------------------------------- a new generation stage is one class
+
+@dataclass(frozen=True, kw_only=True)
+class ClipCountConfig(StageConfig):
+    min_clips: int = option(2, "fewest clips a video may have")
+
+
+class ClipCounts(Generation):
+    """What ARCHITECTURE.md shows: a stage = name, Config, split, output, make."""
+
+    name = "clip_counts"
+    Config = ClipCountConfig
+    split, other_split = "train", "test-split videos skipped"
+    summary = "{rows} counts in {out}"
+
+    def output_file(self) -> Path:
+        return self.layout.root / "counts.jsonl"
+
+    def make(self, vid: str) -> list[Draft]:
+        ann = self.normal(vid)
+        if len(ann.clips) < self.cfg.min_clips:
+            raise ItemError("too few clips", f"{len(ann.clips)} clip(s)")
+        return [Draft({"id": vid, "clips": len(ann.clips)})]
+
+
+def test_a_new_stage_is_one_class(generated, tmp_path):
+    root = copy_root(generated, tmp_path / "new")
+    anns = {p.stem: json.loads(p.read_text()) for p in sorted((root / "normal/annotations").glob("*.json"))}
+    short = dict(next(a for a in anns.values() if a["split"] == "train"), id="aaa_short")
+    short["clips"] = short["clips"][:1]
+    (root / "normal/annotations/aaa_short.json").write_text(json.dumps(short))
+    assert ClipCounts.main(["--root_dir", str(root), "--min_clips", "2", "--limit", "4"]) == 0
+    first = sorted(anns)[:3]  # after aaa_short
+    assert rows(root, "counts.jsonl") == [{"id": v, "clips": len(anns[v]["clips"])} for v in first
+                                          if anns[v]["split"] == "train"]
+    stats = load(root, "stats/clip_counts.json")
+    assert stats["items_in"] == 4 and stats["options"]["min_clips"] == 2 and stats["options"]["limit"] == 4
+    assert stats["counts"]["test-split videos skipped"] == sum(anns[v]["split"] != "train" for v in first) > 0
+    assert [(r["id"], r["reason"]) for r in rows(root, "rejects/clip_counts.jsonl")] == [("aaa_short", "too few clips")]

@@ -104,6 +104,9 @@ class Generation:
     def end(self, rows: list[dict]) -> None:
         """After the output is written: extra stats (``self.stage.extra``)."""
 
+    def output_file(self) -> Path:
+        return getattr(self.layout, self.output)
+
     # ------------------------------------------------------------------ helpers for make
     def normal(self, vid: str) -> NormalAnnotation:
         """The video's normal annotation (``ItemError`` if unusable); ``OtherSplit`` if ``split`` is set
@@ -139,7 +142,7 @@ class Generation:
             forget_replies(self.backend, asked)
         reworded = iter(self.backend.reword(asked, desc=f"{self.name} (model)", reject=self.reject) if asked else ())
         rows = [self.finish(d, None if d.rewrite is None else next(reworded)) for d in drafts]
-        out = getattr(self.layout, self.output)
+        out = self.output_file()
         write_jsonl(out, rows)
         self.end(rows)
         if self.backend.usage:
