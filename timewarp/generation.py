@@ -69,8 +69,13 @@ class Generation:
     empty_warning: ClassVar[str] = ""           # logged when no record is written
     uses_model: ClassVar[bool] = True           # False: the model options are accepted and unused
     uses_seed: ClassVar[bool] = True            # False: --seed is accepted and has no effect
+    row_stats: ClassVar[dict] = {}              # stats key -> function(rows): extra stats of the output
+    per_video: ClassVar[str] = ""               # the Config field: records asked per video (>= 1; a video
+                                                # with fewer is counted)
 
     def __init__(self, cfg: StageConfig, backend=None):
+        if self.per_video and getattr(cfg, self.per_video) < 1:
+            raise UsageError(f"--{self.per_video} must be >= 1, got {getattr(cfg, self.per_video)}")
         self.cfg = cfg
         self.layout: Layout = cfg.layout
         self.backend = backend or TemplateBackend()
@@ -100,9 +105,6 @@ class Generation:
         if reworded is None:
             return draft.row
         return {**draft.row, **reworded.fields, "wording": reworded.wording}
-
-    def end(self, rows: list[dict]) -> None:
-        """After the output is written: extra stats (``self.stage.extra``)."""
 
     def output_file(self) -> Path:
         return getattr(self.layout, self.output)
@@ -136,6 +138,8 @@ class Generation:
                 self.counts[self.other_split] += 1
                 continue
             videos += 1
+            if self.per_video and len(made) < getattr(self.cfg, self.per_video):
+                self.counts["videos with fewer questions than asked"] += 1
             drafts.extend(made)
         asked = [d.rewrite for d in drafts if d.rewrite is not None]
         if self.cfg.overwrite:
@@ -144,7 +148,8 @@ class Generation:
         rows = [self.finish(d, None if d.rewrite is None else next(reworded)) for d in drafts]
         out = self.output_file()
         write_jsonl(out, rows)
-        self.end(rows)
+        for key, fn in self.row_stats.items():
+            self.stage.extra[key] = fn(rows)
         if self.backend.usage:
             self.stage.extra["llm_usage"] = self.backend.usage
         if not rows and self.empty_warning:

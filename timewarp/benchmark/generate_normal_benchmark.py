@@ -23,7 +23,7 @@ import random
 import sys
 from dataclasses import dataclass
 
-from timewarp.errors import ItemError, UsageError
+from timewarp.errors import ItemError
 from timewarp.generation import Draft, Generation, load_shuffled
 from timewarp.schema import BenchmarkRecord
 from timewarp.splits import item_seed
@@ -47,17 +47,15 @@ def key_positions(rows: list[dict]) -> dict:
 class Config(StageConfig):
     questions_per_video: int = option(3, "multiple-choice questions per test-split video")
 
-    def __post_init__(self):
-        if self.questions_per_video < 1:
-            raise UsageError(f"--questions_per_video must be >= 1, got {self.questions_per_video}")
-
 
 class NormalBenchmark(Generation):
     name = "generate_normal_benchmark"
     Config = Config
     output = "benchmark_normal_file"
     split, other_split = "test", "train-split videos skipped"
+    per_video = "questions_per_video"
     summary = "{rows} questions from {videos} test videos in {out}"
+    row_stats = {"key_positions": key_positions}
     empty_warning = ("no benchmark question written: no usable test-split video (preprocess.py --test_fraction "
                      "sets how many videos are held out)")
 
@@ -76,8 +74,6 @@ class NormalBenchmark(Generation):
         mcqs = pick_mcqs(caps, s.permutation, self.cfg.questions_per_video, rng)
         if not mcqs:
             raise ItemError("too few distinct events for 4 options", f"{n} clips, captions repeat")
-        if len(mcqs) < self.cfg.questions_per_video:
-            self.counts["videos with fewer questions than asked"] += 1
         drafts = []
         for k, m in enumerate(mcqs):
             q = m.question
@@ -100,9 +96,6 @@ class NormalBenchmark(Generation):
         row = super().finish(draft, reworded)
         row["prompt"] = format_prompt(row["question"], row["options"])
         return row
-
-    def end(self, rows: list[dict]) -> None:
-        self.stage.extra["key_positions"] = key_positions(rows)
 
 
 run, main, build_parser = NormalBenchmark.run, NormalBenchmark.main, NormalBenchmark.build_parser

@@ -30,6 +30,7 @@ class ShuffledBenchmark(Generation):
     output = "benchmark_shuffled_file"
     summary = "{rows} questions ({counts[key changed]} with a changed key) in {out}"
     uses_model = uses_seed = False
+    row_stats = {"key_positions": key_positions}
 
     def items(self) -> list[str]:
         """The videos of the normal benchmark, each with its questions."""
@@ -64,9 +65,6 @@ class ShuffledBenchmark(Generation):
             self.counts[f"key {out.answer}"] += 1
             drafts.append(Draft(out.to_dict()))
         return drafts
-
-    def end(self, rows: list[dict]) -> None:
-        self.stage.extra["key_positions"] = key_positions(rows)
 
 
 run, main, build_parser = ShuffledBenchmark.run, ShuffledBenchmark.main, ShuffledBenchmark.build_parser
