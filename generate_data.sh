@@ -2,7 +2,11 @@
 # Usage: ./generate_data.sh <output_dir>
 # On the output of ./setup_dataset.sh: merged captions (normal, shuffled) -> SFT QA -> preference
 # pairs -> normal and shuffled benchmarks. Offline by default (template backend).
-# Extra options for every stage can be given in TIMEWARP_ARGS (e.g. TIMEWARP_ARGS="--workers 4").
+# Extra options for every stage can be given in TIMEWARP_ARGS: only options all six accept, i.e. the model
+# options (--backend, --llm_base_url, --llm_model, --llm_*), --seed, --limit, --overwrite, --log_level and
+# the shuffled folder names (--shuffled_dir_name, --annotation_dir_name, --video_dir_name); e.g.
+# TIMEWARP_ARGS="--llm_base_url http://localhost:8000/v1 --llm_model Qwen/Qwen2.5-7B-Instruct".
+# These stages run in-process (milliseconds per video): no --workers / --executor.
 set -euo pipefail
 if [ "$#" -ne 1 ]; then
   echo "usage: $0 <output_dir>" >&2

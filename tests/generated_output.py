@@ -12,6 +12,7 @@ def build(processed: Path, tmp_path_factory) -> Path:
     """The copy is shared by the tests of a session: treat it as read-only (copy again to change it)."""
     key = str(processed)
     if key not in _CACHE:
+        from stages import run_stage
         from timewarp.benchmark import generate_normal_benchmark, generate_shuffled_benchmark
         from timewarp.pref_data import (generate_pref_explicit, generate_sft_explicit, merge_normal_captions,
                                         merge_shuffled_captions)
@@ -20,7 +21,7 @@ def build(processed: Path, tmp_path_factory) -> Path:
         shutil.copytree(processed, out)
         for stage in (merge_normal_captions, merge_shuffled_captions, generate_sft_explicit, generate_pref_explicit,
                       generate_normal_benchmark, generate_shuffled_benchmark):
-            stage.run(out)
+            run_stage(stage, out)
         _CACHE[key] = out
     return _CACHE[key]
 

@@ -13,9 +13,12 @@ import pytest
 
 from fake_openai import Fault, fake_openai  # noqa: E402,F401 - fake_openai is a fixture
 
+from stages import run_stage  # noqa: E402
 from timewarp.benchmark import generate_normal_benchmark, generate_shuffled_benchmark  # noqa: E402
 from timewarp.pref_data import (generate_pref_explicit, generate_sft_explicit, merge_normal_captions,  # noqa: E402
                                 merge_shuffled_captions)
+from timewarp.generation import NO_MODEL_OVERWRITE_HELP  # noqa: E402
+from timewarp.stage import NO_SEED_HELP  # noqa: E402
 from timewarp.temporal import NONE_ANSWERS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,12 +53,12 @@ def test_bad_annotations_are_rejected_and_the_run_goes_on(root):
     noclips.update(id="noclips", clips=[])
     (root / "normal/annotations/noclips.json").write_text(json.dumps(noclips))
     (root / "shuffled/shuffled_annotations" / test[0].name).unlink()  # a test video loses its shuffle
-    merge_normal_captions.run(root)
-    merge_shuffled_captions.run(root)
-    generate_sft_explicit.run(root)
-    generate_pref_explicit.run(root)
-    generate_normal_benchmark.run(root)
-    generate_shuffled_benchmark.run(root)
+    run_stage(merge_normal_captions, root)
+    run_stage(merge_shuffled_captions, root)
+    run_stage(generate_sft_explicit, root)
+    run_stage(generate_pref_explicit, root)
+    run_stage(generate_normal_benchmark, root)
+    run_stage(generate_shuffled_benchmark, root)
     reasons = {stage: {(r["id"], r["reason"]) for r in rows(root / "rejects" / f"{stage}.jsonl")}
                for stage in ("merge_normal_captions", "merge_shuffled_captions", "generate_sft_explicit",
                              "generate_normal_benchmark")}
@@ -80,7 +83,7 @@ def test_pref_honours_dir_names_and_rejects_missing_shuffle(root, capsys):
     assert generate_pref_explicit.main(["--root_dir", str(root)]) == 2  # default names: not there
     assert "no shuffled annotations" in capsys.readouterr().err
     named = ["--root_dir", str(root), "--shuffled_dir_name", "shuf2", "--annotation_dir_name", "ann2",
-             "--video_dir_name", "vid2", "--mirrored", "--workers", "1"]
+             "--video_dir_name", "vid2", "--mirrored"]
     assert generate_pref_explicit.main(named) == 0
     pref = rows(root / "pref/pref_explicit.jsonl")
     mirrored = [r for r in pref if r["negative"] == "mirrored"]
@@ -189,3 +192,54 @@ def test_shell_scripts_end_to_end(tmp_path):
     r = subprocess.run([str(ROOT / "generate_data.sh"), str(tmp_path / "missing")], cwd=tmp_path, env=env,
                        capture_output=True, text=True)
     assert r.returncode != 0 and "setup_dataset.sh" in r.stderr
+
+
+def test_llm_base_url_alone_uses_the_model_and_overwrite_asks_again(root, fake_openai):
+    """--llm_base_url alone means --backend openai; a rerun is served from the cache, --overwrite asks again."""
+    fake_openai.responder = _rewrite
+    args = ["--root_dir", str(root), "--llm_base_url", fake_openai.base_url, "--llm_model", fake_openai.model]
+    assert generate_sft_explicit.main(args) == 0
+    sent = fake_openai.chat_calls
+    sft = rows(root / "sft/sft_explicit.jsonl")
+    assert sent > 0 and any(r["wording"] == "llm" for r in sft)
+    stats = json.loads((root / "stats/generate_sft_explicit.json").read_text())
+    assert stats["options"]["backend"] == "openai" and stats["options"]["llm_base_url"] == fake_openai.base_url
+    assert generate_sft_explicit.main(args) == 0
+    assert fake_openai.chat_calls == sent  # cached
+    assert generate_sft_explicit.main(args + ["--overwrite"]) == 0
+    assert fake_openai.chat_calls == 2 * sent  # every request asked again
+    usage = json.loads((root / "stats/generate_sft_explicit.json").read_text())["llm_usage"]
+    assert usage["cache_hits"] == 0
+    assert rows(root / "sft/sft_explicit.jsonl") == sft
+
+
+def test_merge_overwrite_rewrites_unchanged_annotations(root):
+    assert merge_normal_captions.main(["--root_dir", str(root)]) == 0
+    n = len(rows(root / "captions/normal.jsonl"))
+    assert merge_normal_captions.main(["--root_dir", str(root)]) == 0
+    counts = json.loads((root / "stats/merge_normal_captions.json").read_text())["counts"]
+    assert counts["annotations unchanged"] == n and "annotations updated" not in counts
+    before = {p.name: p.stat().st_ino for p in (root / "normal/annotations").glob("*.json")}
+    assert merge_normal_captions.main(["--root_dir", str(root), "--overwrite"]) == 0
+    counts = json.loads((root / "stats/merge_normal_captions.json").read_text())["counts"]
+    assert counts["annotations updated"] == n and "annotations unchanged" not in counts
+    after = {p.name: p.stat().st_ino for p in (root / "normal/annotations").glob("*.json")}
+    assert sum(before[k] != after[k] for k in before) == n  # each one written anew (temp file + rename)
+
+
+@pytest.mark.parametrize("main", MAINS)
+def test_generation_stages_offer_only_what_they_honour(main, root, capsys):
+    """In-process stages: no --workers/--executor/--ray_address; the shuffled benchmark says which
+    accepted options have no effect."""
+    for opt in (["--workers", "2"], ["--executor", "local"], ["--ray_address", "auto"]):
+        with pytest.raises(SystemExit) as exc:
+            main(["--root_dir", str(root), *opt])
+        assert exc.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    if main is generate_shuffled_benchmark.main:
+        assert "this stage calls no model" in text  # the model options, accepted for TIMEWARP_ARGS
+        assert NO_SEED_HELP in text and " ".join(NO_MODEL_OVERWRITE_HELP.split()) in text
+    else:
+        assert "ask the model again" in text  # --overwrite

@@ -10,13 +10,18 @@ import collections
 import json
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from stages import run_stage  # noqa: E402
 from timewarp.benchmark import generate_normal_benchmark, generate_shuffled_benchmark
 from timewarp.pref_data import (generate_pref_explicit, generate_sft_explicit, merge_normal_captions,
                                 merge_shuffled_captions)
+from timewarp.errors import ItemError
+from timewarp.generation import Draft, Generation
+from timewarp.stage import StageConfig, option
 
 STAGES_OUT = ["captions/normal.jsonl", "captions/shuffled.jsonl", "sft/sft_explicit.jsonl", "pref/pref_explicit.jsonl",
               "benchmark/normal.jsonl", "benchmark/shuffled.jsonl"]
@@ -27,13 +32,13 @@ def copy_root(src: Path, dst: Path) -> Path:
     return dst
 
 
-def run_all(root: Path, workers: int = 1, **pref) -> None:
-    merge_normal_captions.run(root, workers=workers)
-    merge_shuffled_captions.run(root, workers=workers)
-    generate_sft_explicit.run(root, workers=workers)
-    generate_pref_explicit.run(root, workers=workers, **pref)
-    generate_normal_benchmark.run(root, workers=workers)
-    generate_shuffled_benchmark.run(root, workers=workers)
+def run_all(root: Path, **pref) -> None:
+    run_stage(merge_normal_captions, root)
+    run_stage(merge_shuffled_captions, root)
+    run_stage(generate_sft_explicit, root)
+    run_stage(generate_pref_explicit, root, **pref)
+    run_stage(generate_normal_benchmark, root)
+    run_stage(generate_shuffled_benchmark, root)
 
 
 def rows(root: Path, rel: str) -> list[dict]:
@@ -135,7 +140,7 @@ def generated(request, tmp_path_factory) -> Path:
         root = copy_root(request.getfixturevalue("processed"), out)
     else:
         root = synthetic_root(out)
-    run_all(root, workers=1, mirrored=True, hard_negatives=("reversed", "adjacent_swap"))
+    run_all(root, mirrored=True, hard_negatives=("reversed", "adjacent_swap"))
     return root
 
 
@@ -267,15 +272,15 @@ def test_benchmarks_keys_recomputed_test_only_and_balanced(generated):
         assert max(counts[L] for L in "ABCD") - min(counts[L] for L in "ABCD") <= 2, counts
 
 
-def test_deterministic_whatever_workers(generated, tmp_path):
+def test_deterministic_on_rerun(generated, tmp_path):
     other = copy_root(generated, tmp_path / "w2")
-    run_all(other, workers=2, mirrored=True, hard_negatives=("reversed", "adjacent_swap"))
+    run_all(other, mirrored=True, hard_negatives=("reversed", "adjacent_swap"))
     for rel in STAGES_OUT:
         assert (other / rel).read_bytes() == (generated / rel).read_bytes(), rel
     for p in (generated / "normal/annotations").glob("*.json"):
         assert (other / "normal/annotations" / p.name).read_bytes() == p.read_bytes()
     # and a different seed gives different questions
-    generate_sft_explicit.run(other, seed=7)
+    run_stage(generate_sft_explicit, other, seed=7)
     assert (other / "sft/sft_explicit.jsonl").read_bytes() != (generated / "sft/sft_explicit.jsonl").read_bytes()
 
 
@@ -285,3 +290,44 @@ def test_stats_and_rejects_written(generated):
         stats = load(generated, f"stats/{stage}.json")
         assert stats["stage"] == stage and stats["items_in"] >= stats["items_out"] > 0
         assert (generated / "rejects" / f"{stage}.jsonl").is_file()
+
+
+# ---------------------------------------------------------------- a new generation stage is one class
+
+@dataclass(frozen=True, kw_only=True)
+class ClipCountConfig(StageConfig):
+    min_clips: int = option(2, "fewest clips a video may have")
+
+
+class ClipCounts(Generation):
+    """What ARCHITECTURE.md shows: a stage = name, Config, split, output, make."""
+
+    name = "clip_counts"
+    Config = ClipCountConfig
+    split, other_split = "train", "test-split videos skipped"
+    summary = "{rows} counts in {out}"
+
+    def output_file(self) -> Path:
+        return self.layout.root / "counts.jsonl"
+
+    def make(self, vid: str) -> list[Draft]:
+        ann = self.normal(vid)
+        if len(ann.clips) < self.cfg.min_clips:
+            raise ItemError("too few clips", f"{len(ann.clips)} clip(s)")
+        return [Draft({"id": vid, "clips": len(ann.clips)})]
+
+
+def test_a_new_stage_is_one_class(generated, tmp_path):
+    root = copy_root(generated, tmp_path / "new")
+    anns = {p.stem: json.loads(p.read_text()) for p in sorted((root / "normal/annotations").glob("*.json"))}
+    short = dict(next(a for a in anns.values() if a["split"] == "train"), id="aaa_short")
+    short["clips"] = short["clips"][:1]
+    (root / "normal/annotations/aaa_short.json").write_text(json.dumps(short))
+    assert ClipCounts.main(["--root_dir", str(root), "--min_clips", "2", "--limit", "4"]) == 0
+    first = sorted(anns)[:3]  # after aaa_short
+    assert rows(root, "counts.jsonl") == [{"id": v, "clips": len(anns[v]["clips"])} for v in first
+                                          if anns[v]["split"] == "train"]
+    stats = load(root, "stats/clip_counts.json")
+    assert stats["items_in"] == 4 and stats["options"]["min_clips"] == 2 and stats["options"]["limit"] == 4
+    assert stats["counts"]["test-split videos skipped"] == sum(anns[v]["split"] != "train" for v in first) > 0
+    assert [(r["id"], r["reason"]) for r in rows(root, "rejects/clip_counts.jsonl")] == [("aaa_short", "too few clips")]

@@ -43,12 +43,22 @@ def run(cmd: list, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=cwd, env=clean_env(), capture_output=True, text=True, timeout=120)
 
 
+def _assigned(tree) -> set:
+    """Names bound by module-level assignments (``run, main, build_parser = Stage.run, ...``)."""
+    names = set()
+    for n in tree.body:
+        if isinstance(n, ast.Assign):
+            for t in n.targets:
+                names |= {e.id for e in (t.elts if isinstance(t, ast.Tuple) else [t]) if isinstance(e, ast.Name)}
+    return names
+
+
 def stage_modules() -> dict:
     """Every module of the package that has a ``main`` (``timewarp.x.y`` -> path)."""
     found = {}
     for path in sorted((ROOT / "timewarp").rglob("*.py")):
         tree = ast.parse(path.read_text())
-        if any(isinstance(n, ast.FunctionDef) and n.name == "main" for n in tree.body):
+        if any(isinstance(n, ast.FunctionDef) and n.name == "main" for n in tree.body) or "main" in _assigned(tree):
             found[".".join(path.relative_to(ROOT).with_suffix("").parts)] = path
     return found
 

@@ -326,6 +326,17 @@ def test_args_and_client_from_args(fake_openai, tmp_path, monkeypatch):
     assert fake_openai.requests[-1].path == "/v1/models"
 
 
+def test_llm_base_url_alone_implies_the_model_backend(monkeypatch):
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://localhost:8000/v1")  # the environment alone does not
+    parser = argparse.ArgumentParser()
+    add_llm_args(parser)
+    assert parser.parse_args([]).backend == "template"
+    assert parser.parse_args(["--llm_base_url", "http://localhost:1/v1"]).backend == "openai"
+    # an explicit --backend wins, before or after the URL
+    assert parser.parse_args(["--backend", "template", "--llm_base_url", "http://localhost:1/v1"]).backend == "template"
+    assert parser.parse_args(["--llm_base_url", "http://localhost:1/v1", "--backend", "template"]).backend == "template"
+
+
 # ---------------------------------------------------------------------- parse_json_object
 def test_parse_json_object():
     spec = {"question": str, "n": int, "score": float, "options": list}

@@ -34,7 +34,7 @@ def _rewrite(req: dict) -> str:
 
 def _args(root: Path, server: FakeOpenAI, *extra) -> list[str]:
     return ["--root_dir", str(root), "--backend", "openai", "--llm_base_url", server.base_url, "--llm_model",
-            server.model, "--llm_concurrency", "1", "--workers", "1", *extra]
+            server.model, "--llm_concurrency", "1", *extra]
 
 
 def _reference(processed: Path, tmp_path: Path) -> tuple[bytes, int]:

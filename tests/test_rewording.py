@@ -12,10 +12,11 @@ import pytest
 
 from fake_openai import fake_openai  # noqa: E402,F401 - fake_openai is a fixture
 
+from stages import run_stage  # noqa: E402
 from timewarp.benchmark import generate_normal_benchmark  # noqa: E402
 from timewarp.llm import ChatClient  # noqa: E402
 from timewarp.pref_data import generate_pref_explicit, generate_sft_explicit  # noqa: E402
-from timewarp.temporal import (NONE_ANSWERS, answer, answer_keep, answer_text, flip_words, question_keep,  # noqa: E402
+from timewarp.temporal import (NONE_ANSWERS, answer, answer_text, flip_words,  # noqa: E402
                                question_text)
 from timewarp.textgen import OpenAIBackend, Rewrite, TemplateBackend  # noqa: E402
 
@@ -31,12 +32,10 @@ CAPS = [
 def sft_item(kind: str, events: tuple, phrasing: int = 0, captions=CAPS, order=None) -> Rewrite:
     """The Rewrite generate_sft_explicit builds for one question (real order unless ``order``)."""
     ans = answer(kind, events, order if order is not None else range(len(captions)))
-    rec = {"qid": f"v/sft/{kind}/{phrasing}", "kind": kind,
+    rec = {"qid": f"v/sft/{kind}/{phrasing}", "kind": kind, "events": list(events), "answer_clips": list(ans),
            "question": question_text(kind, events, captions, phrasing),
            "answer": answer_text(kind, events, ans, captions, phrasing)}
-    return generate_sft_explicit.rewrite_item(dict(
-        rec=rec, keep_q=[captions[e] for e in question_keep(kind, events)],
-        keep_a=[captions[c] for c in answer_keep(kind, events, ans)], captions=list(captions)))
+    return generate_sft_explicit.rewrite_qa(rec, list(captions))
 
 
 @pytest.fixture
@@ -219,9 +218,9 @@ def root(processed, tmp_path) -> Path:
 
 
 def test_stages_keep_template_text_when_the_model_flips_directions(root, fake_openai):
-    generate_sft_explicit.run(root)
-    generate_pref_explicit.run(root, mirrored=True)
-    generate_normal_benchmark.run(root)
+    run_stage(generate_sft_explicit, root)
+    run_stage(generate_pref_explicit, root, mirrored=True)
+    run_stage(generate_normal_benchmark, root)
     template = {rel: rows(root / rel) for rel in ("sft/sft_explicit.jsonl", "pref/pref_explicit.jsonl",
                                                   "benchmark/normal.jsonl")}
     serve(fake_openai, flip)

@@ -25,11 +25,12 @@ from fake_openai import CAREFUL, CARELESS, FakeOpenAI, RewordingModel  # noqa: E
 from rewording_data import person_root, write_video  # noqa: E402
 from test_generation import oracle, real_order, shuffled_order  # noqa: E402
 
+from stages import run_stage  # noqa: E402
 from timewarp.benchmark import generate_normal_benchmark, generate_shuffled_benchmark  # noqa: E402
 from timewarp.pref_data import (generate_pref_explicit, generate_sft_explicit, merge_normal_captions,  # noqa: E402
                                 merge_shuffled_captions)
-from timewarp.temporal import (answer, answer_keep, answer_text, flip_words, pick_mcqs, pick_questions,  # noqa: E402
-                               question_keep, question_text)
+from timewarp.temporal import (answer, answer_text, flip_words, pick_mcqs, pick_questions,  # noqa: E402
+                               question_text)
 from timewarp.textgen import Rewrite, TemplateBackend, validate_field  # noqa: E402
 
 CAPS = [
@@ -44,21 +45,19 @@ CAPS = [
 def sft(kind: str, events: tuple, phrasing: int = 0, captions=CAPS) -> Rewrite:
     """The Rewrite generate_sft_explicit builds for a question on the real order."""
     ans = answer(kind, events, range(len(captions)))
-    rec = {"qid": f"v/sft/{kind}", "kind": kind, "question": question_text(kind, events, captions, phrasing),
+    rec = {"qid": f"v/sft/{kind}", "kind": kind, "events": list(events), "answer_clips": list(ans),
+           "question": question_text(kind, events, captions, phrasing),
            "answer": answer_text(kind, events, ans, captions, phrasing)}
-    return generate_sft_explicit.rewrite_item(dict(
-        rec=rec, keep_q=[captions[e] for e in question_keep(kind, events)],
-        keep_a=[captions[c] for c in answer_keep(kind, events, ans)], captions=list(captions)))
+    return generate_sft_explicit.rewrite_qa(rec, list(captions))
 
 
 def pref(kind: str, events: tuple, bad_order: list, phrasing: int = 0, captions=CAPS) -> Rewrite:
     """The Rewrite generate_pref_explicit builds for a pair (chosen: real order, rejected: ``bad_order``)."""
     good, bad = answer(kind, events, range(len(captions))), answer(kind, events, bad_order)
-    rec = {"pid": f"v/pref/{kind}", "kind": kind, "chosen": answer_text(kind, events, good, captions, phrasing),
+    rec = {"pid": f"v/pref/{kind}", "kind": kind, "events": list(events), "chosen_clips": list(good),
+           "rejected_clips": list(bad), "chosen": answer_text(kind, events, good, captions, phrasing),
            "rejected": answer_text(kind, events, bad, captions, phrasing)}
-    return generate_pref_explicit.rewrite_item(dict(
-        rec=rec, keep_c=[captions[c] for c in answer_keep(kind, events, good)],
-        keep_r=[captions[c] for c in answer_keep(kind, events, bad)], captions=list(captions)))
+    return generate_pref_explicit.rewrite_pair(rec, list(captions))
 
 
 def caption(captions=CAPS) -> Rewrite:
@@ -178,11 +177,11 @@ class Recorder(TemplateBackend):
 def run_stages(root: Path, backend=None, args: list = ()) -> None:
     if backend is not None or not args:
         kw = {"backend": backend} if backend is not None else {}
-        merge_normal_captions.run(root, **kw)
-        merge_shuffled_captions.run(root, **kw)
-        generate_sft_explicit.run(root, **kw)
-        generate_pref_explicit.run(root, mirrored=True, hard_negatives=("reversed", "adjacent_swap"), **kw)
-        generate_normal_benchmark.run(root, **kw)
+        run_stage(merge_normal_captions, root, **kw)
+        run_stage(merge_shuffled_captions, root, **kw)
+        run_stage(generate_sft_explicit, root, **kw)
+        run_stage(generate_pref_explicit, root, mirrored=True, hard_negatives=("reversed", "adjacent_swap"), **kw)
+        run_stage(generate_normal_benchmark, root, **kw)
     else:
         base = ["--root_dir", str(root), *args]
         assert merge_normal_captions.main(base) == 0
@@ -190,7 +189,7 @@ def run_stages(root: Path, backend=None, args: list = ()) -> None:
         assert generate_sft_explicit.main(base) == 0
         assert generate_pref_explicit.main(base + ["--mirrored", "--hard_negatives", "reversed,adjacent_swap"]) == 0
         assert generate_normal_benchmark.main(base) == 0
-    generate_shuffled_benchmark.run(root)
+    run_stage(generate_shuffled_benchmark, root)
 
 
 @pytest.fixture(scope="module", params=["person", "processed"])
@@ -377,8 +376,8 @@ def test_pair_whose_answers_are_the_same_event_is_dropped(tmp_path):
             "THE PERSON WAVES AT THE CAMERA!"]
     layout = Layout(tmp_path)
     write_video(tmp_path, "v", caps, "train", 1, permutation=[3, 1, 2, 0])
-    generate_sft_explicit.run(tmp_path, qa_per_video=6)
-    generate_pref_explicit.run(tmp_path, hard_negatives=("reversed", "adjacent_swap"))
+    run_stage(generate_sft_explicit, tmp_path, qa_per_video=6)
+    run_stage(generate_pref_explicit, tmp_path, hard_negatives=("reversed", "adjacent_swap"))
     kinds = {r["kind"] for r in rows(layout.sft_explicit_file)}
     assert {"first", "last"} <= kinds
     pairs = rows(layout.pref_explicit_file)

@@ -486,18 +486,36 @@ class ChatClient:
 
 
 # ---------------------------------------------------------------------- CLI glue
+class _Backend(argparse.Action):
+    """--backend, remembered as given (so a later --llm_base_url does not override it)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        namespace.backend_given = True
+
+
+class _BaseUrl(argparse.Action):
+    """--llm_base_url: naming a server means using it, unless --backend says otherwise."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        if not getattr(namespace, "backend_given", False):
+            namespace.backend = "openai"
+
+
 def add_llm_args(parser: argparse.ArgumentParser, unused: bool = False) -> None:
     """The text-backend options; ``unused``: a stage that calls no model accepts them (one TIMEWARP_ARGS
-    serves every stage of generate_data.sh) and says so."""
+    serves every stage of generate_data.sh) and says so. ``--llm_base_url`` alone means ``--backend openai``."""
     g = parser.add_argument_group("text generation (accepted for TIMEWARP_ARGS; this stage calls no model)"
                                   if unused else "text generation")
-    g.add_argument("--backend", choices=["template", "openai"], default="template",
+    g.add_argument("--backend", choices=["template", "openai"], default="template", action=_Backend,
                    help="template: offline, deterministic wording; openai: any OpenAI-compatible server "
-                        "(OpenAI, vLLM, Ollama) writes the wording (default: template)")
-    g.add_argument("--llm_base_url", default=os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL,
+                        "(OpenAI, vLLM, Ollama) writes the wording (default: template, or openai when "
+                        "--llm_base_url is given)")
+    g.add_argument("--llm_base_url", default=os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL, action=_BaseUrl,
                    help="OpenAI-compatible API root, e.g. http://localhost:8000/v1 for vLLM or "
-                        "http://localhost:11434/v1 for Ollama (default: $OPENAI_BASE_URL or %(default)s); "
-                        "the key comes from $OPENAI_API_KEY (not needed for localhost)")
+                        "http://localhost:11434/v1 for Ollama; giving it implies --backend openai (default: "
+                        "$OPENAI_BASE_URL or %(default)s); the key comes from $OPENAI_API_KEY (not needed for localhost)")
     g.add_argument("--llm_model", default=DEFAULT_MODEL, help="model name on that server (default: %(default)s)")
     g.add_argument("--llm_concurrency", type=int, default=4, help="requests in flight at most (default: 4)")
     g.add_argument("--llm_max_retries", type=int, default=4,

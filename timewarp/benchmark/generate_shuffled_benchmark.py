@@ -4,86 +4,70 @@ Same questions, same options in the same positions; the video is the shuffled vi
 same id) and the key is computed from its permutation: the option that is the answer when the clips
 play in shuffled order. ``key_changed`` says whether it differs from the normal benchmark's key
 (it contradicts common sense exactly then: only a model that watches the frames gets it right).
-A question whose shuffled annotation is missing or inconsistent is rejected. No model is involved.
+A question whose shuffled annotation is missing or inconsistent is rejected. No model is involved and
+nothing is random: the model options, --seed and --overwrite are accepted (one TIMEWARP_ARGS fits
+every stage of generate_data.sh) and have no effect.
 Output: benchmark/shuffled.jsonl (schema: timewarp.schema.BenchmarkRecord), rebuilt on every run.
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import sys
-from typing import Optional
 
-from timewarp.errors import ItemError, UsageError
-from timewarp.generation import layout_for, load_shuffled, require_file, require_normal_ids
-from timewarp.layout import Layout
-from timewarp.llm import add_llm_args
+from timewarp.benchmark.generate_normal_benchmark import key_positions
+from timewarp.errors import UsageError
+from timewarp.generation import Draft, Generation, load_shuffled, require_file
 from timewarp.schema import BenchmarkRecord
-from timewarp.stage import StageRun, add_common_args, add_shuffled_dir_args, cli, layout_from_args
-from timewarp.store import read_jsonl, write_jsonl
+from timewarp.stage import StageConfig
+from timewarp.store import read_jsonl
 from timewarp.temporal import LETTERS, answer
 
-STAGE = "generate_shuffled_benchmark"
+Config = StageConfig  # no options of its own
 
 
-def run(root_dir, *, workers: int = 1, limit: Optional[int] = None, overwrite: bool = False,
-        layout: Optional[Layout] = None) -> dict:
-    layout = layout_for(root_dir, layout)
-    require_normal_ids(layout)
-    require_file(layout.benchmark_normal_file, "run generate_normal_benchmark.py first")
-    try:
-        normal = [BenchmarkRecord.from_dict(r) for r in read_jsonl(layout.benchmark_normal_file)]
-    except (OSError, ValueError, TypeError) as exc:
-        raise UsageError(f"{layout.benchmark_normal_file} does not parse ({exc}): rerun generate_normal_benchmark.py")
-    by_video = collections.defaultdict(list)
-    for r in normal:
-        by_video[r.id].append(r)
-    ids = sorted(by_video)
-    if limit:
-        ids = ids[:limit]
-    stage = StageRun(STAGE, layout, dict(root_dir=layout.root, workers=workers, limit=limit, overwrite=overwrite))
-    rows, videos = [], 0
-    for vid in ids:  # a file read and a few list lookups per video: no process pool needed
+class ShuffledBenchmark(Generation):
+    name = "generate_shuffled_benchmark"
+    output = "benchmark_shuffled_file"
+    summary = "{rows} questions ({counts[key changed]} with a changed key) in {out}"
+    uses_model = uses_seed = False
+    row_stats = {"key_positions": key_positions}
+
+    def items(self) -> list[str]:
+        """The videos of the normal benchmark, each with its questions."""
+        layout = self.layout
+        require_file(layout.benchmark_normal_file, "run generate_normal_benchmark.py first")
         try:
-            s = load_shuffled(layout, vid, len(by_video[vid][0].order))
-        except ItemError as exc:
-            stage.reject(vid, exc.reason, exc.detail)
-            continue
-        videos += 1
-        for r in by_video[vid]:
+            normal = [BenchmarkRecord.from_dict(r) for r in read_jsonl(layout.benchmark_normal_file)]
+        except (OSError, ValueError, TypeError) as exc:
+            raise UsageError(f"{layout.benchmark_normal_file} does not parse ({exc}): rerun generate_normal_benchmark.py")
+        self.questions = collections.defaultdict(list)
+        for r in normal:
+            self.questions[r.id].append(r)
+        return sorted(self.questions)
+
+    def make(self, vid: str) -> list[Draft]:
+        layout, questions = self.layout, self.questions[vid]
+        s = load_shuffled(layout, vid, len(questions[0].order))
+        drafts = []
+        for r in questions:
             ans = list(answer(r.kind, r.events, s.permutation))
             if ans not in r.option_clips:
-                stage.reject(r.qid, "shuffled answer not among the options",
-                             f"answer {ans}, options {r.option_clips}: rerun generate_normal_benchmark.py")
+                self.reject(r.qid, "shuffled answer not among the options",
+                            f"answer {ans}, options {r.option_clips}: rerun generate_normal_benchmark.py")
                 continue
             key = r.option_clips.index(ans)
-            out = BenchmarkRecord(qid=r.qid, id=vid, video_id=s.id, split=r.split, video=layout.rel(layout.shuffled_video(s.id)), kind=r.kind,
-                                  events=r.events, question=r.question, options=r.options, option_clips=r.option_clips,
-                                  answer=LETTERS[key], answer_index=key, order=list(s.permutation), prompt=r.prompt,
-                                  key_changed=key != r.answer_index, normal_answer=r.answer, wording=r.wording)
-            stage.counts["key changed" if out.key_changed else "key unchanged"] += 1
-            stage.counts[f"key {out.answer}"] += 1
-            rows.append(out.to_dict())
-    write_jsonl(layout.benchmark_shuffled_file, rows)
-    stage.extra["key_positions"] = {L: sum(1 for r in rows if r["answer"] == L) for L in LETTERS}
-    return stage.finish(len(ids), videos, f"{len(rows)} questions ({stage.counts['key changed']} with a changed key) "
-                                          f"in {layout.benchmark_shuffled_file}")
+            out = BenchmarkRecord(qid=r.qid, id=vid, video_id=s.id, split=r.split, video=layout.rel(layout.shuffled_video(s.id)),
+                                  kind=r.kind, events=r.events, question=r.question, options=r.options,
+                                  option_clips=r.option_clips, answer=LETTERS[key], answer_index=key,
+                                  order=list(s.permutation), prompt=r.prompt, key_changed=key != r.answer_index,
+                                  normal_answer=r.answer, wording=r.wording)
+            self.counts["key changed" if out.key_changed else "key unchanged"] += 1
+            self.counts[f"key {out.answer}"] += 1
+            drafts.append(Draft(out.to_dict()))
+        return drafts
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="generate_shuffled_benchmark.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root_dir", required=True, help="output root_dir of setup_dataset.sh")
-    add_llm_args(p, unused=True)
-    add_shuffled_dir_args(p)
-    add_common_args(p)
-    return p
-
-
-def main(argv: Optional[list] = None) -> int:
-    return cli(lambda a: run(a.root_dir, workers=a.workers, limit=a.limit, overwrite=a.overwrite,
-                             layout=layout_from_args(a)), build_parser(), argv)
-
+run, main, build_parser = ShuffledBenchmark.run, ShuffledBenchmark.main, ShuffledBenchmark.build_parser
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,29 +7,17 @@ content in the *shuffled* order.
 """
 from __future__ import annotations
 
-import argparse
 import sys
-from typing import Optional
 
-from timewarp.layout import Layout
-from timewarp.pref_data.merge_normal_captions import build_parser as _build_parser, main_for, merge
-
-STAGE = "merge_shuffled_captions"
+from timewarp.pref_data.merge_normal_captions import Config, MergeCaptions  # noqa: F401 (Config: this stage's)
 
 
-def run(root_dir, *, workers: int = 1, limit: Optional[int] = None, overwrite: bool = False, backend=None,
-        layout: Optional[Layout] = None, options: Optional[dict] = None) -> dict:
-    return merge("shuffled", STAGE, root_dir, workers=workers, limit=limit, overwrite=overwrite, backend=backend,
-                 layout=layout, options=options)
+class MergeShuffledCaptions(MergeCaptions):
+    order = "shuffled"
+    name = "merge_shuffled_captions"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    return _build_parser("merge_shuffled_captions.py", __doc__)
-
-
-def main(argv: Optional[list] = None) -> int:
-    return main_for(run, build_parser(), argv)
-
+run, main, build_parser = MergeShuffledCaptions.run, MergeShuffledCaptions.main, MergeShuffledCaptions.build_parser
 
 if __name__ == "__main__":
     sys.exit(main())
