@@ -1,6 +1,7 @@
 """report.py renders index.html with non-empty PNG plots and the stats table of a real output folder."""
 from __future__ import annotations
 
+import importlib
 import json
 import re
 from pathlib import Path
@@ -9,6 +10,7 @@ import pytest
 
 from generated_output import build, fresh_copy
 from timewarp import report
+from timewarp.generation import Generation
 from timewarp.layout import Layout
 
 pytest.importorskip("matplotlib")  # requirements.txt
@@ -56,10 +58,19 @@ def test_report_without_data_is_one_line_exit_2(tmp_path, capsys):
     assert len(err) == 1 and "setup_dataset.sh" in err[0]
 
 
+def _subclasses(cls):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _subclasses(sub)
+
+
 def test_every_stage_that_writes_stats_has_its_place_in_the_table():
     """STAGE_ORDER names every stage of the package (a stage left out would sort after export)."""
     package = Path(report.__file__).resolve().parent
     stages = {m[1] for p in package.rglob("*.py") for m in re.finditer(r'^STAGE = "(\w+)"', p.read_text(), re.M)}
+    for p in package.rglob("*.py"):  # generation stages: the name of each Generation subclass of the package
+        importlib.import_module(".".join(p.relative_to(package.parent).with_suffix("").parts))
+    stages |= {cls.name for cls in _subclasses(Generation) if "name" in vars(cls)}
     assert stages and stages == set(report.STAGE_ORDER)
 
 
