@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from generated_output import fresh_copy
+from stages import run_stage
 from timewarp import frames as framelib
 from timewarp.errors import UsageError
 from timewarp.layout import Layout
@@ -45,22 +46,12 @@ def annotation_facts(root: Path) -> dict:
 
 
 def write_trl_dpo_export(root: Path, limit: int) -> Path:
-    """TRL's vision preference rows as export.py --format trl_dpo writes them: 8 frames per video as
-    JPEGs, paths relative to the export folder, image blocks in the prompt."""
-    facts = annotation_facts(root)
-    out_dir = Layout(root).export_dir("trl_dpo")
-    rows = []
-    for row in read_jsonl(Layout(root).pref_explicit_file)[:limit]:
-        idx = framelib.sample_indices(facts[row["video"]], n=N_FRAMES)
-        fdir = out_dir / "frames" / Path(row["video"]).with_suffix("")
-        paths = framelib.write_frames(framelib.extract_frames(root / row["video"], idx), idx, fdir)
-        rows.append({"id": row["pid"], "images": [p.relative_to(out_dir).as_posix() for p in paths],
-                     "prompt": [{"role": "user", "content": [{"type": "image"}] * len(paths)
-                                 + [{"type": "text", "text": row["question"]}]}],
-                     "chosen": [{"role": "assistant", "content": [{"type": "text", "text": row["chosen"]}]}],
-                     "rejected": [{"role": "assistant", "content": [{"type": "text", "text": row["rejected"]}]}]})
-    write_jsonl(out_dir / "pref_explicit.jsonl", rows)
-    return out_dir / "pref_explicit.jsonl"
+    """The real ``export.py --format trl_dpo`` (8 frames per video as JPEGs, image blocks in the prompt) of
+    the first ``limit`` preference pairs: training reads exactly what users export."""
+    from timewarp import export
+
+    export.run(export.Config(layout=Layout(root), format="trl_dpo", limit=limit))
+    return Layout(root).export_dir("trl_dpo") / "pref_explicit.jsonl"
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +71,7 @@ def generated(tmp_path_factory) -> Path:
     shuffle_clips.run(out, workers=2)
     for stage in (merge_normal_captions, merge_shuffled_captions, generate_sft_explicit, generate_pref_explicit,
                   generate_normal_benchmark, generate_shuffled_benchmark):
-        stage.run(out)
+        run_stage(stage, out)
     return out
 
 
