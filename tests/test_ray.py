@@ -22,7 +22,7 @@ from ray import cloudpickle  # noqa: E402 - the one Ray pickles tasks with
 
 from timewarp import parallel  # noqa: E402
 from timewarp.layout import Layout  # noqa: E402
-from timewarp.parallel import Failed, pmap  # noqa: E402
+from timewarp.parallel import Executor, Failed, pmap  # noqa: E402
 from timewarp.preprocess import preprocess, shuffle_clips  # noqa: E402
 from timewarp.sample_data import read_frame_ids, write_shard  # noqa: E402
 from timewarp.store import read_json, read_jsonl  # noqa: E402
@@ -40,7 +40,6 @@ def ray_local():
     try:
         yield
     finally:
-        parallel.configure("local")
         ray.shutdown()
 
 
@@ -125,12 +124,8 @@ def test_ray_run_equals_local_run(ray_local, fv_root, tmp_path):
 
 def test_exceptions_come_back_as_failed_in_input_order(ray_local):
     items = [str(i) for i in range(25)] + ["not a number"] + [str(i) for i in range(25, 30)]
-    parallel.configure("ray")
-    try:
-        got = list(pmap(int, items, workers=2, disable=True))
-    finally:
-        parallel.configure("local")
-    want = list(pmap(int, items, workers=2, disable=True))
+    got = list(pmap(int, items, Executor("ray", workers=2), disable=True))
+    want = list(pmap(int, items, Executor("local", workers=2), disable=True))
     assert got[:25] == want[:25] == list(range(25)) and got[26:] == list(range(25, 30))
     assert isinstance(got[25], Failed) and got[25].error == want[25].error == \
         "ValueError: invalid literal for int() with base 10: 'not a number'"
@@ -145,12 +140,9 @@ def _die_once(marker: str) -> int:
 
 
 def test_worker_death_is_retried_by_ray(ray_local, tmp_path):
-    parallel.configure("ray", max_retries=1)
-    try:
-        [pid] = list(pmap(_die_once, [str(tmp_path / "died")], workers=1, disable=True))
-        assert isinstance(pid, int) and pid != os.getpid()
-        parallel.configure("ray", max_retries=0)  # no retries left: the item is Failed, the run goes on
-        res = list(pmap(_die_once, [str(tmp_path / "again"), str(tmp_path / "died")], workers=1, disable=True))
-    finally:
-        parallel.configure("local")
+    [pid] = list(pmap(_die_once, [str(tmp_path / "died")], Executor("ray", max_retries=1), disable=True))
+    assert isinstance(pid, int) and pid != os.getpid()
+    # no retries left: the item is Failed, the run goes on
+    res = list(pmap(_die_once, [str(tmp_path / "again"), str(tmp_path / "died")], Executor("ray", max_retries=0),
+                    disable=True))
     assert isinstance(res[0], Failed) and "Worker" in res[0].error and isinstance(res[1], int)

@@ -1,9 +1,10 @@
 """The one parallel map over items (videos, annotations): a process pool or Ray tasks, one tqdm bar.
 
-Results come back in input order whatever ``workers`` is, so outputs do not depend on it.
-An exception inside ``fn`` never stops the run: it comes back as a ``Failed`` value naming it.
+Results come back in input order whatever ``workers`` is, so outputs do not depend on it. A worker
+returns its value or raises: ``ItemError`` comes back as ``Rejected`` (reason, detail), any other
+exception as ``Failed``; ``StageRun.succeeded`` is the one place that turns both into rejects.
 
-Two executors, chosen once per process with ``configure`` (stage scripts: ``--executor``):
+Two executors, an ``Executor`` value every ``run`` takes explicitly (stage scripts: ``--executor``):
 
 - ``local`` (default): a fork process pool of ``workers`` processes (1 = in-process).
 - ``ray``: each item is one Ray task (``@ray.remote(max_retries=...)``: Ray re-runs a task whose
@@ -25,7 +26,7 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence, TypeVar
 
 from tqdm import tqdm
 
-from timewarp.errors import UsageError
+from timewarp.errors import ItemError, UsageError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -37,34 +38,54 @@ RAY_MISSING = "--executor ray needs the ray package, which is not installed: pip
 PACKAGE_DIR = Path(__file__).resolve().parent          # .../timewarp
 
 
-@dataclass
+@dataclass(frozen=True)
 class Failed:
-    """An unexpected exception raised by the mapped function for one item."""
+    """An unexpected exception raised by the mapped function for one item (a bug, or a crashed worker)."""
 
     error: str
     traceback: str
 
 
-@dataclass
-class _Settings:
-    executor: str = "local"
-    ray_address: Optional[str] = None    # None: start a local Ray instance; "auto" or host:port: join a cluster
-    max_retries: int = 3                 # Ray re-runs of a task whose worker process or node died
-    started_ray: bool = False            # pmap called ray.init (so shutdown() ends it)
+@dataclass(frozen=True)
+class Rejected:
+    """The mapped function raised ``ItemError`` for one item: a reject with this reason, the run goes on."""
+
+    reason: str
+    detail: str = ""
 
 
-_settings = _Settings()
+@dataclass(frozen=True)
+class Executor:
+    """Where and how wide per-item work runs; an explicit argument of every ``run`` (never a global).
+
+    ``local``: a fork process pool of ``workers`` processes (1 = in-process). ``ray``: one Ray task per
+    item, at most ``workers`` in flight; ``ray_address`` None starts a local instance, ``auto`` or
+    host:port joins a cluster; Ray re-runs a task whose worker died up to ``max_retries`` times.
+    """
+
+    kind: str = "local"
+    workers: int = 1
+    ray_address: Optional[str] = None
+    max_retries: int = 3
+
+    def __post_init__(self):
+        if self.kind not in EXECUTORS:
+            raise UsageError(f"--executor must be one of {', '.join(EXECUTORS)}, got {self.kind!r}")
+        if self.workers < 1:
+            raise UsageError(f"--workers must be >= 1, got {self.workers}")
+        if self.kind == "ray":
+            _import_ray()
+        elif self.ray_address:
+            raise UsageError("--ray_address needs --executor ray")
+
+    def map(self, fn: Callable[[T], R], items: Sequence[T], desc: str = "", unit: str = "video",
+            disable: bool | None = None) -> Iterator[R | Rejected | Failed]:
+        """``pmap`` on this executor."""
+        return pmap(fn, items, self, desc=desc, unit=unit, disable=disable)
 
 
-def configure(executor: str = "local", ray_address: Optional[str] = None, max_retries: int = 3) -> None:
-    """Choose the executor every later ``pmap`` call uses; raises UsageError if Ray is chosen but missing."""
-    if executor not in EXECUTORS:
-        raise UsageError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
-    if executor == "ray":
-        _import_ray()
-    elif ray_address:
-        raise UsageError("--ray_address needs --executor ray")
-    _settings.executor, _settings.ray_address, _settings.max_retries = executor, ray_address, max_retries
+LOCAL = Executor()                       # in-process: generation stages (milliseconds per item) and tests
+_ray_started = False                     # this process called ray.init (so shutdown() ends it)
 
 
 def _import_ray():
@@ -105,33 +126,40 @@ def start_ray(address: Optional[str] = None, **init_kwargs) -> bool:
 
 def shutdown() -> None:
     """Shut Ray down if ``pmap`` started or connected it (a later Ray ``pmap`` does so again)."""
-    if _settings.started_ray:
+    global _ray_started
+    if _ray_started:
         import ray
 
         ray.shutdown()
-    _settings.started_ray = False
+    _ray_started = False
 
 
 def _call(fn, item):
     try:
         return fn(item)
+    except ItemError as exc:  # the item is bad: a typed rejection, recorded by StageRun.succeeded
+        return Rejected(exc.reason, exc.detail)
     except UsageError:  # the run as a whole cannot go on (e.g. the disk is full): stop, do not reject
         raise
     except Exception as exc:  # noqa: BLE001 - one bad item must not stop the run
         return Failed(f"{type(exc).__name__}: {exc}", traceback.format_exc())
 
 
-def pmap(fn: Callable[[T], R], items: Sequence[T], workers: int = 1, desc: str = "",
-         unit: str = "video", disable: bool | None = None) -> Iterator[R | Failed]:
-    """Yield ``fn(item)`` for each item, in order, with at most ``workers`` running at once.
+def pmap(fn: Callable[[T], R], items: Sequence[T], executor: Executor = LOCAL, desc: str = "",
+         unit: str = "video", disable: bool | None = None) -> Iterator[R | Rejected | Failed]:
+    """Yield ``fn(item)`` for each item, in input order: its value, ``Rejected`` (it raised
+    ``ItemError``) or ``Failed`` (any other exception); ``UsageError`` stops the whole map.
 
-    Local executor: ``workers`` processes (1 = in-process). Ray executor: ``workers`` tasks in flight.
+    Local: ``executor.workers`` processes (1 = in-process). Ray: ``executor.workers`` tasks in flight.
     """
     items = list(items)
+    if isinstance(executor, int):  # TRANSITION: old callers pass workers; goes when every stage passes an Executor
+        executor = Executor(workers=max(1, executor))
+    workers = executor.workers
     bar = tqdm(total=len(items), desc=desc, unit=unit, disable=disable, dynamic_ncols=True, leave=False)
     try:
-        if _settings.executor == "ray" and items:
-            yield from _ray_map(fn, items, max(1, workers), bar)
+        if executor.kind == "ray" and items:
+            yield from _ray_map(fn, items, executor, bar)
             return
         if workers <= 1 or len(items) <= 1:
             for item in items:
@@ -154,14 +182,16 @@ def pmap(fn: Callable[[T], R], items: Sequence[T], workers: int = 1, desc: str =
 _remote_call = {}   # max_retries -> the remote function (one per process; Ray exports it once)
 
 
-def _ray_map(fn, items: list, in_flight: int, bar) -> Iterator:
-    """Submit one Ray task per item (at most ``in_flight`` pending), yield results in input order."""
+def _ray_map(fn, items: list, executor: Executor, bar) -> Iterator:
+    """Submit one Ray task per item (at most ``executor.workers`` pending), yield results in input order."""
+    global _ray_started
     ray = _import_ray()
-    if start_ray(_settings.ray_address):
-        _settings.started_ray = True
-    remote = _remote_call.get(_settings.max_retries)
+    if start_ray(executor.ray_address):
+        _ray_started = True
+    in_flight = executor.workers
+    remote = _remote_call.get(executor.max_retries)
     if remote is None:
-        remote = _remote_call[_settings.max_retries] = ray.remote(max_retries=_settings.max_retries)(_call)
+        remote = _remote_call[executor.max_retries] = ray.remote(max_retries=executor.max_retries)(_call)
     fn_ref = ray.put(fn)                                # serialised once, not per task
     index: dict = {}                                    # ObjectRef -> item position
     done: dict[int, object] = {}

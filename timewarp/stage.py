@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import time
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
@@ -75,6 +76,82 @@ def layout_from_args(args: argparse.Namespace) -> Layout:
         return Layout(root, *names)
     except ValueError as exc:
         raise UsageError(str(exc))
+
+
+def executor_from_args(args: argparse.Namespace) -> parallel.Executor:
+    """The ``Executor`` of --executor / --workers / --ray_address (in-process for a stage without them)."""
+    return parallel.Executor(getattr(args, "executor", "local"), getattr(args, "workers", 1),
+                             getattr(args, "ray_address", None))
+
+
+def option(default=MISSING, help: str = "", **argparse_kw):
+    """A config field that is also the command-line option ``--<field name>``: its default, help and any
+    argparse keywords (``type``, ``choices``, ``nargs``, ...) are written once, here."""
+    return field(default=default, metadata={"help": help, "argparse": argparse_kw})
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageConfig:
+    """Base of each stage's config: a frozen dataclass built once (``from_args``, or by a test), passed
+    whole to ``run`` and carried as it is to workers (it and its ``Layout`` pickle).
+
+    Fields made with ``option(...)`` are the stage's own command-line options (``add_arguments``);
+    ``seed``/``limit``/``overwrite`` are the common ones ``add_common_args`` defines; ``options()`` is
+    what ``stats/<stage>.json`` records.
+    """
+
+    layout: Layout
+    seed: int = 42
+    limit: Optional[int] = None
+    overwrite: bool = False
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser, group: Optional[str] = None) -> None:
+        """``--<name>`` for every ``option(...)`` field, with its default in the help text."""
+        target = parser.add_argument_group(group) if group else parser
+        for f in fields(cls):
+            if "help" not in f.metadata:
+                continue
+            kw = dict(f.metadata["argparse"])
+            default = f.default if f.default is not MISSING else None
+            if isinstance(default, bool) and "action" not in kw:
+                kw["action"] = "store_false" if default else "store_true"
+            elif "action" not in kw and "type" not in kw and default is not None:
+                seq = isinstance(default, (tuple, list))
+                kw["type"] = (type(default[0]) if default else str) if seq else type(default)
+            if f.default is MISSING:
+                kw["required"] = True
+            else:
+                kw["default"] = list(default) if isinstance(default, tuple) else default
+            shown = f" (default: {_shown(default)})" if f.default is not MISSING and not kw.get("required") else ""
+            target.add_argument(f"--{f.name}", help=f.metadata["help"] + shown, **kw)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, **given):
+        """The config of parsed options (a field absent from ``args`` keeps its default); ``given`` wins."""
+        values = {f.name: getattr(args, f.name) for f in fields(cls) if f.name != "layout" and hasattr(args, f.name)}
+        values.update(given)
+        if "layout" not in values:
+            values["layout"] = layout_from_args(args)
+        for f in fields(cls):  # argparse gives lists; the config is frozen (hashable, stable)
+            if isinstance(values.get(f.name), list):
+                values[f.name] = tuple(values[f.name])
+        return cls(**values)
+
+    def options(self) -> dict:
+        """What stats/<stage>.json records as the options used: root_dir and every other field."""
+        out: dict = {"root_dir": str(self.layout.root)}
+        for f in fields(self):
+            if f.name != "layout":
+                v = getattr(self, f.name)
+                out[f.name] = list(v) if isinstance(v, tuple) else (str(v) if isinstance(v, Path) else v)
+        return out
+
+
+def _shown(value) -> str:
+    if isinstance(value, (tuple, list)):
+        return ",".join(map(str, value)) or "none"
+    return "off" if value is False else ("none" if value is None else str(value))
 
 
 def setup_logging(level: str) -> None:
@@ -140,13 +217,11 @@ def cli(run_from_args: Callable[[argparse.Namespace], object], parser: argparse.
     args = parser.parse_args(argv)
     setup_logging(getattr(args, "log_level", "INFO"))
     try:
-        parallel.configure(getattr(args, "executor", "local"), getattr(args, "ray_address", None))
         try:
             with locked_output(args):
                 result = run_from_args(args)
         finally:
             parallel.shutdown()
-            parallel.configure()
     except UsageError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2
@@ -179,16 +254,19 @@ class StageRun:
         log.debug("%s", failed.traceback)
 
     def succeeded(self, ids, results, sources=None):
-        """Pair ids with their ``pmap`` results and yield ``(id, result)`` for the items that succeeded.
+        """The one place per-item results become rejects: pair ids with their ``pmap`` results and
+        yield ``(id, result)`` for the items that succeeded.
 
-        A ``Failed`` becomes an ``internal error`` reject; a result dict with ``ok`` false becomes a
-        reject with its ``reason`` and ``detail`` (and ``sources[i]``, or its own ``source``).
+        ``Rejected`` (the worker raised ``ItemError``) becomes a reject with its reason and detail,
+        ``Failed`` an ``internal error`` reject; ``sources[i]`` names the item's input.
         """
         sources = sources or [""] * len(ids)
         for item_id, source, res in zip(ids, sources, results):
             if isinstance(res, parallel.Failed):
                 self.internal_error(item_id, res, source)
-            elif not res.get("ok"):
+            elif isinstance(res, parallel.Rejected):
+                self.reject(item_id, res.reason, res.detail, source)
+            elif isinstance(res, dict) and not res.get("ok", True):  # TRANSITION: old dict protocol, goes
                 self.reject(item_id, res["reason"], res.get("detail", ""), res.get("source") or source)
             else:
                 yield item_id, res
