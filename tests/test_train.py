@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from generated_output import fresh_copy
+from preprocess_stages import run_video_stage
 from timewarp import frames as framelib
 from timewarp.errors import UsageError
 from timewarp.layout import Layout
@@ -76,8 +77,8 @@ def generated(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("train_sample")
     sample_data.build(tmp / "finevideo", videos=5, seed=1)
     out = tmp / "out"
-    preprocess.run(tmp / "finevideo", out, 5, workers=2, test_fraction=0.3)
-    shuffle_clips.run(out, workers=2)
+    run_video_stage(preprocess, out, root_dir=tmp / "finevideo", scale=5, workers=2, test_fraction=0.3)
+    run_video_stage(shuffle_clips, out, workers=2)
     for stage in (merge_normal_captions, merge_shuffled_captions, generate_sft_explicit, generate_pref_explicit,
                   generate_normal_benchmark, generate_shuffled_benchmark):
         stage.run(out)
