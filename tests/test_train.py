@@ -181,7 +181,8 @@ def test_dpo_tiny_on_trl_export_every_frame_reaches_forward_and_loss_falls(trl_r
     layout = Layout(trl_root)
     for bench in (layout.benchmark_normal_file, layout.benchmark_shuffled_file):
         preds = tmp_path / f"{bench.stem}.preds.jsonl"
-        predict.run(bench, preds, model=str(out), max_new_tokens=4, frames=4, limit=3)
+        predict.run(predict.Config(layout=layout, benchmark=bench, output=preds, model=str(out), max_new_tokens=4,
+                                   frames=4, limit=3))
         assert [r["qid"] for r in read_jsonl(preds)] == [r["qid"] for r in read_jsonl(bench)][:3]
         s = evaluate.run(bench, preds, quiet=True)
         assert s["n"] == len(read_jsonl(bench)) and s["missing_predictions"] == s["n"] - 3
