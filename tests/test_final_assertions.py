@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from timewarp.errors import ItemError
 from timewarp.layout import Layout
 from timewarp.preprocess import final_assertions
 from timewarp.store import read_json, read_jsonl, write_json
@@ -244,13 +245,25 @@ def test_decode_counts_the_frames_really_there(out):
 
 
 def test_a_crashing_check_fails_the_run(out, monkeypatch):
-    def boom(job):
+    def boom(cfg, sid):
         raise RuntimeError("bug in a check")
     monkeypatch.setattr(final_assertions, "check_shuffled", boom)
     report = run_video_stage(final_assertions, out, workers=1)
     assert not report.ok
     assert {(v.id, v.check) for v in report.violations} == {(i, "internal error") for i in Layout(out).shuffled_ids()}
     assert report.stats["items_out"] == 4
+    assert all("RuntimeError: bug in a check" in v.detail for v in report.violations)
+
+
+def test_a_check_raising_item_error_is_a_violation_too(out, monkeypatch):
+    """Whatever a worker raises (ItemError -> Rejected, anything else -> Failed), the item does not pass."""
+    def refuse(cfg, vid):
+        raise ItemError("cannot check", vid)
+    monkeypatch.setattr(final_assertions, "check_normal", refuse)
+    report = run_video_stage(final_assertions, out, workers=1)  # (a local function does not pickle to a pool)
+    assert {(v.id, v.check, v.detail) for v in report.violations} == {(i, "cannot check", i)
+                                                                      for i in Layout(out).normal_ids()}
+    assert report.stats["items_out"] == len(Layout(out).shuffled_ids())
 
 
 def test_limit_and_usage_errors(out, tmp_path, capsys):

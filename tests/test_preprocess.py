@@ -253,3 +253,33 @@ def test_save_dir_around_or_equal_to_the_dataset(wild_rows, tmp_path):
     run_video_stage(preprocess, same, root_dir=same, scale=2, workers=1)
     stats = run_video_stage(preprocess, same, root_dir=same, scale=2, workers=1, overwrite=True)  # normal/videos/*.mp4 are not inputs
     assert stats["rejected"] == 0 and stats["records_seen"] == 2
+
+
+def test_main_builds_the_config_and_the_executor_from_the_command_line(monkeypatch, tmp_path):
+    """Each option reaches the run: --executor/--workers as the Executor (before, preprocess ran --executor ray
+    on the local pool), every other option as a field of the stage's Config."""
+    from timewarp.parallel import Executor
+    from timewarp.preprocess import filter_corrupted, final_assertions
+
+    src = tmp_path / "fv"
+    src.mkdir()
+    common = ["--executor", "ray", "--workers", "3", "--limit", "2", "--log_level", "WARNING"]
+    cases = [
+        (preprocess, ["--root_dir", str(src), "--save_dir", str(tmp_path / "out"), "--scale", "7", "--max_clips", "3",
+                      "--keep_audio", "--x264_threads", "2", "--engine", "smartcut", "--write_clips"],
+         dict(layout=Layout(tmp_path / "out"), root_dir=str(src), scale=7, max_clips=3, keep_audio=True,
+              x264_threads=2, engine="smartcut", write_clips=True)),
+        (shuffle_clips, ["--root_dir", str(tmp_path), "--permutations_per_video", "2", "--seed", "5",
+                         "--shuffled_dir_name", "s2"],
+         dict(layout=Layout(tmp_path, "s2"), permutations_per_video=2, seed=5)),
+        (filter_corrupted, ["--root_dir", str(tmp_path), "--overwrite"], dict(layout=Layout(tmp_path), overwrite=True)),
+        (final_assertions, ["--root_dir", str(tmp_path), "--decode", "--source_root", "", "--min_clips", "3"],
+         dict(layout=Layout(tmp_path), decode=True, source_root="", min_clips=3)),
+    ]
+    for module, argv, fields in cases:
+        seen = []
+        monkeypatch.setattr(module, "run", lambda cfg, executor: seen.append((cfg, executor)) or final_assertions.Report())
+        assert module.main(argv + common) == 0
+        assert seen == [(module.Config(limit=2, **fields), Executor("ray", workers=3))], module.__name__
+    cfg = preprocess.Config(layout=Layout(tmp_path), root_dir=src, scale=1, max_clips=3, preset="slow", x264_threads=2)
+    assert (cfg.clip.max_clips, cfg.encode.preset, cfg.encode.threads) == (3, "slow", 2)
