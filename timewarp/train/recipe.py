@@ -17,7 +17,7 @@ from typing import Optional
 
 from timewarp.errors import UsageError
 from timewarp.layout import Layout
-from timewarp.stage import cli, require_root
+from timewarp.stage import require_root
 from timewarp.store import write_json
 from timewarp.train import data as datalib
 
@@ -229,10 +229,3 @@ def run(trainer: str, args: argparse.Namespace, callbacks: Optional[list] = None
     print(f"[train_{trainer}] {cfg.get('method')}: {tr.state.global_step} steps on {len(examples)} examples, "
           f"loss {summary['first_loss']} -> {summary['last_loss']}; model and trainer_state.json in {out}")
     return summary
-
-
-def entry_point(trainer: str, prog: str, doc: str):
-    """The ``main(argv)`` of train_<trainer>.py: parse, run, exit status 0 (or the one-line error)."""
-    def main(argv: Optional[list] = None) -> int:
-        return cli(lambda a: run(trainer, a) and 0, build_parser(trainer, prog, doc), argv)
-    return main

@@ -10,11 +10,18 @@ in the prompt) when present, else the pipeline's pref/<source>.jsonl, sampling -
 Writes the model, its processor, trainer_state.json (log_history: every step's loss) and
 timewarp_train.json to --output_dir.
 """
-import sys
+from __future__ import annotations
 
+import sys
+from typing import Optional
+
+from timewarp.stage import cli
 from timewarp.train import recipe
 
-main = recipe.entry_point("dpo", "train_dpo.py", __doc__)
+
+def main(argv: Optional[list] = None) -> int:
+    return cli(lambda a: recipe.run("dpo", a) and 0, recipe.build_parser("dpo", "train_dpo.py", __doc__), argv)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,11 +9,18 @@ Config sft (timewarp/train/configs/sft.json): sft/sft_explicit.jsonl (video, que
 Writes the model, its processor, trainer_state.json (log_history: every step's loss) and
 timewarp_train.json to --output_dir.
 """
-import sys
+from __future__ import annotations
 
+import sys
+from typing import Optional
+
+from timewarp.stage import cli
 from timewarp.train import recipe
 
-main = recipe.entry_point("sft", "train_sft.py", __doc__)
+
+def main(argv: Optional[list] = None) -> int:
+    return cli(lambda a: recipe.run("sft", a) and 0, recipe.build_parser("sft", "train_sft.py", __doc__), argv)
+
 
 if __name__ == "__main__":
     sys.exit(main())
