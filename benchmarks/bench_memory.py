@@ -101,14 +101,15 @@ def child(argv: list[str]) -> int:
     """Runs in its own process: preprocess ``chosen`` videos of the shard; prints JSON."""
     import logging
 
+    from timewarp.layout import Layout
+    from timewarp.parallel import Executor
     from timewarp.preprocess import preprocess
-    from timewarp.video import EncodeSettings
 
     root, out, chosen, workers, preset, crf = argv[0], argv[1], int(argv[2]), int(argv[3]), argv[4], int(argv[5])
     logging.disable(logging.WARNING)
     t0 = time.perf_counter()
-    stats = preprocess.run(root, out, chosen, workers=workers, test_fraction=0.0,
-                           encode=EncodeSettings(preset=preset, crf=crf))
+    stats = preprocess.run(preprocess.Config(layout=Layout(Path(out)), root_dir=root, scale=chosen, test_fraction=0.0,
+                                             preset=preset, crf=crf), Executor(workers=workers))
     anns = sorted(Path(out, "normal", "annotations").glob("*.json"))
     rows = [json.loads(p.read_text()).get("source_row") for p in anns]
     print(json.dumps({"seconds": time.perf_counter() - t0, "rows": rows, "done": len(anns), "stats_out": str(stats)[:200]}))

@@ -198,16 +198,18 @@ def child_project(work: Path, out: Path, videos: int, workers: int, preset: str,
                   engine: str = "one-encode") -> dict:
     import logging
 
+    from timewarp.layout import Layout
+    from timewarp.parallel import Executor
     from timewarp.preprocess import preprocess, shuffle_clips
-    from timewarp.video import EncodeSettings
 
     logging.disable(logging.WARNING)
     os.environ.setdefault("TQDM_DISABLE", "1")
     t0 = time.perf_counter()
-    pre = preprocess.run(work / "finevideo", out, videos, workers=workers, test_fraction=0.0,
-                         encode=EncodeSettings(preset=preset, crf=crf), engine=engine)
+    executor = Executor(workers=workers)
+    pre = preprocess.run(preprocess.Config(layout=Layout(out), root_dir=work / "finevideo", scale=videos,
+                                           test_fraction=0.0, preset=preset, crf=crf, engine=engine), executor)
     t1 = time.perf_counter()
-    shuffle_clips.run(out, workers=workers)
+    shuffle_clips.run(shuffle_clips.Config(layout=Layout(out)), executor)
     t2 = time.perf_counter()
     n = len(list((out / "shuffled" / "shuffled_videos").glob("*.mp4")))
     if n != videos:

@@ -9,6 +9,8 @@ import pytest
 
 from timewarp.sample_data import SceneSpec, VideoSpec, metadata_for, random_spec, render_video, write_shard
 
+from stages import run_video_stage
+
 
 def make_rows(tmp: Path, specs: list[VideoSpec]) -> list[tuple[bytes, dict]]:
     rows = []
@@ -55,6 +57,6 @@ def processed(tmp_path_factory, wild_dataset) -> Path:
     from timewarp.preprocess import preprocess, shuffle_clips
 
     out = tmp_path_factory.mktemp("out")
-    preprocess.run(wild_dataset, out, 4, workers=2, write_clips=True, test_fraction=0.5)
-    shuffle_clips.run(out, workers=2)
+    run_video_stage(preprocess, out, root_dir=wild_dataset, scale=4, workers=2, write_clips=True, test_fraction=0.5)
+    run_video_stage(shuffle_clips, out, workers=2)
     return out

@@ -345,7 +345,7 @@ def careless_edit(mode: str, name: str, text: str, others: dict, rng: random.Ran
         if len(pieces) >= 2:
             i, j = rng.sample(range(len(pieces)), 2)
             a, b = pieces[i], pieces[j]
-            sa, sb = _sentences(a), _sentences(b)
+            sa = _sentences(a)
             if len(sa) > 1:        # move a sentence of a into b
                 moved = sa[-1]
                 na, nb = " ".join(sa[:-1]), b.rstrip(".") + ". " + moved

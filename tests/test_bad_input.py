@@ -16,6 +16,8 @@ from timewarp.preprocess import preprocess
 from timewarp.store import read_json, read_jsonl
 from timewarp.video import ffmpeg_exe
 
+from stages import run_video_stage
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "timewarp" / "preprocess" / "preprocess.py"
 
@@ -103,7 +105,7 @@ def bad_dataset(tmp_path, wild_rows):
 
 def test_each_bad_input_gets_its_reason_and_good_videos_go_on(bad_dataset, tmp_path):
     out = tmp_path / "out"
-    preprocess.run(bad_dataset, out, 50, workers=2)
+    run_video_stage(preprocess, out, root_dir=bad_dataset, scale=50, workers=2)
     layout = Layout(out)
     rejects = read_jsonl(layout.rejects_file("preprocess"))
     by_id = {}

@@ -23,6 +23,8 @@ from timewarp.schema import NormalAnnotation, ShuffledAnnotation
 from timewarp.store import read_json, read_jsonl
 from timewarp.timestamps import format_timestamp
 
+from stages import run_video_stage
+
 RATE = 30
 FRAMES = 120
 SNAP = Fraction(1, 1000)
@@ -76,8 +78,8 @@ def planned(tmp_path_factory):
         meta = {"original_video_filename": f"{name}.mp4", "content_metadata": {"title": name, "scenes": scenes}}
         (root / f"{name}.json").write_text(json.dumps(meta))
     (root / "base.mp4").unlink()
-    stats = preprocess.run(root, out, scale=len(CASES), write_clips=True)
-    shuffle_clips.run(out)
+    stats = run_video_stage(preprocess, out, root_dir=root, scale=len(CASES), write_clips=True)
+    run_video_stage(shuffle_clips, out)
     return Layout(out), stats
 
 
@@ -125,7 +127,7 @@ def test_shuffles_and_final_assertions_on_cut_videos(planned):
         clips = CASES[sh.normal_id][1]
         want = [k for i in sh.permutation for k in frames_in(clips[i][0], clips[i][1])]
         assert read_frame_ids(layout.root / sh.video) == want, sid
-    report = final_assertions.run(layout.root)
+    report = run_video_stage(final_assertions, layout.root)
     assert report.ok, report.violations
 
 
@@ -134,7 +136,7 @@ def test_audio_follows_the_cut(tmp_path):
     import subprocess
 
     from timewarp.sample_data import SceneSpec, VideoSpec, render_video
-    from timewarp.video import EncodeSettings, ffmpeg_exe
+    from timewarp.video import ffmpeg_exe
 
     root = tmp_path / "src"
     root.mkdir()
@@ -143,7 +145,7 @@ def test_audio_follows_the_cut(tmp_path):
     scenes = [scene(0.0, 0.9, act("A.", 0.0, 0.9)), scene(1.0, 1.9, act("B.", 1.9, 1.0)),
               scene(2.0, 3.0, act("D.", 2.0, 2.9))]
     (root / "aud.json").write_text(json.dumps({"content_metadata": {"scenes": scenes}}))
-    preprocess.run(root, tmp_path / "out", scale=1, encode=EncodeSettings(keep_audio=True))
+    run_video_stage(preprocess, tmp_path / "out", root_dir=root, scale=1, keep_audio=True)
     layout = Layout(tmp_path / "out")
     video = layout.normal_video("aud")
     assert read_frame_ids(video) == list(range(30)) + list(range(58, 87))

@@ -14,6 +14,8 @@ from timewarp.layout import Layout
 from timewarp.preprocess import filter_corrupted, final_assertions
 from timewarp.store import read_json, read_jsonl, write_json
 
+from stages import run_video_stage
+
 STAGE = filter_corrupted.STAGE
 IDS = ["film24", "ntsc30", "pal25", "rand30"]
 
@@ -127,7 +129,7 @@ def test_damaged_item_is_quarantined_with_its_reason(out, damage, vid, reason):
     damaged_bytes = {rel: h for rel, h in tree(out).items() if rel in belongs}
     others = {rel: h for rel, h in tree(out).items() if rel not in belongs}
 
-    st = filter_corrupted.run(out, workers=1)
+    st = run_video_stage(filter_corrupted, out, workers=1)
 
     rows = rejects(out)
     assert [(r["id"], r["reason"]) for r in rows] == [(vid, reason)], rows
@@ -142,7 +144,7 @@ def test_damaged_item_is_quarantined_with_its_reason(out, damage, vid, reason):
     assert not lay.clip_dir(vid).exists()
     # the good items are untouched, and what is left passes the final checks
     assert tree(out) == others
-    assert final_assertions.run(out).ok
+    assert run_video_stage(final_assertions, out).ok
 
 
 def test_orphan_video_and_clip_folder_are_quarantined(out):
@@ -152,7 +154,7 @@ def test_orphan_video_and_clip_folder_are_quarantined(out):
     lay.clip_dir("phantom").mkdir()
     shutil.copy(lay.clip_video("pal25", 0), lay.clip_video("phantom", 0))
 
-    st = filter_corrupted.run(out, workers=2)
+    st = run_video_stage(filter_corrupted, out, workers=2)
 
     assert [(r["id"], r["reason"]) for r in rejects(out)] == [("ghost", "video without annotation"),
                                                              ("phantom", "clip folder without annotation")]
@@ -167,9 +169,9 @@ def test_quarantine_never_overwrites_an_earlier_one(out):
     lay = Layout(out)
     first, second = b"first orphan", b"second orphan"
     lay.normal_video("ghost").write_bytes(first)
-    filter_corrupted.run(out)
+    run_video_stage(filter_corrupted, out)
     lay.normal_video("ghost").write_bytes(second)
-    filter_corrupted.run(out)
+    run_video_stage(filter_corrupted, out)
     q = lay.quarantine_dir / STAGE / "normal" / "videos"
     assert (q / "ghost.mp4").read_bytes() == first
     assert (q / "ghost~1.mp4").read_bytes() == second
@@ -179,13 +181,13 @@ def test_quarantine_never_overwrites_an_earlier_one(out):
 def test_rerun_skips_verified_files_until_they_change(out):
     lay = Layout(out)
     n_clips = sum(len(list(lay.clip_dir(v).glob("*.mp4"))) for v in IDS)
-    st = filter_corrupted.run(out, workers=2)
+    st = run_video_stage(filter_corrupted, out, workers=2)
     assert st["counts"]["videos decoded"] == 4 and st["counts"]["clip files decoded"] == n_clips
     assert st["counts"]["videos already verified"] == 0
     record = read_json(lay.state_file(STAGE))
     assert sorted(record["verified"]) == IDS
 
-    st = filter_corrupted.run(out)
+    st = run_video_stage(filter_corrupted, out)
     assert st["counts"]["videos decoded"] == 0 and st["counts"]["clip files decoded"] == 0
     assert st["counts"]["videos already verified"] == 4
     assert st["counts"]["clip files already verified"] == n_clips
@@ -194,12 +196,12 @@ def test_rerun_skips_verified_files_until_they_change(out):
     # a touched video is decoded again; the others are not
     video = lay.normal_video("film24")
     os.utime(video, ns=(video.stat().st_atime_ns, video.stat().st_mtime_ns + 10**9))
-    st = filter_corrupted.run(out)
+    st = run_video_stage(filter_corrupted, out)
     assert st["counts"]["videos decoded"] == 1 and st["counts"]["videos already verified"] == 3
 
     # a verified video damaged afterwards (same name, new size) is caught on the next run
     truncate(lay, "pal25")
-    st = filter_corrupted.run(out)
+    st = run_video_stage(filter_corrupted, out)
     assert [(r["id"], r["reason"]) for r in rejects(out)] == [("pal25", "video does not open")]
     assert "pal25" not in read_json(lay.state_file(STAGE))["verified"]
 
@@ -212,18 +214,18 @@ def test_rerun_skips_verified_files_until_they_change(out):
 
 def test_unreadable_record_means_decode_again(out):
     lay = Layout(out)
-    filter_corrupted.run(out)
+    run_video_stage(filter_corrupted, out)
     lay.state_file(STAGE).write_text("{not json")
-    st = filter_corrupted.run(out)
+    st = run_video_stage(filter_corrupted, out)
     assert st["counts"]["videos decoded"] == 4
     assert read_json(lay.state_file(STAGE))["version"] == filter_corrupted.RECORD_VERSION
 
 
 def test_limit_checks_only_the_first_ids_and_keeps_the_record(out):
-    filter_corrupted.run(out)
+    run_video_stage(filter_corrupted, out)
     lay = Layout(out)
     truncate(lay, "rand30")  # last in sorted order: outside --limit 2
-    st = filter_corrupted.run(out, limit=2, overwrite=True)
+    st = run_video_stage(filter_corrupted, out, limit=2, overwrite=True)
     assert st["items_in"] == 2 and st["counts"]["videos decoded"] == 2 and st["rejected"] == 0
     assert lay.normal_video("rand30").exists()
     assert sorted(read_json(lay.state_file(STAGE))["verified"]) == IDS
@@ -260,7 +262,7 @@ def test_rejects_and_moves_do_not_depend_on_workers(processed, tmp_path):
         lay = Layout(dst)
         truncate(lay, "ntsc30")
         broken_json(lay, "pal25")
-        filter_corrupted.run(dst, workers=workers)
+        run_video_stage(filter_corrupted, dst, workers=workers)
         rows = Layout(dst).rejects_file(STAGE).read_text()
         record = json.loads(lay.state_file(STAGE).read_text())
         outputs.append((rows, sorted(record["verified"]), tree(dst)))

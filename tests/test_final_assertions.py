@@ -7,9 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from timewarp.errors import ItemError
 from timewarp.layout import Layout
 from timewarp.preprocess import final_assertions
 from timewarp.store import read_json, read_jsonl, write_json
+
+from stages import run_video_stage
 
 STAGE = final_assertions.STAGE
 
@@ -179,7 +182,7 @@ def test_clean_output_passes(out, capsys):
 
 
 def test_clean_output_passes_when_decoding(out):
-    report = final_assertions.run(out, decode=True)
+    report = run_video_stage(final_assertions, out, decode=True)
     assert report.ok, report.violations
 
 
@@ -208,14 +211,14 @@ def test_short_video_is_caught_with_and_without_decode(out):
     """A normal video cut short (a valid file, one clip missing): the container count and the decode both see it."""
     lay = Layout(out)
     ann = read_json(lay.normal_annotation("pal25"))
-    assert final_assertions.run(out, decode=True).ok
+    assert run_video_stage(final_assertions, out, decode=True).ok
     from timewarp.video import concat_copy
     tmp = lay.root / "cut.mp4"
     concat_copy(lay.normal_video("pal25"), Fraction(ann["fps_rational"]),
                 [(tmp, [(0, ann["clips"][1]["end_frame"])])])
     tmp.replace(lay.normal_video("pal25"))
     for decode in (False, True):
-        report = final_assertions.run(out, decode=decode)
+        report = run_video_stage(final_assertions, out, decode=decode)
         assert [(v.id, v.check) for v in report.violations] == [("pal25", "video frame count")]
         assert report.stats["items_out"] == 7  # the shuffled pal25 still passes
 
@@ -234,25 +237,37 @@ def test_decode_counts_the_frames_really_there(out):
     data = front.read_bytes()
     video.write_bytes(data[: int(len(data) * 0.7)])
     front.unlink()
-    report = final_assertions.run(out)  # the container still claims every frame
+    report = run_video_stage(final_assertions, out)  # the container still claims every frame
     assert [(v.id, v.check) for v in report.violations] == [("pal25", "video frame count")]
-    report = final_assertions.run(out, decode=True)
+    report = run_video_stage(final_assertions, out, decode=True)
     assert ("pal25", "video frame count") in [(v.id, v.check) for v in report.violations]
     assert report.stats["options"]["decode"] is True
 
 
 def test_a_crashing_check_fails_the_run(out, monkeypatch):
-    def boom(job):
+    def boom(cfg, sid):
         raise RuntimeError("bug in a check")
     monkeypatch.setattr(final_assertions, "check_shuffled", boom)
-    report = final_assertions.run(out, workers=1)
+    report = run_video_stage(final_assertions, out, workers=1)
     assert not report.ok
     assert {(v.id, v.check) for v in report.violations} == {(i, "internal error") for i in Layout(out).shuffled_ids()}
     assert report.stats["items_out"] == 4
+    assert all("RuntimeError: bug in a check" in v.detail for v in report.violations)
+
+
+def test_a_check_raising_item_error_is_a_violation_too(out, monkeypatch):
+    """Whatever a worker raises (ItemError -> Rejected, anything else -> Failed), the item does not pass."""
+    def refuse(cfg, vid):
+        raise ItemError("cannot check", vid)
+    monkeypatch.setattr(final_assertions, "check_normal", refuse)
+    report = run_video_stage(final_assertions, out, workers=1)  # (a local function does not pickle to a pool)
+    assert {(v.id, v.check, v.detail) for v in report.violations} == {(i, "cannot check", i)
+                                                                      for i in Layout(out).normal_ids()}
+    assert report.stats["items_out"] == len(Layout(out).shuffled_ids())
 
 
 def test_limit_and_usage_errors(out, tmp_path, capsys):
-    report = final_assertions.run(out, limit=1)
+    report = run_video_stage(final_assertions, out, limit=1)
     assert report.ok and report.stats["items_in"] == 2
     assert final_assertions.main(["--root_dir", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip()

@@ -23,9 +23,11 @@ import pytest
 
 from timewarp.errors import UsageError
 from timewarp.layout import Layout
-from timewarp.preprocess import filter_corrupted, preprocess, shuffle_clips
+from timewarp.preprocess import preprocess, shuffle_clips
 from timewarp.sample_data import SceneSpec, VideoSpec, metadata_for, read_frame_ids, render_video, write_shard
 from timewarp.store import read_json, read_jsonl
+
+from stages import run_video_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 FPS = 25
@@ -99,7 +101,7 @@ def test_subrip_and_unit_timestamps_cut_the_right_frames(tmp_path, clip3):
         scene["activities"][0]["timestamp"] = {"start_timestamp": a, "end_timestamp": b}
     root = _files_root(tmp_path, {"forms": (mp4, json.dumps(m).encode())})
     out = tmp_path / "out"
-    preprocess.run(root, out, 1)
+    run_video_stage(preprocess, out, root_dir=root, scale=1)
     ann = _annotations(out)["forms"]
     assert [(c["start_frame"], c["end_frame"]) for c in ann["clips"]] == [(0, 20), (20, 40), (40, 60)]
     assert read_frame_ids(out / ann["video"]) == list(range(60))  # every source frame, once, in order
@@ -124,7 +126,7 @@ def test_metadata_with_a_bom_or_in_utf16_is_read(tmp_path, clip3):
                       "json": pa.array([json.dumps(_named(meta, "cell16")).encode("utf-16")], pa.binary())})
     pq.write_table(table, root / "bytes.parquet")
     out = tmp_path / "out"
-    preprocess.run(root, out, 10)
+    run_video_stage(preprocess, out, root_dir=root, scale=10)
     anns = _annotations(out)
     assert sorted(anns) == sorted([*encodings, "cellbom", "cell16"])
     assert all(len(a["clips"]) == 3 for a in anns.values())
@@ -155,7 +157,7 @@ def test_a_lone_surrogate_in_an_id_is_replaced_and_a_non_utf8_file_name_is_a_nam
     with open(os.path.join(raw_root, b"lone\xff.mp4"), "wb") as fh:  # and without metadata
         fh.write(mp4)
     out = tmp_path / "out"
-    preprocess.run(root, out, 5)
+    run_video_stage(preprocess, out, root_dir=root, scale=5)
     anns = _annotations(out)
     assert [(a["source_id"], a["title"]) for a in anns.values()] == [("bad\ufffdid", "T\ufffd")]
     assert len(next(iter(anns.values()))["clips"]) == 3
@@ -173,7 +175,7 @@ def test_a_parquet_file_is_a_one_shard_dataset(tmp_path, clip3):
     shard = tmp_path / "my_videos.parquet"
     write_shard(shard, [(mp4, _named(meta, "a")), (mp4, _named(meta, "b"))])
     out = tmp_path / "out"
-    preprocess.run(shard, out, 2)
+    run_video_stage(preprocess, out, root_dir=shard, scale=2)
     anns = _annotations(out)
     assert sorted(anns) == ["a", "b"] and {a["source_file"] for a in anns.values()} == {"my_videos.parquet"}
     r = subprocess.run([sys.executable, str(ROOT / "timewarp/preprocess/preprocess.py"), "--root_dir",
@@ -190,7 +192,7 @@ def small_out(tmp_path, clip3) -> Path:
     root = tmp_path / "fv"
     write_shard(root / "shard.parquet", [(mp4, _named(meta, "a")), (mp4, _named(meta, "b"))])
     out = tmp_path / "out"
-    preprocess.run(root, out, 2)
+    run_video_stage(preprocess, out, root_dir=root, scale=2)
     return out
 
 
@@ -235,7 +237,7 @@ def test_a_video_file_linked_out_of_the_output_is_not_moved(tmp_path, small_out)
     layout.shuffled_dir.mkdir()
     layout.shuffled_videos_dir.symlink_to(tmp_path)
     with pytest.raises(UsageError, match="shuffled_videos is a symbolic link"):
-        shuffle_clips.run(small_out)
+        run_video_stage(shuffle_clips, small_out)
 
 
 # ------------------------------------------------------------------ 5. two runs on one output folder
@@ -292,9 +294,9 @@ def _ranked(seed: int) -> list[str]:
 def test_rerun_with_a_smaller_scale_or_another_seed_is_refused(tmp_path, twelve):
     """Before: scale 5 over 12 said "5 videos ready" and left 12; seed 7 after seed 42 mixed both."""
     out = tmp_path / "out"
-    preprocess.run(twelve, out, 3, workers=2)
+    run_video_stage(preprocess, out, root_dir=twelve, scale=3, workers=2)
     assert Layout(out).normal_ids() == sorted(_ranked(42)[:3])
-    preprocess.run(twelve, out, 12, workers=2)  # a larger scale, same seed: extends
+    run_video_stage(preprocess, out, root_dir=twelve, scale=12, workers=2)  # a larger scale, same seed: extends
     assert Layout(out).normal_ids() == sorted(_ranked(42))
     script = "preprocess/preprocess.py"
     for extra, says in ((["--scale", "5"], "--scale 12"), (["--scale", "12", "--seed", "7"], "--seed 42"),
@@ -303,7 +305,7 @@ def test_rerun_with_a_smaller_scale_or_another_seed_is_refused(tmp_path, twelve)
         err = r.stderr.strip().splitlines()
         assert r.returncode == 2 and len(err) == 1 and says in err[0] and "--overwrite" in err[0], r.stderr
         assert len(Layout(out).normal_ids()) == 12
-    shuffle_clips.run(out)
+    run_video_stage(shuffle_clips, out)
     # --overwrite redoes it: exactly the seed-7 selection, no video of the earlier one left
     r = _stage(script, "--root_dir", str(twelve), "--save_dir", str(out), "--scale", "3", "--seed", "7",
                "--overwrite", "--workers", "1")

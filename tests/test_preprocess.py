@@ -14,6 +14,8 @@ from timewarp.sample_data import SceneSpec, VideoSpec, metadata_for, read_frame_
 from timewarp.schema import NormalAnnotation, ShuffledAnnotation
 from timewarp.store import read_json, read_jsonl
 
+from stages import run_video_stage
+
 
 def expected_clip_frames(spec: VideoSpec) -> list[tuple[int, int]]:
     """Independent oracle: the frames each scene's activities cover, from the spec that drew them."""
@@ -68,9 +70,9 @@ def test_shuffle_is_seeded_and_resumes(processed, tmp_path):
     shutil.copytree(processed, out)
     layout = Layout(out)
     before = {s: read_json(layout.shuffled_annotation(s))["permutation"] for s in layout.shuffled_ids()}
-    stats = shuffle_clips.run(out, workers=1)
+    stats = run_video_stage(shuffle_clips, out, workers=1)
     assert stats["counts"]["already done"] == len(before)
-    stats = shuffle_clips.run(out, workers=1, seed=7, overwrite=True, permutations_per_video=2)
+    stats = run_video_stage(shuffle_clips, out, workers=1, seed=7, overwrite=True, permutations_per_video=2)
     after = {s: read_json(layout.shuffled_annotation(s))["permutation"] for s in layout.shuffled_ids()}
     assert len(after) == 2 * len(before)
     assert any(after[s] != before[s] for s in before)  # another seed, other permutations
@@ -84,13 +86,13 @@ def test_scale_is_exact_and_skips_bad_videos(wild_rows, tmp_path):
     write_shard(root / "data" / "train-00000-of-00002.parquet", wild_rows[:2] + bad[:2])
     write_shard(root / "data" / "train-00001-of-00002.parquet", wild_rows[2:] + bad[2:], json_as="string")
     out = tmp_path / "out"
-    stats = preprocess.run(root, out, 3, workers=2)
+    stats = run_video_stage(preprocess, out, root_dir=root, scale=3, workers=2)
     assert len(Layout(out).normal_ids()) == 3 and stats["items_out"] == 3
     rejected = {r["id"]: r["reason"] for r in read_jsonl(Layout(out).rejects_file("preprocess"))}
     assert set(rejected.values()) <= {"video does not open", "video does not decode", "no video stream"}
     # asking for more than exists gives all usable ones and says so
     out2 = tmp_path / "out2"
-    stats = preprocess.run(root, out2, 10, workers=1)
+    stats = run_video_stage(preprocess, out2, root_dir=root, scale=10, workers=1)
     assert stats["items_out"] == 4 and len(Layout(out2).normal_ids()) == 4
     assert {r["id"] for r in read_jsonl(Layout(out2).rejects_file("preprocess"))} == {"bad0", "bad1", "bad2"}
 
@@ -103,13 +105,13 @@ def test_selection_is_seeded_and_independent_of_file_order(wild_rows, tmp_path):
     write_shard(b / "y" / "aa.parquet", wild_rows[:2][::-1])
     picks = {}
     for name, root in (("a", a), ("b", b)):
-        preprocess.run(root, tmp_path / f"out_{name}", 2, seed=3, workers=1)
+        run_video_stage(preprocess, tmp_path / f"out_{name}", root_dir=root, scale=2, seed=3, workers=1)
         picks[name] = Layout(tmp_path / f"out_{name}").normal_ids()
     assert picks["a"] == picks["b"] and len(picks["a"]) == 2
-    preprocess.run(a, tmp_path / "out_seed", 2, seed=4, workers=1)
+    run_video_stage(preprocess, tmp_path / "out_seed", root_dir=a, scale=2, seed=4, workers=1)
     seeds = {tuple(Layout(tmp_path / "out_seed").normal_ids())}
     for s in range(5, 12):  # some other seed picks another pair
-        preprocess.run(a, tmp_path / f"out_s{s}", 2, seed=s, workers=1)
+        run_video_stage(preprocess, tmp_path / f"out_s{s}", root_dir=a, scale=2, seed=s, workers=1)
         seeds.add(tuple(Layout(tmp_path / f"out_s{s}").normal_ids()))
     assert len(seeds) > 1
 
@@ -138,7 +140,7 @@ def test_selection_never_reads_unchosen_mp4_bytes(wild_rows, tmp_path):
     chosen, unchosen = order[:2], order[2:]
     _zero_mp4_chunks(shard, set(unchosen))
     out = tmp_path / "out"
-    stats = preprocess.run(tmp_path / "fv", out, 2, workers=1)
+    stats = run_video_stage(preprocess, out, root_dir=tmp_path / "fv", scale=2, workers=1)
     assert stats["rejected"] == 0
     assert Layout(out).normal_ids() == sorted(ids[i] for i in chosen)
 
@@ -156,7 +158,7 @@ def test_other_layouts_and_json_forms(wild_rows, tmp_path):
     (root / "pairs" / "abc.json").write_bytes(json.dumps(meta).encode())
     (root / "pairs" / "lonely.mp4").write_bytes(mp4)
     out = tmp_path / "out"
-    stats = preprocess.run(root, out, 5, workers=1)
+    stats = run_video_stage(preprocess, out, root_dir=root, scale=5, workers=1)
     assert Layout(out).normal_ids() == sorted([wild_rows[0][1]["original_video_filename"][:-4],
                                                wild_rows[1][1]["original_video_filename"][:-4]])
     assert {r["reason"] for r in read_jsonl(Layout(out).rejects_file("preprocess"))} == {"video without metadata"}
@@ -167,8 +169,7 @@ def test_max_height_and_audio(wild_rows, tmp_path):
     root = tmp_path / "fv"
     write_shard(root / "data" / "s.parquet", [wild_rows[1]])  # 640x272, 5.1 audio
     out = tmp_path / "out"
-    from timewarp.video import EncodeSettings
-    preprocess.run(root, out, 1, workers=1, encode=EncodeSettings(max_height=136, keep_audio=True))
+    run_video_stage(preprocess, out, root_dir=root, scale=1, workers=1, max_height=136, keep_audio=True)
     layout = Layout(out)
     ann = NormalAnnotation.from_dict(read_json(layout.normal_annotation("film24")))
     assert (ann.width, ann.height) == (320, 136)
@@ -197,7 +198,7 @@ def test_times_not_on_frame_boundaries_and_past_the_end(tmp_path):
     root = tmp_path / "fv"
     write_shard(root / "data" / "s.parquet", [(src.read_bytes(), meta)])
     out = tmp_path / "out"
-    preprocess.run(root, out, 1, workers=1)
+    run_video_stage(preprocess, out, root_dir=root, scale=1, workers=1)
     ann = NormalAnnotation.from_dict(read_json(Layout(out).normal_annotation("offgrid")))
     fps = Fraction(30000, 1001)
     # frame k is in [s, e) iff s <= k/fps < e; 90 frames = 3.003 s so the last clip is clamped
@@ -210,10 +211,10 @@ def test_times_not_on_frame_boundaries_and_past_the_end(tmp_path):
 
 def test_resume_skips_done_videos(wild_dataset, tmp_path):
     out = tmp_path / "out"
-    preprocess.run(wild_dataset, out, 2, workers=1)
+    run_video_stage(preprocess, out, root_dir=wild_dataset, scale=2, workers=1)
     layout = Layout(out)
     first = {v: layout.normal_video(v).stat().st_mtime_ns for v in layout.normal_ids()}
-    stats = preprocess.run(wild_dataset, out, 3, workers=1)
+    stats = run_video_stage(preprocess, out, root_dir=wild_dataset, scale=3, workers=1)
     assert stats["counts"]["already done"] == 2
     assert {v: layout.normal_video(v).stat().st_mtime_ns for v in first} == first
     assert len(layout.normal_ids()) == 3
@@ -221,23 +222,23 @@ def test_resume_skips_done_videos(wild_dataset, tmp_path):
 
 
 def test_overwrite_with_other_clips_leaves_nothing_stale(wild_dataset, tmp_path):
-    from timewarp.finevideo import ClipOptions
     from timewarp.preprocess import final_assertions
 
     out = tmp_path / "out"
-    preprocess.run(wild_dataset, out, 2, workers=1, write_clips=True)
-    shuffle_clips.run(out, workers=1, permutations_per_video=2)
+    run_video_stage(preprocess, out, root_dir=wild_dataset, scale=2, workers=1, write_clips=True)
+    run_video_stage(shuffle_clips, out, workers=1, permutations_per_video=2)
     layout = Layout(out)
-    preprocess.run(wild_dataset, out, 2, workers=1, write_clips=True, overwrite=True, clip=ClipOptions(max_clips=2))
+    run_video_stage(preprocess, out, root_dir=wild_dataset, scale=2, workers=1, write_clips=True, overwrite=True,
+                    max_clips=2)
     for vid in layout.normal_ids():
         ann = read_json(layout.normal_annotation(vid))
         assert len(ann["clips"]) == 2
         assert sorted(p.name for p in layout.clip_dir(vid).iterdir()) == ["0.mp4", "1.mp4"]
-    shuffle_clips.run(out, workers=1)  # not --overwrite: the old 3-4 clip shuffles must not be kept
+    run_video_stage(shuffle_clips, out, workers=1)  # not --overwrite: the old 3-4 clip shuffles must not be kept
     for vid in layout.normal_ids():
         assert read_json(layout.shuffled_annotation(vid))["permutation"] == [1, 0]
         assert not layout.shuffled_annotation(f"{vid}__p1").exists() and not layout.shuffled_video(f"{vid}__p1").exists()
-    assert final_assertions.run(out, workers=1).ok
+    assert run_video_stage(final_assertions, out, workers=1).ok
 
 
 def test_save_dir_around_or_equal_to_the_dataset(wild_rows, tmp_path):
@@ -245,10 +246,40 @@ def test_save_dir_around_or_equal_to_the_dataset(wild_rows, tmp_path):
     outer = tmp_path / "outer"
     write_shard(outer / "fv" / "data" / "s.parquet", wild_rows[:2])
     (outer / "fv" / "README.json").write_text("{}")  # a stray json is no video's metadata
-    stats = preprocess.run(outer / "fv", outer, 2, workers=1)
+    stats = run_video_stage(preprocess, outer, root_dir=outer / "fv", scale=2, workers=1)
     assert stats["items_out"] == 2 and stats["rejected"] == 0
     same = tmp_path / "same"
     write_shard(same / "data" / "s.parquet", wild_rows[:2])
-    preprocess.run(same, same, 2, workers=1)
-    stats = preprocess.run(same, same, 2, workers=1, overwrite=True)  # normal/videos/*.mp4 are not inputs
+    run_video_stage(preprocess, same, root_dir=same, scale=2, workers=1)
+    stats = run_video_stage(preprocess, same, root_dir=same, scale=2, workers=1, overwrite=True)  # normal/videos/*.mp4 are not inputs
     assert stats["rejected"] == 0 and stats["records_seen"] == 2
+
+
+def test_main_builds_the_config_and_the_executor_from_the_command_line(monkeypatch, tmp_path):
+    """Each option reaches the run: --executor/--workers as the Executor (before, preprocess ran --executor ray
+    on the local pool), every other option as a field of the stage's Config."""
+    from timewarp.parallel import Executor
+    from timewarp.preprocess import filter_corrupted, final_assertions
+
+    src = tmp_path / "fv"
+    src.mkdir()
+    common = ["--executor", "ray", "--workers", "3", "--limit", "2", "--log_level", "WARNING"]
+    cases = [
+        (preprocess, ["--root_dir", str(src), "--save_dir", str(tmp_path / "out"), "--scale", "7", "--max_clips", "3",
+                      "--keep_audio", "--x264_threads", "2", "--engine", "smartcut", "--write_clips"],
+         dict(layout=Layout(tmp_path / "out"), root_dir=str(src), scale=7, max_clips=3, keep_audio=True,
+              x264_threads=2, engine="smartcut", write_clips=True)),
+        (shuffle_clips, ["--root_dir", str(tmp_path), "--permutations_per_video", "2", "--seed", "5",
+                         "--shuffled_dir_name", "s2"],
+         dict(layout=Layout(tmp_path, "s2"), permutations_per_video=2, seed=5)),
+        (filter_corrupted, ["--root_dir", str(tmp_path), "--overwrite"], dict(layout=Layout(tmp_path), overwrite=True)),
+        (final_assertions, ["--root_dir", str(tmp_path), "--decode", "--source_root", "", "--min_clips", "3"],
+         dict(layout=Layout(tmp_path), decode=True, source_root="", min_clips=3)),
+    ]
+    for module, argv, fields in cases:
+        seen = []
+        monkeypatch.setattr(module, "run", lambda cfg, executor: seen.append((cfg, executor)) or final_assertions.Report())
+        assert module.main(argv + common) == 0
+        assert seen == [(module.Config(limit=2, **fields), Executor("ray", workers=3))], module.__name__
+    cfg = preprocess.Config(layout=Layout(tmp_path), root_dir=src, scale=1, max_clips=3, preset="slow", x264_threads=2)
+    assert (cfg.clip.max_clips, cfg.encode.preset, cfg.encode.threads) == (3, "slow", 2)

@@ -27,6 +27,8 @@ from timewarp.preprocess import preprocess, shuffle_clips  # noqa: E402
 from timewarp.sample_data import read_frame_ids, write_shard  # noqa: E402
 from timewarp.store import read_json, read_jsonl  # noqa: E402
 
+from stages import run_video_stage  # noqa: E402
+
 # functions defined here travel to Ray workers by value (workers cannot import this test module)
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -55,14 +57,11 @@ def fv_root(tmp_path_factory, wild_dataset, wild_rows):
 
 
 def _run(executor: str, src: Path, out: Path) -> None:
-    parallel.configure(executor)
-    try:
-        preprocess.run(src, out, 10, workers=2, write_clips=True, test_fraction=0.5)
-        # shuffle through the CLI: --executor/--workers parsed by stage.add_common_args, set by stage.cli
-        assert shuffle_clips.main(["--root_dir", str(out), "--workers", "2", "--executor", executor,
-                                   "--permutations_per_video", "2", "--log_level", "WARNING"]) == 0
-    finally:
-        parallel.configure("local")
+    run_video_stage(preprocess, out, executor=Executor(executor, workers=2), root_dir=src, scale=10,
+                    write_clips=True, test_fraction=0.5)
+    # shuffle through the CLI: --executor/--workers parsed by stage.add_common_args, given by main to run
+    assert shuffle_clips.main(["--root_dir", str(out), "--workers", "2", "--executor", executor,
+                               "--permutations_per_video", "2", "--log_level", "WARNING"]) == 0
 
 
 def _frames_digest(path: Path) -> str:

@@ -28,6 +28,8 @@ from timewarp.store import read_json, read_jsonl
 from timewarp.timestamps import format_timestamp
 from timewarp.video import ffmpeg_exe
 
+from stages import run_video_stage
+
 SIZE = (96, 64)
 SNAP = Fraction(1, 1000)
 
@@ -133,8 +135,8 @@ def wild(tmp_path_factory):
     for case in all_cases:
         case.make(root / f"{case.name}.mp4")
         (root / f"{case.name}.json").write_text(json.dumps(metadata(case.name, case.scenes)))
-    preprocess.run(root, out, scale=len(all_cases), write_clips=True, workers=2)
-    shuffle_clips.run(out)
+    run_video_stage(preprocess, out, root_dir=root, scale=len(all_cases), write_clips=True, workers=2)
+    run_video_stage(shuffle_clips, out)
     return {c.name: c for c in all_cases}, Layout(out)
 
 
@@ -182,7 +184,7 @@ def test_shuffled_videos_of_real_world_sources(wild):
 
 def test_final_assertions_pass_on_real_world_output(wild):
     _, layout = wild
-    report = final_assertions.run(layout.root, decode=True)
+    report = run_video_stage(final_assertions, layout.root, decode=True)
     assert report.ok, report.violations
 
 
@@ -202,13 +204,13 @@ def test_final_assertions_catch_a_clip_cut_by_an_assumed_rate(wild, tmp_path):
     src.mkdir()
     ann = NormalAnnotation.from_dict(read_json(Layout(out).normal_annotation("tenbit")))
     render(src / ann.source_file, 90, times="if(lt(N,10),N/10,1+(N-10)/30)")
-    report = final_assertions.run(out, source_root=str(src))
+    report = run_video_stage(final_assertions, out, source_root=str(src))
     bad = [v for v in report.violations if v.check == "clip frames inside metadata times"]
     assert bad and all(v.id == "tenbit" for v in bad), report.violations
     assert "source frame" in bad[0].detail
     # with the real source back the same output passes
     shutil.copy(_source_of(layout, ann), src / ann.source_file)
-    assert final_assertions.run(out, source_root=str(src)).ok
+    assert run_video_stage(final_assertions, out, source_root=str(src)).ok
 
 
 def _source_of(layout: Layout, ann: NormalAnnotation) -> Path:

@@ -15,6 +15,8 @@ from timewarp.preprocess import preprocess, shuffle_clips
 from timewarp.sample_data import read_frame_ids
 from timewarp.store import TEMP_PREFIXES, read_json
 
+from stages import run_video_stage
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -60,8 +62,8 @@ def no_half_files(root: Path) -> None:
 
 def test_preprocess_and_shuffle_survive_sigkill(wild_dataset, tmp_path):
     ref = tmp_path / "ref"
-    preprocess.run(wild_dataset, ref, 4, workers=1)
-    shuffle_clips.run(ref, workers=1)
+    run_video_stage(preprocess, ref, root_dir=wild_dataset, scale=4, workers=1)
+    run_video_stage(shuffle_clips, ref, workers=1)
 
     out = tmp_path / "out"
     layout = Layout(out)
@@ -92,8 +94,8 @@ def test_outputs_do_not_depend_on_workers(wild_dataset, tmp_path):
     outs = []
     for workers in (1, 2):
         out = tmp_path / f"w{workers}"
-        preprocess.run(wild_dataset, out, 3, workers=workers, seed=5)
-        shuffle_clips.run(out, workers=workers, seed=5, permutations_per_video=2)
+        run_video_stage(preprocess, out, root_dir=wild_dataset, scale=3, workers=workers, seed=5)
+        run_video_stage(shuffle_clips, out, workers=workers, seed=5, permutations_per_video=2)
         outs.append(out)
     a, b = (json_files(o) for o in outs)
     assert a == b and len(a) >= 9
@@ -120,13 +122,13 @@ def test_missing_ffmpeg_is_one_line(wild_dataset, tmp_path):
 
 def test_rerun_removes_what_a_killed_run_left(wild_dataset, tmp_path):
     out = tmp_path / "out"
-    preprocess.run(wild_dataset, out, 1, workers=1)
+    run_video_stage(preprocess, out, root_dir=wild_dataset, scale=1, workers=1)
     layout = Layout(out)
     stale = [layout.normal_annotations_dir / ".tmp-x-abc.json", layout.normal_videos_dir / ".tmp-x-abc.mp4",
              layout.tmp_dir / "src-x-abc.mp4"]
     for p in stale:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(b"half")
-    preprocess.run(wild_dataset, out, 1, workers=1)
+    run_video_stage(preprocess, out, root_dir=wild_dataset, scale=1, workers=1)
     assert not any(p.exists() for p in stale)
     assert len(layout.normal_ids()) == 1

@@ -7,7 +7,6 @@ what the engine claims it copied), and four decoders (ffmpeg, OpenCV, PyAV, deco
 from __future__ import annotations
 
 import hashlib
-import shutil
 import subprocess
 from fractions import Fraction
 from pathlib import Path
@@ -15,14 +14,15 @@ from pathlib import Path
 import pytest
 
 import test_preprocess
-from conftest import wild_specs
 from timewarp import smartcut
 from timewarp.layout import Layout
 from timewarp.preprocess import final_assertions, preprocess, shuffle_clips
 from timewarp.sample_data import SceneSpec, VideoSpec, draw_frame, metadata_for, read_frame_ids, write_shard
 from timewarp.schema import NormalAnnotation
 from timewarp.store import read_json
-from timewarp.video import EncodeSettings, decode_errors, ffmpeg_exe
+from timewarp.video import decode_errors, ffmpeg_exe
+
+from stages import run_video_stage
 
 av = pytest.importorskip("av")
 COLORS = ["red", "green", "blue", "yellow", "purple", "orange", "cyan", "pink"]
@@ -98,8 +98,9 @@ def every_output(out: Path):
 @pytest.fixture(scope="module")
 def smart(tmp_path_factory, wild_dataset) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("smart")
-    stats = preprocess.run(wild_dataset, out, 4, workers=2, write_clips=True, test_fraction=0.5, engine="smartcut")
-    shuffle_clips.run(out, workers=2)
+    stats = run_video_stage(preprocess, out, root_dir=wild_dataset, scale=4, workers=2, write_clips=True,
+                            test_fraction=0.5, engine="smartcut")
+    run_video_stage(shuffle_clips, out, workers=2)
     return out, stats
 
 
@@ -114,7 +115,7 @@ def test_wild_set_is_frame_exact_and_counts_engines(smart):
     assert stats["options"]["engine"] == "smartcut"
     assert 0 < counts["frames re-encoded"] < counts["frames written"]
     # the stage that checks annotations against videos (frame counts by full decode, fps, durations)
-    assert final_assertions.run(out, workers=1, decode=True).ok
+    assert run_video_stage(final_assertions, out, workers=1, decode=True).ok
     assert not list(out.rglob(".tmp-*"))  # no scratch file left beside the videos
 
 
@@ -130,8 +131,9 @@ def test_wild_set_decodes_in_ffmpeg_opencv_pyav_decord(smart):
 def test_bytes_do_not_depend_on_workers(smart, wild_dataset, tmp_path):
     out, _ = smart
     other = tmp_path / "w1"
-    preprocess.run(wild_dataset, other, 4, workers=1, write_clips=True, test_fraction=0.5, engine="smartcut")
-    shuffle_clips.run(other, workers=1)
+    run_video_stage(preprocess, other, root_dir=wild_dataset, scale=4, workers=1, write_clips=True,
+                    test_fraction=0.5, engine="smartcut")
+    run_video_stage(shuffle_clips, other, workers=1)
     def digest(root):
         return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
                 for p in sorted(root.rglob("*.mp4"))}
@@ -141,8 +143,8 @@ def test_bytes_do_not_depend_on_workers(smart, wild_dataset, tmp_path):
 def test_keep_audio_51(wild_rows, tmp_path):
     film24 = next(r for r in wild_rows if r[1]["original_video_filename"] == "film24.mp4")  # 5.1 AAC, 23.976 fps
     write_shard(tmp_path / "fv" / "data" / "s.parquet", [film24])
-    stats = preprocess.run(tmp_path / "fv", tmp_path / "out", 1, workers=1, engine="smartcut",
-                           encode=EncodeSettings(keep_audio=True))
+    stats = run_video_stage(preprocess, tmp_path / "out", root_dir=tmp_path / "fv", scale=1, workers=1,
+                            engine="smartcut", keep_audio=True)
     assert stats["counts"]["engine: smartcut"] == 1
     video = tmp_path / "out" / "normal" / "videos" / "film24.mp4"
     ann = read_json(tmp_path / "out" / "normal" / "annotations" / "film24.json")
@@ -161,8 +163,9 @@ def gops(tmp_path_factory) -> tuple[Path, Path]:
                          (gop_spec("gop5s", fps="25", scenes=3, frames=110), x264(125, bf=2), None),
                          (gop_spec("nobf"), x264(50, bf=0), None)])
     out = tmp / "out"
-    preprocess.run(root, out, 3, workers=2, write_clips=True, test_fraction=0.0, engine="smartcut")
-    shuffle_clips.run(out, workers=2, permutations_per_video=2)
+    run_video_stage(preprocess, out, root_dir=root, scale=3, workers=2, write_clips=True, test_fraction=0.0,
+                    engine="smartcut")
+    run_video_stage(shuffle_clips, out, workers=2, permutations_per_video=2)
     return tmp, out
 
 
@@ -186,7 +189,7 @@ def test_long_gops_frame_exact_with_copies(gops):
     test_preprocess.test_shuffled_videos_follow_the_permutation(out)
     for path, frames in every_output(out):
         decodes_everywhere(path, frames)
-    assert final_assertions.run(out, workers=1, decode=True).ok
+    assert run_video_stage(final_assertions, out, workers=1, decode=True).ok
 
 
 def test_copied_frames_are_the_source_packets(gops):
@@ -241,7 +244,7 @@ def test_unsafe_sources_fall_back_and_stay_exact(tmp_path):
     ]
     root = dataset(tmp_path, items)
     out = tmp_path / "out"
-    stats = preprocess.run(root, out, 4, workers=2, test_fraction=0.0, engine="smartcut")
+    stats = run_video_stage(preprocess, out, root_dir=root, scale=4, workers=2, test_fraction=0.0, engine="smartcut")
     c = stats["counts"]
     assert c["engine: one-encode"] == 3 and "engine: smartcut" not in c
     assert c["smartcut fell back to one-encode: open GOPs"] == 1
@@ -258,8 +261,8 @@ def test_unsafe_sources_fall_back_and_stay_exact(tmp_path):
 def test_max_height_resize_falls_back(wild_rows, tmp_path):
     film24 = next(r for r in wild_rows if r[1]["original_video_filename"] == "film24.mp4")  # 640x272
     write_shard(tmp_path / "fv" / "data" / "s.parquet", [film24])
-    stats = preprocess.run(tmp_path / "fv", tmp_path / "out", 1, workers=1, engine="smartcut",
-                           encode=EncodeSettings(max_height=136))
+    stats = run_video_stage(preprocess, tmp_path / "out", root_dir=tmp_path / "fv", scale=1, workers=1,
+                            engine="smartcut", max_height=136)
     assert stats["counts"]["smartcut fell back to one-encode: resized output (--max_height or odd size)"] == 1
     ann = read_json(tmp_path / "out" / "normal" / "annotations" / "film24.json")
     assert (ann["width"], ann["height"]) == (320, 136)
@@ -273,4 +276,4 @@ def test_engine_option_is_checked(wild_dataset, tmp_path, capsys):
     assert "--engine" in capsys.readouterr().err
     from timewarp.errors import UsageError
     with pytest.raises(UsageError, match="--engine"):
-        preprocess.run(wild_dataset, tmp_path / "o", 1, engine="fast")
+        run_video_stage(preprocess, tmp_path / "o", root_dir=wild_dataset, scale=1, engine="fast")

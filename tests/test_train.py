@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from generated_output import fresh_copy
-from stages import run_stage
+from stages import run_stage, run_video_stage
 from timewarp import frames as framelib
 from timewarp.errors import UsageError
 from timewarp.layout import Layout
@@ -67,8 +67,8 @@ def generated(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("train_sample")
     sample_data.build(tmp / "finevideo", videos=5, seed=1)
     out = tmp / "out"
-    preprocess.run(tmp / "finevideo", out, 5, workers=2, test_fraction=0.3)
-    shuffle_clips.run(out, workers=2)
+    run_video_stage(preprocess, out, root_dir=tmp / "finevideo", scale=5, workers=2, test_fraction=0.3)
+    run_video_stage(shuffle_clips, out, workers=2)
     for stage in (merge_normal_captions, merge_shuffled_captions, generate_sft_explicit, generate_pref_explicit,
                   generate_normal_benchmark, generate_shuffled_benchmark):
         run_stage(stage, out)
@@ -171,7 +171,8 @@ def test_dpo_tiny_on_trl_export_every_frame_reaches_forward_and_loss_falls(trl_r
     layout = Layout(trl_root)
     for bench in (layout.benchmark_normal_file, layout.benchmark_shuffled_file):
         preds = tmp_path / f"{bench.stem}.preds.jsonl"
-        predict.run(bench, preds, model=str(out), max_new_tokens=4, frames=4, limit=3)
+        predict.run(predict.Config(layout=layout, benchmark=bench, output=preds, model=str(out), max_new_tokens=4,
+                                   frames=4, limit=3))
         assert [r["qid"] for r in read_jsonl(preds)] == [r["qid"] for r in read_jsonl(bench)][:3]
         s = evaluate.run(bench, preds, quiet=True)
         assert s["n"] == len(read_jsonl(bench)) and s["missing_predictions"] == s["n"] - 3

@@ -29,7 +29,7 @@ from stages import run_stage  # noqa: E402
 from timewarp.benchmark import generate_normal_benchmark, generate_shuffled_benchmark  # noqa: E402
 from timewarp.pref_data import (generate_pref_explicit, generate_sft_explicit, merge_normal_captions,  # noqa: E402
                                 merge_shuffled_captions)
-from timewarp.temporal import (answer, answer_text, flip_words, pick_mcqs, pick_questions,  # noqa: E402
+from timewarp.temporal import (answer, answer_text, pick_mcqs, pick_questions,  # noqa: E402
                                question_text)
 from timewarp.textgen import Rewrite, TemplateBackend, validate_field  # noqa: E402
 

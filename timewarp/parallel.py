@@ -78,11 +78,6 @@ class Executor:
         elif self.ray_address:
             raise UsageError("--ray_address needs --executor ray")
 
-    def map(self, fn: Callable[[T], R], items: Sequence[T], desc: str = "", unit: str = "video",
-            disable: bool | None = None) -> Iterator[R | Rejected | Failed]:
-        """``pmap`` on this executor."""
-        return pmap(fn, items, self, desc=desc, unit=unit, disable=disable)
-
 
 LOCAL = Executor()                       # in-process: generation stages (milliseconds per item) and tests
 _ray_started = False                     # this process called ray.init (so shutdown() ends it)
@@ -153,8 +148,6 @@ def pmap(fn: Callable[[T], R], items: Sequence[T], executor: Executor = LOCAL, d
     Local: ``executor.workers`` processes (1 = in-process). Ray: ``executor.workers`` tasks in flight.
     """
     items = list(items)
-    if isinstance(executor, int):  # TRANSITION: old callers pass workers; goes when every stage passes an Executor
-        executor = Executor(workers=max(1, executor))
     workers = executor.workers
     bar = tqdm(total=len(items), desc=desc, unit=unit, disable=disable, dynamic_ncols=True, leave=False)
     try:

@@ -270,8 +270,6 @@ class StageRun:
                 self.internal_error(item_id, res, source)
             elif isinstance(res, parallel.Rejected):
                 self.reject(item_id, res.reason, res.detail, source)
-            elif isinstance(res, dict) and not res.get("ok", True):  # TRANSITION: old dict protocol, goes
-                self.reject(item_id, res["reason"], res.get("detail", ""), res.get("source") or source)
             else:
                 yield item_id, res
 

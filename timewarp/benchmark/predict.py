@@ -23,6 +23,7 @@ import argparse
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -31,7 +32,7 @@ from tqdm import tqdm
 from timewarp.benchmark.evaluate import load_records
 from timewarp.errors import ItemError, UsageError
 from timewarp.layout import Layout
-from timewarp.stage import cli
+from timewarp.stage import StageConfig, cli, option
 from timewarp.store import write_jsonl
 
 log = logging.getLogger("timewarp.predict")
@@ -118,59 +119,65 @@ def predict_local(records: list, src, model_name: str, *, max_new_tokens: int = 
     return out
 
 
-def run(benchmark, output, *, model: Optional[str] = None, llm_base_url: Optional[str] = None,
-        llm_model: Optional[str] = None, root_dir=None, frames: int = DEFAULT_FRAMES, limit: Optional[int] = None,
-        max_new_tokens: int = 32, llm_concurrency: int = 4, llm_max_retries: int = 4, llm_timeout: float = 120.0,
-        seed: int = 0, dtype: Optional[str] = None, max_pixels: Optional[int] = None) -> dict:
+@dataclass(frozen=True, kw_only=True)
+class Config(StageConfig):
+    """predict.py's options; ``layout``: the output root the benchmark's video paths are relative to."""
+
+    benchmark: Path = option(help="benchmark/normal.jsonl or benchmark/shuffled.jsonl", type=Path)
+    output: Path = option(help='predictions JSONL to write ({"qid", "prediction"} per line)', type=Path)
+    frames: int = option(DEFAULT_FRAMES, "frames per video")
+    max_new_tokens: int = option(32, "longest answer")
+    # a local model (transformers)
+    model: Optional[str] = option(None, "local model: 'tiny', a folder (e.g. a train_*.py --output_dir) or a hub name")
+    dtype: Optional[str] = option(None, "with --model: weights dtype", choices=["float32", "bfloat16", "float16", "auto"])
+    max_pixels: Optional[int] = option(None, "with --model: at most this many pixels per frame (none: the processor's)",
+                                       type=int)
+    seed: int = option(0, "with --model tiny: seed of its weights")
+    # an OpenAI-compatible server
+    llm_base_url: Optional[str] = option(None, "OpenAI-compatible server: API root, e.g. http://localhost:8000/v1 "
+                                               "(vLLM/SGLang)")
+    llm_model: Optional[str] = option(None, "with --llm_base_url: model name on that server")
+    llm_concurrency: int = option(4, "with --llm_base_url: requests in flight at most")
+    llm_max_retries: int = option(4, "with --llm_base_url: retries per request")
+    llm_timeout: float = option(120.0, "with --llm_base_url: seconds to wait for one reply")
+
+
+def run(cfg: Config) -> dict:
     t0 = time.monotonic()
-    benchmark = Path(benchmark)
-    records = load_records(benchmark)[:limit] if limit else load_records(benchmark)
-    root = Path(root_dir) if root_dir else benchmark.resolve().parent.parent
+    records = load_records(cfg.benchmark)[:cfg.limit] if cfg.limit else load_records(cfg.benchmark)
+    root = cfg.layout.root
     if not root.is_dir():
         raise UsageError(f"--root_dir {root} is not a directory")
-    if frames < 1:
-        raise UsageError(f"--frames must be >= 1, got {frames}")
-    if (model is None) == (llm_base_url is None):
+    if cfg.frames < 1:
+        raise UsageError(f"--frames must be >= 1, got {cfg.frames}")
+    if (cfg.model is None) == (cfg.llm_base_url is None):
         raise UsageError("give --model (local transformers) or --llm_base_url with --llm_model (an OpenAI-compatible server)")
-    src = frame_source(root.resolve(), frames)
-    if model is not None:
-        rows = predict_local(records, src, model, max_new_tokens=max_new_tokens, seed=seed, dtype=dtype,
-                             max_pixels=max_pixels)
+    src = frame_source(root.resolve(), cfg.frames)
+    if cfg.model is not None:
+        rows = predict_local(records, src, cfg.model, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, dtype=cfg.dtype,
+                             max_pixels=cfg.max_pixels)
     else:
-        if not llm_model:
+        if not cfg.llm_model:
             raise UsageError("--llm_model is required with --llm_base_url")
-        rows = predict_api(records, src, llm_base_url, llm_model, Layout(root).cache_dir, concurrency=llm_concurrency,
-                           max_retries=llm_max_retries, timeout=llm_timeout, max_new_tokens=max_new_tokens)
-    write_jsonl(Path(output), rows)
+        rows = predict_api(records, src, cfg.llm_base_url, cfg.llm_model, cfg.layout.cache_dir,
+                           concurrency=cfg.llm_concurrency, max_retries=cfg.llm_max_retries, timeout=cfg.llm_timeout,
+                           max_new_tokens=cfg.max_new_tokens)
+    write_jsonl(cfg.output, rows)
     failed = [r for r in rows if "error" in r]
     for r in failed[:5]:
         log.error("%s: no prediction: %s", r["qid"], r["error"])
-    summary = {"questions": len(rows), "failed": len(failed), "output": str(output),
+    summary = {"questions": len(rows), "failed": len(failed), "output": str(cfg.output),
                "seconds": round(time.monotonic() - t0, 1)}
-    print(f"[predict] {len(rows) - len(failed)} of {len(rows)} questions answered by {model or llm_model}"
-          f"{f'; {len(failed)} failed (scored as wrong)' if failed else ''}; {summary['seconds']}s; {output}")
+    print(f"[predict] {len(rows) - len(failed)} of {len(rows)} questions answered by {cfg.model or cfg.llm_model}"
+          f"{f'; {len(failed)} failed (scored as wrong)' if failed else ''}; {summary['seconds']}s; {cfg.output}")
     return summary
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="predict.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--benchmark", required=True, help="benchmark/normal.jsonl or benchmark/shuffled.jsonl")
-    p.add_argument("--output", required=True, help='predictions JSONL to write ({"qid", "prediction"} per line)')
     p.add_argument("--root_dir", default=None, help="output root the benchmark's video paths are relative to "
                                                     "(default: the folder above the benchmark's folder)")
-    p.add_argument("--frames", type=int, default=DEFAULT_FRAMES, help="frames per video (default: %(default)s)")
-    p.add_argument("--max_new_tokens", type=int, default=32, help="longest answer (default: %(default)s)")
-    g = p.add_argument_group("local model (transformers)")
-    g.add_argument("--model", default=None, help="'tiny', a folder (e.g. a train_*.py --output_dir) or a hub name")
-    g.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16", "auto"], help="weights dtype")
-    g.add_argument("--max_pixels", type=int, default=None, help="at most this many pixels per frame (default: the processor's)")
-    g.add_argument("--seed", type=int, default=0, help="weights of --model tiny (default: 0)")
-    a = p.add_argument_group("OpenAI-compatible server")
-    a.add_argument("--llm_base_url", default=None, help="API root, e.g. http://localhost:8000/v1 (vLLM/SGLang)")
-    a.add_argument("--llm_model", default=None, help="model name on that server")
-    a.add_argument("--llm_concurrency", type=int, default=4, help="requests in flight at most (default: 4)")
-    a.add_argument("--llm_max_retries", type=int, default=4, help="retries per request (default: 4)")
-    a.add_argument("--llm_timeout", type=float, default=120.0, help="seconds to wait for one reply (default: 120)")
+    Config.add_arguments(p)
     p.add_argument("--limit", type=int, default=None, help="only the first N questions (trial runs)")
     p.add_argument("--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
@@ -178,11 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[list] = None) -> int:
     def go(a):
-        s = run(a.benchmark, a.output, model=a.model, llm_base_url=a.llm_base_url, llm_model=a.llm_model,
-                root_dir=a.root_dir, frames=a.frames, limit=a.limit, max_new_tokens=a.max_new_tokens,
-                llm_concurrency=a.llm_concurrency, llm_max_retries=a.llm_max_retries, llm_timeout=a.llm_timeout,
-                seed=a.seed, dtype=a.dtype, max_pixels=a.max_pixels)
-        return 1 if s["failed"] else 0
+        root = Path(a.root_dir) if a.root_dir else a.benchmark.resolve().parent.parent
+        return 1 if run(Config.from_args(a, layout=Layout(root)))["failed"] else 0
     return cli(go, build_parser(), argv)
 
 

@@ -152,7 +152,7 @@ class Config(StageConfig):
 
 def run(cfg: Config) -> dict:
     layout = cfg.layout
-    root = require_root(layout.root, "--root_dir")
+    require_root(layout.root, "--root_dir")
     seed, limit, dedup_by = cfg.seed, cfg.limit, cfg.dedup_by
     sources = [Source("explicit", layout.pref_explicit_file, cfg.explicit_ratio),
                Source("implicit", layout.pref_implicit_file, cfg.implicit_ratio)]

@@ -18,15 +18,16 @@ import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
 from timewarp.errors import ItemError, UsageError
 from timewarp.layout import Layout, split_shuffled_id
-from timewarp.parallel import Failed, pmap
+from timewarp.parallel import LOCAL, Executor, pmap
 from timewarp.schema import NormalAnnotation
-from timewarp.stage import (NO_SEED_HELP, StageRun, add_common_args, add_shuffled_dir_args, cli, layout_from_args, log,
-                            require_root)
+from timewarp.stage import (NO_SEED_HELP, StageConfig, StageRun, add_common_args, add_shuffled_dir_args, cli,
+                            executor_from_args, log, require_root)
 from timewarp.store import read_json, write_json
 from timewarp.video import decode_errors, ffmpeg_exe, probe
 
@@ -59,12 +60,23 @@ def check_annotation(layout: Layout, vid: str) -> NormalAnnotation:
     return ann
 
 
+@dataclass(frozen=True, kw_only=True)
+class Config(StageConfig):
+    """No options of its own: root_dir (with the shuffled folder names), --limit, --overwrite."""
+
+
 @dataclass(frozen=True)
-class Job:
-    root: str
-    id: str
-    verified: dict          # rel path -> [size, mtime_ns] of this id's files verified by an earlier run
-    overwrite: bool
+class Checked:
+    """What ``verify_item`` found for one id: its decode counters and either the files it verified
+    (rel path -> [size, mtime_ns]) or the problem that sends the id to quarantine.
+
+    A corrupted item is this stage's finding, not a failure of the check: the run moves its files
+    before recording the reject (with where they went), so the verdict is a value, not an ItemError.
+    """
+
+    counts: dict
+    verified: dict
+    problem: Optional[tuple[str, str, str]] = None     # (reason, detail, failing file rel to root)
 
 
 def _stat_key(path: Path) -> list[int]:
@@ -72,26 +84,23 @@ def _stat_key(path: Path) -> list[int]:
     return [st.st_size, st.st_mtime_ns]
 
 
-def verify_item(job: Job) -> dict:
-    """Check one id that has both annotation and video; never raises ItemError.
-
-    Returns ok, the verified files (rel -> [size, mtime_ns]) and decode counters, or the reason,
-    detail and failing file (``source``).
-    """
-    layout = Layout(Path(job.root))
+def verify_item(cfg: Config, job: tuple[str, dict]) -> Checked:
+    """Check one id that has both annotation and video; ``job`` = (id, its files verified by an earlier run)."""
+    vid, verified_before = job
+    layout = cfg.layout
     counts = {"videos decoded": 0, "videos already verified": 0,
               "clip files decoded": 0, "clip files already verified": 0}
-    source = layout.rel(layout.normal_annotation(job.id))
+    source = layout.rel(layout.normal_annotation(vid))
     try:
-        check_annotation(layout, job.id)
-        clip_dir = layout.clip_dir(job.id)
-        files = [("videos", "", layout.normal_video(job.id))] + [
+        check_annotation(layout, vid)
+        clip_dir = layout.clip_dir(vid)
+        files = [("videos", "", layout.normal_video(vid))] + [
             ("clip files", "clip: ", clip_dir / f"{k}.mp4") for k in layout.item_ids(clip_dir, ".mp4")]
         todo, verified = [], {}
         for kind, prefix, path in files:
             rel = layout.rel(path)
             verified[rel] = _stat_key(path)
-            if not job.overwrite and job.verified.get(rel) == verified[rel]:
+            if not cfg.overwrite and verified_before.get(rel) == verified[rel]:
                 counts[f"{kind} already verified"] += 1
             else:
                 todo.append((kind, prefix, path, rel))
@@ -108,9 +117,9 @@ def verify_item(job: Job) -> dict:
             counts[f"{kind} decoded"] += 1
             if err:
                 raise ItemError(prefix + "video does not decode", f"{rel}: {err}")
-        return {"ok": True, "verified": verified, "counts": counts}
+        return Checked(counts, verified)
     except ItemError as exc:
-        return {"ok": False, "reason": exc.reason, "detail": exc.detail, "source": source, "counts": counts}
+        return Checked(counts, {}, (exc.reason, exc.detail, source))
 
 
 def shuffled_by_normal(layout: Layout, normal_ids: set[str]) -> dict[str, list[str]]:
@@ -184,10 +193,9 @@ def save_record(layout: Layout, record: dict[str, dict]) -> None:
                                           "verified": {k: record[k] for k in sorted(record)}})
 
 
-def run(root_dir, *, workers: int = 1, limit: Optional[int] = None, overwrite: bool = False,
-        layout: Optional[Layout] = None) -> dict:
-    root = require_root(root_dir, "--root_dir")
-    layout = layout or Layout(root)
+def run(cfg: Config, executor: Executor = LOCAL) -> dict:
+    layout = cfg.layout
+    require_root(layout.root, "--root_dir")
     ann_ids = set(layout.item_ids(layout.normal_annotations_dir, ".json"))
     if not ann_ids:
         raise UsageError(f"no normal annotations in {layout.normal_annotations_dir}: run preprocess.py first")
@@ -195,9 +203,9 @@ def run(root_dir, *, workers: int = 1, limit: Optional[int] = None, overwrite: b
     video_ids = set(layout.item_ids(layout.normal_videos_dir, ".mp4"))
     clip_ids = subdirs(layout.normal_clips_dir)
     ids = sorted(ann_ids | video_ids | clip_ids)
-    if limit:
-        ids = ids[:limit]
-    stage = StageRun(STAGE, layout, dict(root_dir=root, workers=workers, limit=limit, overwrite=overwrite))
+    if cfg.limit:
+        ids = ids[:cfg.limit]
+    stage = StageRun(STAGE, layout, cfg.options())
     shuffled = shuffled_by_normal(layout, ann_ids)
     # any of these may be moved: refuse before moving anything if one leads out of root
     layout.check_inside(layout.quarantine_dir, layout.state_dir,
@@ -222,21 +230,19 @@ def run(root_dir, *, workers: int = 1, limit: Optional[int] = None, overwrite: b
         elif vid not in video_ids:
             reject_and_move(vid, "annotation without video", f"no {layout.rel(video)}", layout.rel(ann))
         else:
-            jobs.append(Job(str(layout.root), vid, old_record.get(vid, {}), overwrite))
+            jobs.append((vid, old_record.get(vid, {})))
 
     good = 0
     last_save = time.monotonic()
-    for job, res in zip(jobs, pmap(verify_item, jobs, workers, desc=STAGE)):
-        if isinstance(res, Failed):
-            stage.internal_error(job.id, res)
-            continue
-        for k, v in res["counts"].items():
+    results = pmap(partial(verify_item, cfg), jobs, executor, desc=STAGE)
+    for vid, res in stage.succeeded([vid for vid, _ in jobs], results):
+        for k, v in res.counts.items():
             stage.counts[k] += v
-        if res["ok"]:
-            good += 1
-            record[job.id] = res["verified"]
+        if res.problem:
+            reject_and_move(vid, *res.problem)
         else:
-            reject_and_move(job.id, res["reason"], res["detail"], res["source"])
+            good += 1
+            record[vid] = res.verified
         if time.monotonic() - last_save > CHECKPOINT_SECONDS:
             save_record(layout, record)
             last_save = time.monotonic()
@@ -257,9 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list] = None) -> int:
-    def go(a):
-        run(a.root_dir, workers=a.workers, limit=a.limit, overwrite=a.overwrite, layout=layout_from_args(a))
-    return cli(go, build_parser(), argv)
+    return cli(lambda a: run(Config.from_args(a), executor_from_args(a)), build_parser(), argv)
 
 
 if __name__ == "__main__":

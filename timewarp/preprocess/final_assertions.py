@@ -24,18 +24,19 @@ import os
 import sys
 import tempfile
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from fractions import Fraction
 from pathlib import Path
 from typing import Optional
 
 from timewarp.errors import ItemError, UsageError
 from timewarp.layout import Layout
-from timewarp.parallel import Failed, pmap
+from timewarp.parallel import LOCAL, Executor, pmap
 from timewarp.finevideo import extract_mp4
 from timewarp.schema import NormalAnnotation, ShuffledAnnotation, SourceRef
-from timewarp.stage import (NO_SEED_HELP, StageRun, add_common_args, add_shuffled_dir_args, cli, layout_from_args, log,
-                            require_root)
+from timewarp.stage import (NO_SEED_HELP, StageConfig, StageRun, add_common_args, add_shuffled_dir_args, cli,
+                            executor_from_args, option, require_root)
 from timewarp.store import read_json
 from timewarp.timestamps import SNAP_TOLERANCE, parse_rate
 from timewarp.video import decode_errors, probe
@@ -55,16 +56,24 @@ class Violation:
     kind: str = "normal"    # what it is charged to: a "normal" or "shuffled" item (ids may be equal), or a "video"
 
 
-@dataclass(frozen=True)
-class Config:
-    root: str
-    layout_names: tuple
-    decode: bool
-    min_clips: int
-    source_root: str = ""   # where the sources are; "" = check clip times against k/fps only
+@dataclass(frozen=True, kw_only=True)
+class Config(StageConfig):
+    decode: bool = option(False, "also fail a video on any error ffmpeg reports while decoding it (frame counts "
+                                 "and frame times are always decoded)")
+    source_root: Optional[str] = option(None, "FineVideo root the sources are in: every clip's frames are checked "
+                                        "against its metadata times by the source's decoded frame times (none: "
+                                        "preprocess's --root_dir from stats/preprocess.json; '' = only against k/fps)")
+    min_clips: int = option(2, "fewest clips an annotation may have")
 
-    def layout(self) -> Layout:
-        return Layout(Path(self.root), *self.layout_names)
+
+@dataclass(frozen=True)
+class Checked:
+    """What one item's checks found: its violations, and its source_id and split for the cross checks
+    (None when its annotation does not load)."""
+
+    violations: list
+    source_id: Optional[str] = None
+    split: Optional[str] = None
 
 
 @dataclass
@@ -152,19 +161,18 @@ def _near(a: float, b: float, tol: float = TIME_TOLERANCE) -> bool:
     return abs(a - b) <= tol + 1e-9
 
 
-def check_normal(job: tuple[str, Config]) -> dict:
+def check_normal(cfg: Config, vid: str) -> Checked:
     """All checks of one normal item that need only its own files."""
-    vid, cfg = job
-    layout = cfg.layout()
+    layout = cfg.layout
     ck = Checker(vid, layout.rel(layout.normal_annotation(vid)), "normal")
     ann = _load(layout.normal_annotation(vid), NormalAnnotation, vid, ck)
     if ann is None:
-        return {"violations": ck.found, "source_id": None, "split": None}
+        return Checked(ck.found)
     try:
         _check_normal(ann, layout, cfg, ck)
     except (TypeError, AttributeError, ValueError) as exc:  # a field of the wrong type
         ck.fail("annotation field types", f"{type(exc).__name__}: {exc}")
-    return {"violations": ck.found, "source_id": ann.source_id, "split": ann.split}
+    return Checked(ck.found, ann.source_id, ann.split)
 
 
 def _check_normal(ann: NormalAnnotation, layout: Layout, cfg: Config, ck: Checker) -> None:
@@ -289,19 +297,18 @@ def _check_clip_times(ann: NormalAnnotation, fps: Fraction, cfg: Config, ck: Che
                     f"{float(hi + SNAP_TOLERANCE):.3f}s) but holds {what}" + (f" (times decoded from {where})" if where else ""))
 
 
-def check_shuffled(job: tuple[str, Config]) -> dict:
+def check_shuffled(cfg: Config, sid: str) -> Checked:
     """All checks of one shuffled item against its normal annotation and its video."""
-    sid, cfg = job
-    layout = cfg.layout()
+    layout = cfg.layout
     ck = Checker(sid, layout.rel(layout.shuffled_annotation(sid)), "shuffled")
     sh = _load(layout.shuffled_annotation(sid), ShuffledAnnotation, sid, ck, "shuffled ")
     if sh is None:
-        return {"violations": ck.found, "source_id": None, "split": None}
+        return Checked(ck.found)
     try:
         _check_shuffled(sh, layout, cfg, ck)
     except (TypeError, AttributeError, ValueError) as exc:
         ck.fail("shuffled annotation field types", f"{type(exc).__name__}: {exc}")
-    return {"violations": ck.found, "source_id": sh.source_id, "split": sh.split}
+    return Checked(ck.found, sh.source_id, sh.split)
 
 
 def _check_shuffled(sh: ShuffledAnnotation, layout: Layout, cfg: Config, ck: Checker) -> None:
@@ -366,7 +373,7 @@ def _check_shuffled(sh: ShuffledAnnotation, layout: Layout, cfg: Config, ck: Che
                   f"{rel} has {facts[1]} frames, the clips sum to {total}", rel)
 
 
-def cross_checks(normal: dict[str, dict], shuffled: dict[str, dict], layout: Layout) -> list[Violation]:
+def cross_checks(normal: dict[str, Checked], shuffled: dict[str, Checked], layout: Layout) -> list[Violation]:
     """Unique source ids among normal annotations; no source id in both splits (normal and shuffled)."""
     found = []
     by_source: dict[str, list[str]] = defaultdict(list)
@@ -374,11 +381,11 @@ def cross_checks(normal: dict[str, dict], shuffled: dict[str, dict], layout: Lay
     for kind, items, path_of in (("normal", normal, layout.normal_annotation),
                                  ("shuffled", shuffled, layout.shuffled_annotation)):
         for item_id, res in items.items():
-            if res["source_id"] is None:
+            if res.source_id is None:
                 continue
             if kind == "normal":
-                by_source[res["source_id"]].append(item_id)
-            splits[res["source_id"]][res["split"]].append((kind, item_id, layout.rel(path_of(item_id))))
+                by_source[res.source_id].append(item_id)
+            splits[res.source_id][res.split].append((kind, item_id, layout.rel(path_of(item_id))))
     for source_id, ids in sorted(by_source.items()):
         for item_id in ids if len(ids) > 1 else []:
             others = ", ".join(i for i in ids if i != item_id)
@@ -404,38 +411,35 @@ def format_table(violations: list[Violation]) -> str:
     return "\n".join(lines)
 
 
-def run(root_dir, *, workers: int = 1, limit: Optional[int] = None, decode: bool = False, min_clips: int = 2,
-        layout: Optional[Layout] = None, source_root: Optional[str] = None) -> Report:
-    root = require_root(root_dir, "--root_dir")
-    layout = layout or Layout(root)
-    if min_clips < 1:
-        raise UsageError(f"--min_clips must be >= 1, got {min_clips}")
+def run(cfg: Config, executor: Executor = LOCAL) -> Report:
+    layout = cfg.layout
+    require_root(layout.root, "--root_dir")
+    if cfg.min_clips < 1:
+        raise UsageError(f"--min_clips must be >= 1, got {cfg.min_clips}")
     all_normal = layout.item_ids(layout.normal_annotations_dir, ".json")
     if not all_normal:
         raise UsageError(f"no normal annotations in {layout.normal_annotations_dir}: run preprocess.py first")
     all_shuffled = layout.item_ids(layout.shuffled_annotations_dir, ".json")
-    normal_ids, shuffled_ids = all_normal[:limit or None], all_shuffled[:limit or None]
+    normal_ids, shuffled_ids = all_normal[:cfg.limit or None], all_shuffled[:cfg.limit or None]
+    source_root = cfg.source_root
     if source_root is None:  # the sources preprocess read, when its stats say where and they are still there
         with contextlib.suppress(OSError, ValueError, AttributeError):
             source_root = str(read_json(layout.stats_file("preprocess"))["options"]["root_dir"])
     elif source_root and not Path(source_root).is_dir():
         raise UsageError(f"--source_root {source_root} is not a folder")
-    stage = StageRun(STAGE, layout, dict(root_dir=root, workers=workers, limit=limit, decode=decode,
-                                         min_clips=min_clips, source_root=source_root or ""))
-    cfg = Config(str(layout.root), (layout.shuffled_dir_name, layout.shuffled_annotation_dir_name,
-                                    layout.shuffled_video_dir_name), decode, min_clips, source_root or "")
+    cfg = replace(cfg, source_root=source_root or "")
+    stage = StageRun(STAGE, layout, cfg.options())
     violations: list[Violation] = []
-    results: dict[str, dict[str, dict]] = {"normal": {}, "shuffled": {}}
+    results: dict[str, dict[str, Checked]] = {"normal": {}, "shuffled": {}}
+    internal = StageRun(STAGE, layout, {})  # only collects what stage.succeeded turns into rejects
     for kind, ids, fn in (("normal", normal_ids, check_normal), ("shuffled", shuffled_ids, check_shuffled)):
-        for item_id, res in zip(ids, pmap(fn, [(i, cfg) for i in ids], workers, desc=f"{STAGE} ({kind})",
-                                          unit="item")):
-            if isinstance(res, Failed):  # a bug, not a verdict: it must not pass for a clean item
-                violations.append(Violation(item_id, "internal error", res.error, kind=kind))
-                log.error("%s: internal error: %s", item_id, res.error)
-                log.debug("%s", res.traceback)
-                continue
+        checked = pmap(partial(fn, cfg), ids, executor, desc=f"{STAGE} ({kind})", unit="item")
+        for item_id, res in internal.succeeded(ids, checked):
             results[kind][item_id] = res
-            violations += res["violations"]
+            violations += res.violations
+        # a check that crashed is a bug, not a verdict: it must not pass for a clean item
+        violations += [Violation(r.id, r.reason, r.detail, kind=kind) for r in internal.rejects]
+        internal.rejects.clear()
         stage.counts[f"{kind} annotations checked"] = len(ids)
 
     # files no annotation claims (filter_corrupted moves them; here they are only reported)
@@ -467,26 +471,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="final_assertions.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root_dir", required=True, help="output root_dir of preprocess.py (and shuffle_clips.py)")
-    p.add_argument("--decode", action="store_true",
-                   help="also fail a video on any error ffmpeg reports while decoding it (frame counts and frame "
-                        "times are always decoded)")
-    p.add_argument("--source_root", default=None,
-                   help="FineVideo root the sources are in: every clip's frames are checked against its metadata times "
-                        "by the source's decoded frame times (default: preprocess's --root_dir from "
-                        "stats/preprocess.json; '' = only against k/fps)")
-    p.add_argument("--min_clips", type=int, default=2, help="fewest clips an annotation may have (default: 2)")
+    Config.add_arguments(p)
     add_shuffled_dir_args(p)
     add_common_args(p, seed_help=NO_SEED_HELP, overwrite_help="no effect: this stage only reads")
     return p
 
 
 def main(argv: Optional[list] = None) -> int:
-    def go(a):
-        layout = layout_from_args(a)
-        report = run(a.root_dir, workers=a.workers, limit=a.limit, decode=a.decode, min_clips=a.min_clips,
-                     layout=layout, source_root=a.source_root)
-        return 0 if report.ok else 1
-    return cli(go, build_parser(), argv)
+    return cli(lambda a: 0 if run(Config.from_args(a), executor_from_args(a)).ok else 1, build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ import shutil
 import sys
 import tempfile
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from functools import partial
 from fractions import Fraction
 from pathlib import Path
 from typing import Optional
@@ -24,11 +25,11 @@ from timewarp.errors import ItemError, UsageError
 from timewarp.finevideo import (ClipOptions, ScanProblem, describe_skips, extract_mp4, iter_metadata, meta_of,
                                  require_input, safe_id, source_id_of, source_video)
 from timewarp.layout import Layout
-from timewarp.parallel import pmap
+from timewarp.parallel import LOCAL, Executor, pmap
 from timewarp.runrecord import check_selection, remove_shuffled
 from timewarp.schema import Clip, NormalAnnotation, SourceVideo
 from timewarp.splits import rank_key, split_of
-from timewarp.stage import StageRun, add_common_args, cli
+from timewarp.stage import StageConfig, StageRun, add_common_args, cli, executor_from_args, option
 from timewarp.store import remove_stale_temp, write_json
 from timewarp.timestamps import SNAP_TOLERANCE, frame_to_time, time_to_frame
 from timewarp.video import EncodeSettings, concat_copy, encode_normal, ffmpeg_exe, output_size, probe
@@ -38,16 +39,48 @@ STAGE = "preprocess"
 ENGINES = ("one-encode", "smartcut")
 
 
-@dataclass(frozen=True)
-class Config:
-    save_dir: str
-    source_root: str
-    clip: ClipOptions
-    encode: EncodeSettings
-    write_clips: bool
-    test_fraction: float
-    duration_tolerance: float
-    engine: str = "one-encode"
+@dataclass(frozen=True, kw_only=True)
+class Config(StageConfig):
+    """Preprocess's options; ``layout`` is the output (--save_dir), ``root_dir`` the FineVideo input."""
+
+    root_dir: Path
+    scale: int = option(help="number of usable source videos to take", type=int)
+    # clips (defaults reproduce the published method): the fields of finevideo.ClipOptions
+    max_seconds: float = option(ClipOptions.max_seconds,
+                                "use only the first N seconds: reading stops at the first clip ending later")
+    min_clips: int = option(ClipOptions.min_clips, "keep a video only with at least this many clips")
+    max_clips: Optional[int] = option(ClipOptions.max_clips, "take at most this many clips per video (none: no limit)",
+                                      type=int)
+    min_clip_seconds: float = option(ClipOptions.min_clip_seconds,
+                                     "skip clips shorter than this (0: only empty spans are skipped)")
+    duration_tolerance: float = option(2.0, "clamp a clip that ends at most this many seconds past the real video "
+                                            "end; drop it beyond")
+    test_fraction: float = option(0.1, "fraction of videos in the held-out test split, by a stable hash of the id")
+    # video encoding (one libx264 encode per video): video.EncodeSettings
+    max_height: Optional[int] = option(EncodeSettings.max_height, "scale videos taller than this down (none: keep size)",
+                                       type=int)
+    keep_audio: bool = option(EncodeSettings.keep_audio,
+                              "keep the first audio track, as AAC (off: no audio, as published)")
+    preset: str = option(EncodeSettings.preset, "x264 preset (B-frames are always off)")
+    crf: int = option(EncodeSettings.crf, "x264 quality, lower is better")
+    x264_threads: int = option(EncodeSettings.threads, "encoder threads per video; fixed so output bytes do not "
+                               "depend on --workers; parallelism comes from --workers, one video per core")
+    engine: str = option("one-encode", "one-encode: decode and encode every frame once; smartcut: stream-copy the "
+                         "source's GOPs and re-encode only those a cut falls into (H.264 sources; any other video "
+                         "falls back to one-encode, counted in stats/preprocess.json; docs/smartcut.md)",
+                         choices=ENGINES)
+    write_clips: bool = option(False, "also write each clip as normal/clips/<id>/<k>.mp4 (stream copy)")
+
+    @property
+    def clip(self) -> ClipOptions:
+        return ClipOptions(**{f.name: getattr(self, f.name) for f in fields(ClipOptions)})
+
+    @property
+    def encode(self) -> EncodeSettings:
+        return EncodeSettings(self.preset, self.crf, self.max_height, self.keep_audio, threads=self.x264_threads)
+
+    def options(self) -> dict:
+        return {**super().options(), "save_dir": str(self.layout.root)}
 
 
 def _cut(lo: int, hi: int, keep: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -139,14 +172,14 @@ def remove_item(layout: Layout, vid: str) -> None:
     shutil.rmtree(layout.clip_dir(vid), ignore_errors=True)
 
 
-def process_video(job: tuple[SourceVideo, Config]) -> dict:
-    """Encode one video and write its annotation; returns a small result dict (never raises ItemError).
+def process_video(cfg: Config, sv: SourceVideo) -> dict:
+    """Encode one video and write its annotation; returns counts for the stats (skipped clips, engine).
 
     Whatever an earlier run left for this id (an --overwrite, a crash after the encode) is removed
-    first, and a failure removes what this run wrote: no stale clip files, no video without annotation.
+    first, and a failure (ItemError) removes what this run wrote: no stale clip files, no video
+    without annotation.
     """
-    sv, cfg = job
-    layout = Layout(Path(cfg.save_dir))
+    layout = cfg.layout
     tmp_src: Optional[Path] = None
     remove_item(layout, sv.id)
     try:
@@ -175,7 +208,7 @@ def process_video(job: tuple[SourceVideo, Config]) -> dict:
                                           for c in clips], keep_audio=cfg.encode.keep_audio)
         skipped = Counter(sv.skipped) + skipped
         ann = NormalAnnotation(
-            id=sv.id, source_id=sv.source_id, source_file=_source_label(sv, cfg.source_root),
+            id=sv.id, source_id=sv.source_id, source_file=_source_label(sv, cfg.root_dir),
             source_row=sv.ref.row, source_json=sv.json_name, split=split_of(sv.source_id, cfg.test_fraction),
             video=layout.rel(video), fps=round(float(info.fps), 6),
             fps_rational=f"{info.fps.numerator}/{info.fps.denominator}", frame_count=n_frames,
@@ -184,20 +217,20 @@ def process_video(job: tuple[SourceVideo, Config]) -> dict:
             category=sv.category, clips=clips, source_ranges=ranges, skipped=dict(sorted(skipped.items())),
             warnings=list(sv.warnings))
         write_json(layout.normal_annotation(sv.id), ann.to_dict())
-        return {"id": sv.id, "ok": True, "skipped": dict(skipped), "clips": len(clips), "warnings": len(sv.warnings),
+        return {"skipped": dict(skipped), "clips": len(clips), "warnings": len(sv.warnings),
                 "cut_frames": clips[-1].source_end_frame - n_frames, **used}
     except ItemError as exc:
-        # name the input, not our scratch copy of it (whose name is random)
-        detail = exc.detail.replace(str(tmp_src), sv.ref.label()) if tmp_src else exc.detail
         remove_item(layout, sv.id)
-        return {"id": sv.id, "ok": False, "reason": exc.reason, "detail": detail}
+        if tmp_src:  # name the input, not our scratch copy of it (whose name is random)
+            raise ItemError(exc.reason, exc.detail.replace(str(tmp_src), sv.ref.label())) from None
+        raise
     finally:
         if tmp_src is not None:
             with contextlib.suppress(FileNotFoundError):
                 tmp_src.unlink()
 
 
-def _source_label(sv: SourceVideo, root: str) -> str:
+def _source_label(sv: SourceVideo, root) -> str:
     base = Path(root).resolve()
     if base.is_file():  # a .parquet file given as the dataset: its name, relative to its folder
         base = base.parent
@@ -236,19 +269,16 @@ def select_candidates(root: Path, save_dir: Path, seed: int, clip: ClipOptions,
     return ranked, seen
 
 
-def run(root_dir, save_dir, scale: int, *, seed: int = 42, workers: int = 1, limit: Optional[int] = None,
-        overwrite: bool = False, clip: ClipOptions = ClipOptions(), encode: EncodeSettings = EncodeSettings(),
-        write_clips: bool = False, test_fraction: float = 0.1, duration_tolerance: float = 2.0,
-        engine: str = "one-encode") -> dict:
-    root = require_input(root_dir, "--root_dir")
-    if scale <= 0:
-        raise UsageError(f"--scale must be positive, got {scale}")
-    if engine not in ENGINES:
-        raise UsageError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
-    if not 0.0 <= test_fraction <= 1.0:
-        raise UsageError(f"--test_fraction must be in [0, 1], got {test_fraction}")
+def run(cfg: Config, executor: Executor = LOCAL) -> dict:
+    root = require_input(cfg.root_dir, "--root_dir")
+    if cfg.scale <= 0:
+        raise UsageError(f"--scale must be positive, got {cfg.scale}")
+    if cfg.engine not in ENGINES:
+        raise UsageError(f"--engine must be one of {', '.join(ENGINES)}, got {cfg.engine!r}")
+    if not 0.0 <= cfg.test_fraction <= 1.0:
+        raise UsageError(f"--test_fraction must be in [0, 1], got {cfg.test_fraction}")
     ffmpeg_exe()
-    layout = Layout(Path(save_dir))
+    layout = cfg.layout
     try:
         layout.normal_annotations_dir.mkdir(parents=True, exist_ok=True)
         layout.normal_videos_dir.mkdir(parents=True, exist_ok=True)
@@ -256,52 +286,49 @@ def run(root_dir, save_dir, scale: int, *, seed: int = 42, workers: int = 1, lim
         probe_file.write_text("ok")
         probe_file.unlink()
     except OSError as exc:
-        raise UsageError(f"--save_dir {save_dir} is not writable: {exc.strerror or exc}")
+        raise UsageError(f"--save_dir {layout.root} is not writable: {exc.strerror or exc}")
     layout.check_inside(layout.normal_annotations_dir, layout.normal_videos_dir, layout.normal_clips_dir,
                         layout.tmp_dir)  # an item's old outputs and scratch copies are removed there
     remove_stale_temp(layout.root)
-    stage = StageRun(STAGE, layout, dict(root_dir=root, save_dir=save_dir, scale=scale, seed=seed, workers=workers,
-                                         limit=limit, overwrite=overwrite, write_clips=write_clips,
-                                         test_fraction=test_fraction, duration_tolerance=duration_tolerance,
-                                         engine=engine, **vars(clip), **vars(encode)))
+    stage = StageRun(STAGE, layout, cfg.options())
     # what decides which videos and clips are chosen: another value would mix two datasets in save_dir
-    selection = dict(root_dir=str(root.resolve()), seed=seed, test_fraction=test_fraction,
-                     duration_tolerance=duration_tolerance, **vars(clip))
-    if check_selection(layout, scale, selection, overwrite):
+    selection = dict(root_dir=str(root.resolve()), seed=cfg.seed, test_fraction=cfg.test_fraction,
+                     duration_tolerance=cfg.duration_tolerance, **vars(cfg.clip))
+    if check_selection(layout, cfg.scale, selection, cfg.overwrite):
         for vid in sorted(set(layout.normal_ids()) | set(layout.item_ids(layout.normal_videos_dir, ".mp4"))):
             remove_item(layout, vid)
         remove_shuffled(layout)
-    ranked, seen = select_candidates(root, layout.root.resolve(), seed, clip, stage)
+    ranked, seen = select_candidates(root, layout.root.resolve(), cfg.seed, cfg.clip, stage)
     if seen == 0:
         raise UsageError(f"no FineVideo data under {root}: no *.parquet shards and no *.mp4 files")
-    cfg = Config(str(layout.root), str(root), clip, encode, write_clips, test_fraction, duration_tolerance, engine)
-    target = min(scale, limit) if limit else scale
+    target = min(cfg.scale, cfg.limit) if cfg.limit else cfg.scale
     done, pos = 0, 0
     while done < target and pos < len(ranked):
         batch = ranked[pos:pos + target - done]
         pos += len(batch)
         todo = []
         for sv in batch:
-            if not overwrite and layout.normal_annotation(sv.id).is_file() and layout.normal_video(sv.id).is_file():
+            if (not cfg.overwrite and layout.normal_annotation(sv.id).is_file()
+                    and layout.normal_video(sv.id).is_file()):
                 stage.counts["already done"] += 1
                 done += 1
             else:
-                todo.append((sv, cfg))
-        results = pmap(process_video, todo, workers, desc=STAGE)
-        for _, res in stage.succeeded([sv.id for sv, _ in todo], results, [sv.ref.label() for sv, _ in todo]):
+                todo.append(sv)
+        results = pmap(partial(process_video, cfg), todo, executor, desc=STAGE)
+        for _, res in stage.succeeded([sv.id for sv in todo], results, [sv.ref.label() for sv in todo]):
             done += 1
             stage.counts["clips"] += res["clips"]
             for k, v in res["skipped"].items():
                 stage.counts[f"clips skipped: {k}"] += v
-            for key, n in (("warnings (repairs in kept videos)", res.get("warnings", 0)),
-                           ("frames cut (scenes that gave no clip)", res.get("cut_frames", 0))):
+            for key, n in (("warnings (repairs in kept videos)", res["warnings"]),
+                           ("frames cut (scenes that gave no clip)", res["cut_frames"])):
                 if n:
                     stage.counts[key] += n
             smartcut.count(stage.counts, res)
     with contextlib.suppress(OSError):
         layout.tmp_dir.rmdir()
-    stage.extra.update(requested=scale, usable_candidates=len(ranked), records_seen=seen)
-    short = f" (only {done} usable of {scale} requested: the data has no more)" if done < target else ""
+    stage.extra.update(requested=cfg.scale, usable_candidates=len(ranked), records_seen=seen)
+    short = f" (only {done} usable of {cfg.scale} requested: the data has no more)" if done < target else ""
     stats = stage.finish(pos, done, f"{done} videos ready in {layout.normal_dir}{short}")
     if done == 0:
         raise UsageError(f"no usable videos under {root}; reasons in {layout.rejects_file(STAGE)}")
@@ -313,39 +340,14 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root_dir", required=True, help="FineVideo root: parquet shards, videos/+metadata/, or mp4+json pairs; or one .parquet file")
     p.add_argument("--save_dir", required=True, help="output root_dir shared by all stages")
-    p.add_argument("--scale", type=int, required=True, help="number of usable source videos to take")
-    c = p.add_argument_group("clips (defaults reproduce the published method)")
-    c.add_argument("--max_seconds", type=float, default=105.0, help="use only the first N seconds: reading stops at the first clip ending later (default: 105)")
-    c.add_argument("--min_clips", type=int, default=2, help="keep a video only with at least this many clips (default: 2)")
-    c.add_argument("--max_clips", type=int, default=None, help="take at most this many clips per video (default: no limit)")
-    c.add_argument("--min_clip_seconds", type=float, default=0.0, help="skip clips shorter than this (default: 0, only empty spans are skipped)")
-    c.add_argument("--duration_tolerance", type=float, default=2.0, help="clamp a clip that ends at most this many seconds past the real video end; drop it beyond (default: 2)")
-    c.add_argument("--test_fraction", type=float, default=0.1, help="fraction of videos in the held-out test split, by a stable hash of the id (default: 0.1)")
-    v = p.add_argument_group("video encoding (one libx264 encode per video)")
-    v.add_argument("--max_height", type=int, default=None, help="scale videos taller than this down (default: keep size)")
-    v.add_argument("--keep_audio", action="store_true", help="keep the first audio track, as AAC (default: no audio, as published)")
-    v.add_argument("--preset", default="veryfast", help="x264 preset (default: veryfast; B-frames are always off)")
-    v.add_argument("--crf", type=int, default=23, help="x264 quality, lower is better (default: 23)")
-    v.add_argument("--x264_threads", type=int, default=1,
-                   help="encoder threads per video; fixed so output bytes do not depend on --workers; parallelism "
-                        "comes from --workers, one video per core (default: 1)")
-    v.add_argument("--engine", choices=ENGINES, default="one-encode",
-                   help="one-encode: decode and encode every frame once; smartcut: stream-copy the source's GOPs and "
-                        "re-encode only those a cut falls into (H.264 sources; any other video falls back to "
-                        "one-encode, counted in stats/preprocess.json; docs/smartcut.md) (default: one-encode)")
-    v.add_argument("--write_clips", action="store_true", help="also write each clip as normal/clips/<id>/<k>.mp4 (stream copy)")
+    Config.add_arguments(p, "clips and video encoding (defaults reproduce the published method)")
     add_common_args(p)
     return p
 
 
 def main(argv: Optional[list] = None) -> int:
-    def go(a):
-        run(a.root_dir, a.save_dir, a.scale, seed=a.seed, workers=a.workers, limit=a.limit, overwrite=a.overwrite,
-            clip=ClipOptions(a.max_seconds, a.min_clips, a.max_clips, a.min_clip_seconds),
-            encode=EncodeSettings(a.preset, a.crf, a.max_height, a.keep_audio, a.x264_threads),
-            write_clips=a.write_clips, test_fraction=a.test_fraction, duration_tolerance=a.duration_tolerance,
-            engine=a.engine)
-    return cli(go, build_parser(), argv)
+    return cli(lambda a: run(Config.from_args(a, layout=Layout(Path(a.save_dir))), executor_from_args(a)),
+               build_parser(), argv)
 
 
 if __name__ == "__main__":
