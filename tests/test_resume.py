@@ -8,7 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from timewarp.layout import Layout
 from timewarp.preprocess import preprocess, shuffle_clips
