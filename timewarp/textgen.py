@@ -23,6 +23,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
+from timewarp.llm import parse_json_object
 from timewarp.wording import check_rewording
 
 SYSTEM_QA = (
@@ -99,8 +100,6 @@ def validate_field(item: Rewrite, name: str, value: str) -> Optional[str]:
 
 
 def make_validator(item: Rewrite):
-    from timewarp.llm import parse_json_object
-
     names = item.sent()
 
     def validate(text: str) -> dict:

@@ -32,8 +32,10 @@ from tqdm import tqdm
 from timewarp.benchmark.evaluate import load_records
 from timewarp.errors import ItemError, UsageError
 from timewarp.layout import Layout
+from timewarp.llm import ChatClient, ChatRequest, LLMError, image_part, text_part
 from timewarp.stage import StageConfig, cli, option
 from timewarp.store import write_jsonl
+from timewarp.train.data import FrameSource
 
 log = logging.getLogger("timewarp.predict")
 
@@ -51,8 +53,6 @@ def question_text(rec: dict) -> str:
 
 
 def frame_source(root: Path, frames: int):
-    from timewarp.train.data import FrameSource
-
     return FrameSource([root], Layout(root).frames_dir, frames, root)
 
 
@@ -65,8 +65,6 @@ def _frames(src, rec: dict) -> list[Path]:
 
 def predict_api(records: list, src, base_url: str, model: str, cache_dir: Path, *, concurrency: int = 4,
                 max_retries: int = 4, timeout: float = 120.0, max_new_tokens: int = 32) -> list[dict]:
-    from timewarp.llm import ChatClient, ChatRequest, LLMError, image_part, text_part
-
     client = ChatClient(base_url, model, cache_dir, concurrency=concurrency, max_retries=max_retries, timeout=timeout)
     client.preflight()
     out: list = [None] * len(records)

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
+import cv2
+
 from timewarp import frames as framelib
 from timewarp.errors import ItemError, UsageError
 
@@ -87,8 +89,6 @@ class FrameSource:
 
 
 def video_frame_count(path: Path) -> int:
-    import cv2
-
     cap = cv2.VideoCapture(str(path))
     try:
         if not cap.isOpened():
