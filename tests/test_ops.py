@@ -343,10 +343,16 @@ def test_setup_dataset_passes_preprocess_only_options(tmp_path, clip3):
     assert len(Layout(out).shuffled_ids()) == 2
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt(cmd: list[str], env: dict, ready) -> tuple[int, list[str]]:
     """Run ``cmd`` in its own process group, Ctrl-C the group once ``ready()``; (status, stderr lines)."""
+    # A shell started in the background (CI harnesses, `cmd &`) ignores SIGINT, and an ignored signal is
+    # inherited and cannot be trapped: give the script the default disposition a terminal's Ctrl-C meets.
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_default_sigint)
     try:
         deadline = time.monotonic() + 60
         while not ready() and proc.poll() is None and time.monotonic() < deadline:
