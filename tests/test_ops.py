@@ -419,7 +419,8 @@ def test_ctrl_c_that_a_stage_ignores_still_stops_the_script(tmp_path):
     fake.chmod(0o755)
     (tmp_path / "out").mkdir()
     proc = subprocess.run([str(ROOT / "generate_data.sh"), str(tmp_path / "out")], capture_output=True, text=True,
-                          env=_bash_env(PYTHON=str(fake)), start_new_session=True, timeout=60)
+                          env=_bash_env(PYTHON=str(fake)), start_new_session=True, timeout=60,
+                          preexec_fn=_default_sigint)
     said = [line for line in proc.stderr.strip().splitlines() if not line.startswith("== ")]
     assert proc.returncode == 130 and len(said) == 1 and "interrupted; rerun" in said[0], proc.stderr
     assert len(calls.read_text().splitlines()) == 1
