@@ -186,8 +186,7 @@ def sample_video(cfg: "Config", sampling: Sampling, item: tuple) -> FrameFolder:
         raise ItemError("video path outside the output folder", str(exc))
     want = [out / export_frame_name(k) for k in range(len(idx))]
     try:
-        st = (cfg.layout.root / rel).stat()
-        stamp = {"video": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "indices": idx, "fps": fps}
+        stamp = {"video": rel, **framelib.video_stamp(cfg.layout.root / rel), "indices": idx, "fps": fps}
         try:
             manifest = read_json(frame_manifest(out))
         except (OSError, ValueError):
@@ -213,16 +212,22 @@ def _n_tokens(token: str, media: Media) -> str:
     return token * (len(media.frames) if media.frames else 1)
 
 
-def _text_turn(role: str, text: str) -> dict:
-    return {"role": role, "content": [{"type": "text", "text": text}]}
+def user_message(n_images: int, text: str) -> list:
+    """TRL's conversational vision prompt: ``n_images`` image blocks (filled from "images" in order by
+    trl.data_utils.prepare_multimodal_messages), then the text. Training and inference build the same."""
+    return [{"role": "user", "content": [{"type": "image"} for _ in range(n_images)] + [{"type": "text", "text": text}]}]
+
+
+def assistant_message(text: str) -> list:
+    return [{"role": "assistant", "content": [{"type": "text", "text": text}]}]
 
 
 def trl_dpo(row: dict, m: Media) -> dict:
     """TRL's vision preference form (trl/trainer/dpo_trainer.py DataCollatorForVisionPreference): one image
-    block per frame, filled from "images" in order by trl.data_utils.prepare_multimodal_messages."""
-    prompt = [{"role": "user", "content": [{"type": "image"} for _ in m.frames] + [{"type": "text", "text": row["question"]}]}]
-    return {"id": row_id(row), "video": m.video, "frame_times": m.times, "images": m.frames, "prompt": prompt,
-            "chosen": [_text_turn("assistant", row["chosen"])], "rejected": [_text_turn("assistant", row["rejected"])]}
+    block per frame."""
+    return {"id": row_id(row), "video": m.video, "frame_times": m.times, "images": m.frames,
+            "prompt": user_message(len(m.frames), row["question"]),
+            "chosen": assistant_message(row["chosen"]), "rejected": assistant_message(row["rejected"])}
 
 
 def _lf_media(m: Media) -> dict:

@@ -161,7 +161,8 @@ def write_frames(frames: Sequence[np.ndarray], indices: Sequence[int], out_dir: 
     return paths
 
 
-def _video_stamp(video: Path) -> dict:
+def video_stamp(video: Path) -> dict:
+    """What says a video file changed since frames were cut from it: its size and mtime."""
     st = Path(video).stat()
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
@@ -178,7 +179,7 @@ def cached_frames(video: Path, indices: Sequence[int], out_dir: Path, quality: i
     out_dir = Path(out_dir)
     if not video.is_file():
         raise ItemError("video missing", str(video))
-    stamp = {**_video_stamp(video), "quality": int(quality)}
+    stamp = {**video_stamp(video), "quality": int(quality)}
     manifest_path = out_dir / MANIFEST
     wanted = sorted(set(int(i) for i in indices))
     known: set = set()

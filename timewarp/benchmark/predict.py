@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from timewarp.benchmark.evaluate import load_records
 from timewarp.errors import ItemError, UsageError
+from timewarp.export import user_message
 from timewarp.layout import Layout
 from timewarp.llm import ChatClient, ChatRequest, LLMError, image_part, text_part
 from timewarp.stage import StageConfig, cli, option
@@ -93,7 +94,6 @@ def predict_local(records: list, src, model_name: str, *, max_new_tokens: int = 
     from PIL import Image
 
     from timewarp.train import models
-    from timewarp.train.data import user_message
 
     model, processor = models.load(model_name, seed=seed, dtype=dtype, max_pixels=max_pixels)
     if torch.cuda.is_available():

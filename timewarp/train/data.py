@@ -35,6 +35,7 @@ import cv2
 
 from timewarp import frames as framelib
 from timewarp.errors import ItemError, UsageError
+from timewarp.export import assistant_message, user_message
 
 log = logging.getLogger("timewarp.train")
 
@@ -96,14 +97,6 @@ def video_frame_count(path: Path) -> int:
         return int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     finally:
         cap.release()
-
-
-def user_message(n_images: int, text: str) -> list:
-    return [{"role": "user", "content": [{"type": "image"} for _ in range(n_images)] + [{"type": "text", "text": text}]}]
-
-
-def assistant_message(text: str) -> list:
-    return [{"role": "assistant", "content": [{"type": "text", "text": text}]}]
 
 
 def _as_messages(value, role: str, n_images: int = 0) -> list:
