@@ -113,6 +113,13 @@ def read_json(path: Path):
         return json.load(fh)
 
 
+def parse_json_rows(text: str) -> list:
+    """The rows of a file that holds either one JSON array or JSON lines (blank lines skipped); ValueError if neither."""
+    if text.lstrip().startswith("["):
+        return json.loads(text)
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
 def read_jsonl(path: Path) -> list:
     rows = []
     with open(path, encoding="utf-8") as fh:

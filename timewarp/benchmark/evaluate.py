@@ -27,7 +27,7 @@ from typing import Optional
 from timewarp.benchmark.scoring import format_summary, prediction_text, record_key, score
 from timewarp.errors import UsageError
 from timewarp.stage import cli
-from timewarp.store import write_json, write_jsonl
+from timewarp.store import parse_json_rows, write_json, write_jsonl
 
 
 def load_records(path) -> list[dict]:
@@ -36,11 +36,7 @@ def load_records(path) -> list[dict]:
         raise UsageError(f"--benchmark {path} not found: generate it with generate_normal_benchmark.py / "
                          f"generate_shuffled_benchmark.py (benchmark/*.jsonl)")
     try:
-        text = path.read_text(encoding="utf-8")
-        if text.lstrip().startswith("["):
-            rows = json.loads(text)
-        else:
-            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        rows = parse_json_rows(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise UsageError(f"--benchmark {path} does not parse as JSON/JSONL ({exc})")
     if not rows:

@@ -25,7 +25,6 @@ with one log line naming the file, the line and what is wrong.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ import cv2
 from timewarp import frames as framelib
 from timewarp.errors import ItemError, UsageError
 from timewarp.export import assistant_message, user_message
+from timewarp.store import parse_json_rows
 
 log = logging.getLogger("timewarp.train")
 
@@ -198,8 +198,7 @@ def read_examples(path: Path, build, src: FrameSource, limit: Optional[int] = No
     except OSError as exc:
         raise UsageError(f"{path}: cannot read ({exc})")
     try:
-        rows = json.loads(text) if text.lstrip().startswith("[") else \
-            [json.loads(line) for line in text.splitlines() if line.strip()]
+        rows = parse_json_rows(text)
     except ValueError as exc:
         raise UsageError(f"{path} is not JSON/JSONL ({exc})")
     out, skipped = [], 0
