@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 from timewarp.layout import Layout
-from timewarp.preprocess import final_assertions, preprocess, shuffle_clips
-from timewarp.sample_data import draw_frame, read_frame_ids
+from timewarp.preprocess import filter_corrupted, final_assertions, preprocess, shuffle_clips
+from timewarp.sample_data import draw_frame, frame_id, read_frame_ids
 from timewarp.schema import NormalAnnotation, ShuffledAnnotation
 from timewarp.store import read_json, read_jsonl
 from timewarp.timestamps import format_timestamp
@@ -39,10 +39,13 @@ def encoders() -> str:
 
 
 def render(path: Path, n: int, *, times: Optional[str] = None, rate: str = "30", codec: list[str] = None,
-           out_opts: list[str] = (), size=SIZE, rotate: bool = False) -> None:
-    """Frames 0..n-1 (numbered) at ``rate``; ``times`` is an optional setpts expression (in seconds of N)."""
+           out_opts: list[str] = (), size=SIZE, rotate: int = 0) -> None:
+    """Frames 0..n-1 (numbered) at ``rate``; ``times`` is an optional setpts expression (in seconds of N).
+
+    ``rotate`` (90 or 180) stores each frame turned back by that many degrees: upright once a
+    decoder applies a display matrix of ``rotate`` degrees."""
     w, h = size
-    cw, ch = (h, w) if rotate else (w, h)
+    cw, ch = (h, w) if rotate == 90 else (w, h)
     cmd = [ffmpeg_exe(), "-hide_banner", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
            "-s", f"{cw}x{ch}", "-r", rate, "-i", "-"]
     if times:
@@ -51,7 +54,7 @@ def render(path: Path, n: int, *, times: Optional[str] = None, rate: str = "30",
     frames = []
     for k in range(n):
         img = draw_frame(w, h, k, (40, 70, 220) if k % 60 < 30 else (220, 40, 40), "square", (k % 30) / 29)
-        frames.append(np.ascontiguousarray(np.rot90(img, -1)) if rotate else img)
+        frames.append(np.ascontiguousarray(np.rot90(img, -rotate // 90)) if rotate else img)
     res = subprocess.run(cmd, input=b"".join(f.tobytes() for f in frames), capture_output=True)
     assert res.returncode == 0, res.stderr.decode()[-500:]
 
@@ -60,6 +63,28 @@ def remux(src: Path, dst: Path, *opts: str, before: list[str] = ()) -> None:
     res = subprocess.run([ffmpeg_exe(), "-hide_banner", "-v", "error", "-y", *before, "-i", str(src), "-c", "copy",
                           *opts, str(dst)], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-500:]
+
+
+def destroy_packet(path: Path, index: int) -> None:
+    """Overwrite the payload of video packet ``index`` (decode order) with seeded noise, length fields kept."""
+    import av
+    import random
+
+    with av.open(str(path)) as c:
+        pkt = [p for p in c.demux(video=0) if p.size][index]
+        pos, size = pkt.pos, pkt.size
+    data = bytearray(path.read_bytes())
+    rng = random.Random(index)
+    data[pos + 4:pos + size] = bytes(rng.randrange(256) for _ in range(size - 4))
+    path.write_bytes(bytes(data))
+
+
+def stored_frame_ids(path: Path) -> list[int]:
+    """Frame numbers of the frames as stored, no display matrix applied (PyAV does not apply it, nor does decord)."""
+    import av
+
+    with av.open(str(path)) as c:
+        return [frame_id(f.to_ndarray(format="bgr24")) for f in c.decode(video=0)]
 
 
 def metadata(name: str, scenes: list[tuple[float, float]]) -> dict:
@@ -74,9 +99,10 @@ def metadata(name: str, scenes: list[tuple[float, float]]) -> dict:
 class Case:
     def __init__(self, name: str, make: Callable[[Path], None], time_of: Callable[[int], Fraction],
                  scenes: list[tuple[float, float]], reject: Optional[str] = None, fps: Optional[str] = None,
-                 size=SIZE):
+                 size=SIZE, smartcut_reject: Optional[tuple[str, str]] = None):
         self.name, self.make, self.time_of, self.scenes = name, make, time_of, scenes
         self.reject, self.fps, self.size = reject, fps, size
+        self.smartcut_reject = smartcut_reject   # (stage, reason) when the smartcut engine's differs
 
 
 def cfr(rate: Fraction, first: int = 0) -> Callable[[int], Fraction]:
@@ -103,10 +129,26 @@ def cases() -> list[Case]:
              cfr(Fraction(30000, 1001)), _ntsc_scenes(), fps="30000/1001"),
         Case("tenbit", lambda p: render(p, 90, codec=["-c:v", "libx264", "-pix_fmt", "yuv420p10le", "-bf", "2"]),
              cfr(Fraction(30)), THREE, fps="30"),
-        Case("rotated", lambda p: (render(p.with_suffix(".raw.mp4"), 90, rotate=True),
+        Case("rotated", lambda p: (render(p.with_suffix(".raw.mp4"), 90, rotate=90),
                                    remux(p.with_suffix(".raw.mp4"), p, before=["-display_rotation", "90"]),
                                    p.with_suffix(".raw.mp4").unlink()),
              cfr(Fraction(30)), THREE, fps="30"),
+        # same size either way: only the display matrix says the frames are upside down
+        Case("rotated180", lambda p: (render(p.with_suffix(".raw.mp4"), 90, rotate=180),
+                                      remux(p.with_suffix(".raw.mp4"), p, before=["-display_rotation", "180"]),
+                                      p.with_suffix(".raw.mp4").unlink()),
+             cfr(Fraction(30)), THREE, fps="30"),
+        # B-frames without an edit list: the first frame's pts is two frames in, no packet is marked discard
+        Case("noeditlist", lambda p: (render(p.with_suffix(".raw.mp4"), 90),
+                                      remux(p.with_suffix(".raw.mp4"), p, "-use_editlist", "0"),
+                                      p.with_suffix(".raw.mp4").unlink()),
+             cfr(Fraction(30)), THREE, fps="30"),
+        # one packet's bytes destroyed: its timestamps are fine, the decoder drops the frame
+        # smart-cut copies that GOP's packets untouched (it decodes only GOPs a cut falls into), so its
+        # normal video has the same broken packet and filter_corrupted's full decode sends it to quarantine
+        Case("badpacket", lambda p: (render(p, 90), destroy_packet(p, 10)),
+             cfr(Fraction(30)), THREE, reject="dropped frames (timestamp holes)",
+             smartcut_reject=("filter_corrupted", "video does not decode")),
         Case("editlist", lambda p: (render(p.with_suffix(".raw.mp4"), 120), remux(p.with_suffix(".raw.mp4"), p, before=["-ss", "1"]),
                                     p.with_suffix(".raw.mp4").unlink()),
              cfr(Fraction(30), first=30), THREE, fps="30"),
@@ -128,16 +170,23 @@ def cases() -> list[Case]:
 
 
 @pytest.fixture(scope="module")
-def wild(tmp_path_factory):
+def wild_sources(tmp_path_factory):
     root = tmp_path_factory.mktemp("wild_src")
-    out = tmp_path_factory.mktemp("wild_out")
-    all_cases = CASES
-    for case in all_cases:
+    for case in CASES:
         case.make(root / f"{case.name}.mp4")
         (root / f"{case.name}.json").write_text(json.dumps(metadata(case.name, case.scenes)))
-    run_video_stage(preprocess, out, root_dir=root, scale=len(all_cases), write_clips=True, workers=2)
+    return root
+
+
+@pytest.fixture(scope="module", params=["one-encode", "smartcut"])
+def wild(request, tmp_path_factory, wild_sources):
+    """Every case through preprocess (and shuffle) with each engine: the same frames are owed either way."""
+    out = tmp_path_factory.mktemp(f"wild_out_{request.param}")
+    run_video_stage(preprocess, out, root_dir=wild_sources, scale=len(CASES), write_clips=True, workers=2,
+                    engine=request.param)
+    run_video_stage(filter_corrupted, out)  # as setup_dataset.sh: every output decoded before it is used
     run_video_stage(shuffle_clips, out)
-    return {c.name: c for c in all_cases}, Layout(out)
+    return {c.name: c for c in CASES}, Layout(out)
 
 
 def expected_ids(case: Case, start: float, end: float, ids: range) -> list[int]:
@@ -152,17 +201,22 @@ CASES = cases()
 def test_case_is_kept_exactly_or_rejected_with_its_reason(wild, name):
     by_name, layout = wild
     case = by_name[name]
-    rejects = {r["id"]: r for r in read_jsonl(layout.rejects_file("preprocess"))}
-    if case.reject:
-        assert name in rejects and rejects[name]["reason"] == case.reject, rejects.get(name)
+    stage, reason = "preprocess", case.reject
+    if case.smartcut_reject and read_json(layout.stats_file("preprocess"))["options"]["engine"] == "smartcut":
+        stage, reason = case.smartcut_reject
+    rejects = {st: {r["id"]: r for r in read_jsonl(layout.rejects_file(st))} for st in ("preprocess", "filter_corrupted")}
+    if reason:
+        assert name in rejects[stage] and rejects[stage][name]["reason"] == reason, rejects[stage].get(name)
         assert not layout.normal_annotation(name).exists() and not layout.normal_video(name).exists()
         return
-    assert name not in rejects, rejects.get(name)
+    assert all(name not in r for r in rejects.values()), rejects
     ann = NormalAnnotation.from_dict(read_json(layout.normal_annotation(name)))
     assert Fraction(ann.fps_rational) == Fraction(case.fps)   # the exact stream rate, never an average
     assert (ann.width, ann.height) == case.size                # after the display-matrix rotation
     got = read_frame_ids(layout.root / ann.video)
     assert len(got) == ann.frame_count
+    # the pixels themselves are upright: decoders that ignore a display matrix (PyAV, decord) see the same
+    assert stored_frame_ids(layout.root / ann.video) == got
     assert len(ann.clips) == len(case.scenes)
     for c, (a, b) in zip(ann.clips, case.scenes):
         want = expected_ids(case, a, b, range(0, 200))
@@ -239,3 +293,14 @@ def test_frame_rate_names_each_irregularity():
     assert frame_rate(back, Fraction(30), tb)[1][0] == "frame times not increasing"
     jitter = [Fraction(k, 30) + (Fraction(3, 1000) if k % 7 == 3 else 0) for k in range(60)]
     assert frame_rate(jitter, Fraction(30), tb)[1][0] == "variable frame rate"
+
+
+def test_smartcut_handles_or_declines_each_case(wild):
+    """Smart-cut really ran on some of these shapes and declined the ones it cannot copy, by name."""
+    _, layout = wild
+    stats = read_json(layout.stats_file("preprocess"))
+    if stats["options"]["engine"] != "smartcut":
+        pytest.skip("one-encode engine")
+    counts = stats["counts"]
+    assert counts.get("engine: smartcut", 0) >= 4, counts   # iphone600, editlist, noeditlist, startpts, badpacket
+    assert counts.get("smartcut fell back to one-encode: rotated video (display matrix)") == 2, counts

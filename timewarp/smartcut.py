@@ -25,7 +25,6 @@ import bisect
 import contextlib
 import logging
 import os
-import re
 import tempfile
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -33,22 +32,13 @@ from pathlib import Path
 from typing import Sequence
 
 from timewarp.errors import ItemError, UsageError
+from timewarp.h264 import (NAL_AUD, NAL_IDR, NAL_PPS, NAL_SLICE, NAL_SPS, PROFILES, AvcC, Sps,
+                           Unsupported, length_prefixed, parse_sps, pps_ids, split_annexb, split_length_prefixed)
 from timewarp.store import atomic_path
-from timewarp.video import EncodeSettings, _run_ffmpeg, output_size
+from timewarp.video import _SHOWINFO, EncodeSettings, _run_ffmpeg, first_frame, output_size
 
 log = logging.getLogger(__name__)
-PROFILES = {66: "baseline", 77: "main", 100: "high"}
-NAL_SLICE, NAL_IDR, NAL_SEI, NAL_SPS, NAL_PPS, NAL_AUD = 1, 5, 6, 7, 8, 9
 MIN_TICKS_PER_FRAME = 64  # output time base: room for the DTS steps inside one frame's duration
-
-
-class Unsupported(Exception):
-    """This source cannot be smart-cut safely; ``reason`` (a stable category) says why, ``detail`` the facts."""
-
-    def __init__(self, reason: str, detail: str = ""):
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass
@@ -71,159 +61,6 @@ class Result:
     encoded_frames: int
     copied_frames: int
     encode_ranges: list[tuple[int, int]] = field(default_factory=list)
-
-
-# ------------------------------------------------------------------ H.264 bitstream facts
-
-def _unescape(nal: bytes) -> bytes:
-    return nal.replace(b"\x00\x00\x03", b"\x00\x00")
-
-
-class _Bits:
-    def __init__(self, data: bytes):
-        self.data, self.pos = data, 0
-
-    def u(self, n: int) -> int:
-        v = 0
-        for _ in range(n):
-            byte = self.data[self.pos >> 3] if self.pos >> 3 < len(self.data) else 0
-            v = (v << 1) | ((byte >> (7 - (self.pos & 7))) & 1)
-            self.pos += 1
-        return v
-
-    def ue(self) -> int:
-        zeros = 0
-        while self.u(1) == 0:
-            zeros += 1
-            if zeros > 31:
-                raise Unsupported("malformed exp-Golomb code in a parameter set")
-        return (1 << zeros) - 1 + self.u(zeros)
-
-    def se(self) -> int:
-        v = self.ue()
-        return (v + 1) // 2 if v & 1 else -(v // 2)
-
-
-@dataclass(frozen=True)
-class Sps:
-    profile_idc: int
-    constraints: int
-    level_idc: int
-    sps_id: int
-    chroma_format_idc: int
-    bit_depth: int
-    frame_mbs_only: bool
-
-
-def parse_sps(nal: bytes) -> Sps:
-    """The SPS fields that decide whether x264 can make pieces that decode in the same stream."""
-    b = _Bits(_unescape(nal[1:]))
-    profile, constraints, level = b.u(8), b.u(8), b.u(8)
-    sps_id = b.ue()
-    chroma, depth = 1, 8
-    if profile in (100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135):
-        chroma = b.ue()
-        if chroma == 3:
-            b.u(1)
-        depth = b.ue() + 8
-        b.ue()
-        b.u(1)
-        if b.u(1):  # seq_scaling_matrix_present_flag
-            for i in range(8 if chroma != 3 else 12):
-                if b.u(1):
-                    last = nxt = 8
-                    for _ in range(16 if i < 6 else 64):
-                        if nxt:
-                            nxt = (last + b.se() + 256) % 256
-                        last = nxt or last
-    b.ue()  # log2_max_frame_num_minus4
-    poc_type = b.ue()
-    if poc_type == 0:
-        b.ue()
-    elif poc_type == 1:
-        b.u(1)
-        b.se()
-        b.se()
-        for _ in range(b.ue()):
-            b.se()
-    b.ue()  # max_num_ref_frames
-    b.u(1)
-    b.ue()
-    b.ue()
-    return Sps(profile, constraints, level, sps_id, chroma, depth, bool(b.u(1)))
-
-
-def pps_ids(nal: bytes) -> tuple[int, int]:
-    """(pps_id, sps_id) of a PPS NAL unit."""
-    b = _Bits(_unescape(nal[1:]))
-    return b.ue(), b.ue()
-
-
-@dataclass
-class AvcC:
-    length_size: int
-    header: bytes           # configurationVersion, profile, compat, level
-    sps: list[bytes]
-    pps: list[bytes]
-    tail: bytes             # high-profile extension (chroma format, bit depth, SPS ext), kept as is
-
-    @classmethod
-    def parse(cls, data: bytes) -> "AvcC":
-        if len(data) < 7 or data[0] != 1:
-            raise Unsupported("no avcC parameter sets", "Annex B or avc3 stream")
-        pos, out = 6, []
-        n_sps = data[5] & 0x1F
-        sps = []
-        for _ in range(n_sps):
-            n = int.from_bytes(data[pos:pos + 2], "big")
-            sps.append(data[pos + 2:pos + 2 + n])
-            pos += 2 + n
-        n_pps = data[pos]
-        pos += 1
-        for _ in range(n_pps):
-            n = int.from_bytes(data[pos:pos + 2], "big")
-            out.append(data[pos + 2:pos + 2 + n])
-            pos += 2 + n
-        if not sps or not out:
-            raise Unsupported("avcC without SPS or PPS")
-        return cls((data[4] & 3) + 1, data[1:4], sps, out, data[pos:])
-
-    def to_bytes(self) -> bytes:
-        body = bytes([1]) + self.header + bytes([0xFC | (self.length_size - 1), 0xE0 | len(self.sps)])
-        for s in self.sps:
-            body += len(s).to_bytes(2, "big") + s
-        body += bytes([len(self.pps)])
-        for p in self.pps:
-            body += len(p).to_bytes(2, "big") + p
-        return body + self.tail
-
-
-def split_length_prefixed(data: bytes, size: int) -> list[bytes]:
-    nals, pos = [], 0
-    while pos + size <= len(data):
-        n = int.from_bytes(data[pos:pos + size], "big")
-        pos += size
-        if n == 0 or pos + n > len(data):
-            raise Unsupported("a packet's NAL lengths do not add up")
-        nals.append(data[pos:pos + n])
-        pos += n
-    return nals
-
-
-_START = re.compile(b"\x00\x00\x01")
-
-
-def split_annexb(data: bytes) -> list[bytes]:
-    starts = [m.end() for m in _START.finditer(data)]
-    nals = []
-    for i, s in enumerate(starts):
-        e = starts[i + 1] - 3 if i + 1 < len(starts) else len(data)
-        nals.append(data[s:e].rstrip(b"\x00") if i + 1 < len(starts) else data[s:e])
-    return [n for n in nals if n]
-
-
-def length_prefixed(nals: Sequence[bytes], size: int) -> bytes:
-    return b"".join(len(n).to_bytes(size, "big") + n for n in nals)
 
 
 # ------------------------------------------------------------------ source analysis
@@ -455,6 +292,11 @@ def smart_cut(src_path: Path, dst: Path, fps: Fraction, n_frames: int, cuts: Seq
     except ImportError as exc:  # pragma: no cover - requirements.txt installs it
         raise Unsupported("PyAV not installed", str(exc))
     try:
+        first = first_frame(src_path)
+        # copied packets keep the stored orientation and a display matrix that PyAV and decord ignore;
+        # the one-encode engine writes upright pixels
+        if first is None or first.rotated:
+            raise Unsupported("rotated video (display matrix)" if first else "no frame decodes")
         with av.open(str(src_path)) as container:
             src = analyse(container, fps)
             plan, pieces = make_plan(src, n_frames, cuts)
@@ -506,7 +348,9 @@ def _encode_ranges(src: Source, plan: Plan, fps: Fraction, settings: EncodeSetti
     cc = src.stream.codec_context
     inp.write_bytes(b"".join(stream))
     select = "+".join(f"between(n,{x},{y})" for x, y in keep)
-    filters = [f"select='{select}'", f"setpts=N*{fps.denominator}/{fps.numerator}/TB"]
+    # showinfo counts the decoded frames: select picks by count, so one packet that does not decode
+    # would shift every later pick by a frame
+    filters = ["showinfo=checksum=0", f"select='{select}'", f"setpts=N*{fps.denominator}/{fps.numerator}/TB"]
     sar = cc.sample_aspect_ratio
     if sar and sar != 1:
         filters.append(f"setsar={sar.numerator}/{sar.denominator}")
@@ -523,9 +367,12 @@ def _encode_ranges(src: Source, plan: Plan, fps: Fraction, settings: EncodeSetti
     if forced_out:
         args += ["-force_key_frames", ",".join(f"{float((Fraction(i) - Fraction(1, 2)) / fps):.6f}" for i in forced_out)]
     try:
-        _run_ffmpeg([*args, "-f", "h264", out], "smart-cut encode")
+        res = _run_ffmpeg([*args, "-f", "h264", out], "smart-cut encode")
     except ItemError as exc:
         raise Unsupported("re-encoding the cut GOPs failed", exc.detail)
+    got = len(_SHOWINFO.findall(res.stderr))
+    if got != decoded:
+        raise Unsupported("a cut GOP does not decode whole", f"{got} frames decoded from {decoded} packets")
     aus: list[list[bytes]] = []  # access units: a new one starts after a slice, at a non-slice NAL or a first slice
     prev_vcl = False
     for n in split_annexb(out.read_bytes()):

@@ -83,6 +83,7 @@ class VideoInfo:
     start_time: Fraction = Fraction(0)   # the first frame's pts in seconds (edit lists, offsets)
     container_duration: Optional[float] = None
     irregular: Optional[tuple[str, str]] = None   # (reason, detail)
+    decoded: bool = True   # times are decoded frames' (False: read from packets by ``packet_probe``)
 
     @property
     def duration(self) -> float:
@@ -107,7 +108,127 @@ def timing_tolerance(time_base: Fraction) -> Fraction:
     return max(SNAP_TOLERANCE, time_base)
 
 
-def probe(path: Path, until: Optional[float] = None) -> VideoInfo:
+def probe(path: Path, until: Optional[float] = None, packets: bool = False) -> VideoInfo:
+    """Every frame's presentation time of the first video stream, and the rate they follow.
+
+    By one ffmpeg decode pass (``decode_probe``); with ``packets``, read from the packets
+    (``packet_probe``, no decoding) where that is known to give what decoding gives. Packet times
+    say nothing about whether each packet decodes: whoever decodes the frames later checks the
+    times (``encode_normal(expect_times=...)``, ``FramesDiffer``).
+    """
+    info = packet_probe(path, until) if packets else None
+    return info or decode_probe(path, until)
+
+
+def _rescale_near(value: int, num: int, den: int) -> int:
+    """av_rescale with AV_ROUND_NEAR_INF: value * num / den, halves away from zero."""
+    q = (abs(value) * num + den // 2) // den
+    return q if value >= 0 else -q
+
+
+def packet_probe(path: Path, until: Optional[float] = None) -> Optional[VideoInfo]:
+    """``decode_probe``'s answer read from the demuxed packets (PyAV, no decoding), or None.
+
+    A packet is a frame and its pts the frame's time only when nothing between demuxer and
+    decoder can add, drop or move a frame, so this answers only for progressive H.264 in ``avcC``
+    (one access unit per packet, no field pairs) that starts with an IDR at its earliest time,
+    has no in-band parameter sets, no packet marked discard (edit lists) or corrupt, a pts on every
+    packet, no display matrix (rotation is applied when decoding) and frames exactly on a constant
+    rate grid. Anything else (VFR, holes, HEVC, AV1, rotated, broken files) returns None, and the
+    caller decodes, which also names what is wrong. Times are shifted exactly as the ffmpeg CLI
+    shifts them (by the container's start time, rounded into the stream's time base), and ``until``
+    keeps the frames less than that many seconds after the first one, as ``-t`` does.
+    """
+    try:
+        import av
+    except ImportError:  # pragma: no cover - requirements.txt installs it
+        return None
+    from timewarp import h264
+
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                return None
+            st = container.streams.video[0]
+            cc = st.codec_context
+            if cc.name != "h264" or st.time_base is None:
+                return None
+            avcc = h264.AvcC.parse(bytes(cc.extradata or b""))
+            if len(avcc.sps) != 1 or not h264.parse_sps(avcc.sps[0]).frame_mbs_only:
+                return None
+            tb = Fraction(st.time_base)
+            offset = 0
+            if container.start_time is not None:  # ffmpeg -i: ts_offset = -start_time, into the stream's base
+                offset = _rescale_near(-container.start_time, tb.denominator, tb.numerator * 1_000_000)
+            # -t keeps frames less than ``until`` (to the ms, as decode_probe passes it) after the first one
+            span = None if until is None else _rescale_near(int(Fraction(f"{until:.3f}") * 1_000_000),
+                                                                 tb.denominator, tb.numerator * 1_000_000)
+            pts, first_pts = [], None
+            for pkt in container.demux(st):
+                if pkt.size == 0 and pkt.pts is None:
+                    continue
+                if pkt.pts is None or pkt.dts is None or pkt.is_discard or pkt.is_corrupt:
+                    return None
+                if span is not None and first_pts is not None and pkt.dts - first_pts >= span:
+                    break  # dts <= pts: this and every later frame are past the span
+                types = {n[0] & 0x1F for n in h264.split_length_prefixed(bytes(pkt), avcc.length_size)}
+                if types & {h264.NAL_SPS, h264.NAL_PPS}:  # a parameter-set change the avcC does not show
+                    return None
+                if first_pts is None:
+                    if h264.NAL_IDR not in types:
+                        return None
+                    first_pts = pkt.pts
+                pts.append(pkt.pts + offset)
+            duration_us = container.duration
+            nominal = Fraction(st.guessed_rate) if st.guessed_rate else None  # PyAV: read before close
+        first = first_frame(path)
+    except (av.FFmpegError, h264.Unsupported, OSError, ValueError):
+        return None
+    if first is None or first.rotated:  # rotation is applied when decoding
+        return None
+    width, height = first.width, first.height
+    if not pts or first_pts + offset != min(pts):
+        return None
+    pts.sort()
+    if len(set(pts)) != len(pts):
+        return None
+    if span is not None:
+        pts = [p for p in pts if p - pts[0] < span]
+    times = tuple((p - pts[0]) * tb for p in pts)
+    fps, irregular = frame_rate(times, nominal, tb)
+    if irregular or width < 2 or height < 2:
+        return None
+    container_s = None
+    if duration_us is not None:  # as ffmpeg prints it: "Duration: HH:MM:SS.cc", rounded to 1/100 s
+        d = duration_us + 5000
+        container_s = d // 1_000_000 + (d % 1_000_000) // 10_000 / 100
+    return VideoInfo(fps, len(times), width, height, times, tb, pts[0] * tb, container_s, None, decoded=False)
+
+
+@dataclass(frozen=True)
+class FirstFrame:
+    width: int
+    height: int
+    rotated: bool   # a display matrix: decoders rotate or flip every frame
+
+
+def first_frame(path: Path) -> Optional[FirstFrame]:
+    """Decode the first frame of the first video stream (PyAV): its size and whether it carries a
+    display matrix. None when no frame decodes. Raises av.FFmpegError when the file does not open."""
+    import av
+
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            return None
+        for frame in container.decode(container.streams.video[0]):
+            return FirstFrame(frame.width, frame.height, "DISPLAYMATRIX" in frame.side_data)
+    return None
+
+
+def decode_probe(path: Path, until: Optional[float] = None) -> VideoInfo:
     """Decode the first video stream with ffmpeg once and read every frame's presentation time.
 
     ``until`` (seconds) stops decoding that far into the file: the frames after it are not
@@ -232,22 +353,30 @@ class EncodeSettings:
     threads: int = 1
 
 
+class FramesDiffer(ItemError):
+    """The decoded frames are not the ones the packets promised (a packet that does not decode)."""
+
+
 def encode_normal(src: Path, dst: Path, fps: Fraction, n_frames: int, keyframes: Sequence[int],
                   width: int, height: int, settings: EncodeSettings = EncodeSettings(),
-                  ranges: Optional[Sequence[Sequence[int]]] = None, start_time: Fraction = Fraction(0)) -> int:
+                  ranges: Optional[Sequence[Sequence[int]]] = None, start_time: Fraction = Fraction(0),
+                  expect_times: Optional[Sequence[Fraction]] = None) -> int:
     """Encode decoded frames ``ranges`` ([a, b) each, default [0, n_frames)) of ``src`` back to back.
 
     Keyframes are forced at normal-video frames ``keyframes``; returns frames written. ``probe``
     has checked that decoded frame k is at k/fps (a constant rate, no holes), so giving output
     frame j the pts j/fps keeps every frame's time: frame j of the output is the j-th kept
     decoded frame of the source. ``start_time`` is the first frame's pts (for cutting audio).
+    ``expect_times`` (a packet probe's ``start_time + times[k]``, as ffmpeg shifts them) are checked
+    against the frames this encode decodes (``showinfo``, no second decode): ``FramesDiffer`` when
+    one differs or is missing, before anything is kept.
     """
     out_w, out_h = output_size(width, height, settings.max_height)
     if out_w < 2 or out_h < 2:
         raise ItemError("video too small to encode", f"{src}: {width}x{height}; H.264 4:2:0 needs at least 2x2 pixels")
     ranges = [tuple(r) for r in (ranges or [(0, n_frames)])]
     cut = ranges != [(0, n_frames)]
-    filters = []
+    filters = ["showinfo=checksum=0"] if expect_times is not None else []
     if cut:
         filters.append("select=" + "+".join(f"between(n\\,{a}\\,{b - 1})" for a, b in ranges))
     filters.append(f"setpts=N*{fps.denominator}/{fps.numerator}/TB")
@@ -281,10 +410,29 @@ def encode_normal(src: Path, dst: Path, fps: Fraction, n_frames: int, keyframes:
     with atomic_path(dst) as tmp:
         res = _run_ffmpeg([*args, "-progress", "pipe:1", "-nostats", tmp], "encode")
         produced = _progress_frames(res.stdout)
+        if expect_times is not None:
+            _check_decoded_times(res.stderr, expect_times, max(b for _, b in ranges), src)
         if produced < n_frames:
             raise ItemError("source shorter than its annotation",
                             f"decoded {produced} frames, clips need {n_frames}")
     return produced
+
+
+def _check_decoded_times(stderr: str, expect: Sequence[Fraction], needed: int, src: Path) -> None:
+    """The first ``needed`` decoded frames (showinfo lines) are at the ``expect`` times, or FramesDiffer.
+
+    Absolute times, not times since the first frame: a first frame that does not decode shifts all."""
+    cfg = _CONFIG.search(stderr)
+    pts = [int(m.group(2)) for m in _SHOWINFO.finditer(stderr)]
+    if cfg is None or not pts:
+        raise FramesDiffer("decoded frames differ from the packets", f"{src}: the encode logged no frame times")
+    tb = Fraction(int(cfg.group(1)), int(cfg.group(2)))
+    got = [p * tb for p in pts[:needed]]
+    for k, want in enumerate(expect[:needed]):
+        if k >= len(got) or got[k] != want:
+            seen = f"{float(got[k]):.6f}s" if k < len(got) else "missing"
+            raise FramesDiffer("decoded frames differ from the packets",
+                               f"{src}: frame {k} is at {float(want):.6f}s by its packet, decoded: {seen}")
 
 
 def has_audio(path: Path) -> bool:

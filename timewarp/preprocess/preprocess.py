@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import shutil
 import sys
@@ -32,8 +33,11 @@ from timewarp.splits import rank_key, split_of
 from timewarp.stage import StageConfig, StageRun, add_common_args, cli, executor_from_args, option
 from timewarp.store import remove_stale_temp, write_json
 from timewarp.timestamps import SNAP_TOLERANCE, frame_to_time, time_to_frame
-from timewarp.video import EncodeSettings, concat_copy, encode_normal, ffmpeg_exe, output_size, probe
+from timewarp.video import (EncodeSettings, FramesDiffer, VideoInfo, concat_copy, encode_normal, ffmpeg_exe,
+                            output_size, probe)
 from timewarp import smartcut
+
+log = logging.getLogger(__name__)
 
 STAGE = "preprocess"
 ENGINES = ("one-encode", "smartcut")
@@ -189,36 +193,14 @@ def process_video(cfg: Config, sv: SourceVideo) -> dict:
             os.close(fd)
             tmp_src = Path(name)
         src = extract_mp4(sv.ref, tmp_src) if tmp_src else Path(sv.ref.path)
-        # decode only as far as the clips can reach (FineVideo videos run minutes past --max_seconds)
-        info = probe(src, until=max(sp.end for sp in sv.spans) + cfg.duration_tolerance + 1.0)
-        if info.irregular:
-            raise ItemError(*info.irregular)
-        clips, skipped, ranges = plan_frames(sv, info.fps, info.frame_count, cfg.duration_tolerance,
-                                             cfg.clip.min_clips)
-        n_frames = clips[-1].end_frame
-        width, height = output_size(info.width, info.height, cfg.encode.max_height)
-        video = layout.normal_video(sv.id)
-        used = smartcut.try_engine(cfg.engine, src, video, info, n_frames, clips, cfg.encode, ranges)
-        if used["engine"] != "smartcut":
-            encode_normal(src, video, info.fps, n_frames, [c.start_frame for c in clips],
-                          info.width, info.height, cfg.encode, ranges=ranges, start_time=info.start_time)
-        if cfg.write_clips:
-            layout.clip_dir(sv.id).mkdir(parents=True, exist_ok=True)
-            concat_copy(video, info.fps, [(layout.clip_video(sv.id, c.index), [(c.start_frame, c.end_frame)])
-                                          for c in clips], keep_audio=cfg.encode.keep_audio)
-        skipped = Counter(sv.skipped) + skipped
-        ann = NormalAnnotation(
-            id=sv.id, source_id=sv.source_id, source_file=_source_label(sv, cfg.root_dir),
-            source_row=sv.ref.row, source_json=sv.json_name, split=split_of(sv.source_id, cfg.test_fraction),
-            video=layout.rel(video), fps=round(float(info.fps), 6),
-            fps_rational=f"{info.fps.numerator}/{info.fps.denominator}", frame_count=n_frames,
-            duration=frame_to_time(n_frames, info.fps), width=width, height=height,
-            source_duration=round(info.container_duration or info.duration, 6), title=sv.title,
-            category=sv.category, clips=clips, source_ranges=ranges, skipped=dict(sorted(skipped.items())),
-            warnings=list(sv.warnings))
-        write_json(layout.normal_annotation(sv.id), ann.to_dict())
-        return {"skipped": dict(skipped), "clips": len(clips), "warnings": len(sv.warnings),
-                "cut_frames": clips[-1].source_end_frame - n_frames, **used}
+        # read only as far as the clips can reach (FineVideo videos run minutes past --max_seconds)
+        until = max(sp.end for sp in sv.spans) + cfg.duration_tolerance + 1.0
+        try:  # frame times from the packets when they say what decoding would (no decode pass)
+            return _write_item(cfg, sv, src, probe(src, until=until, packets=True))
+        except FramesDiffer as exc:  # a packet that does not decode: decode for the frames' real times
+            log.info("%s: %s; probing by decoding", sv.id, exc.detail)
+            remove_item(layout, sv.id)
+            return _write_item(cfg, sv, src, probe(src, until=until))
     except ItemError as exc:
         remove_item(layout, sv.id)
         if tmp_src:  # name the input, not our scratch copy of it (whose name is random)
@@ -228,6 +210,40 @@ def process_video(cfg: Config, sv: SourceVideo) -> dict:
         if tmp_src is not None:
             with contextlib.suppress(FileNotFoundError):
                 tmp_src.unlink()
+
+
+def _write_item(cfg: Config, sv: SourceVideo, src: Path, info: VideoInfo) -> dict:
+    """Plan the clips on ``info``'s frame times, write the normal video (and clips) and the annotation."""
+    layout = cfg.layout
+    if info.irregular:
+        raise ItemError(*info.irregular)
+    clips, skipped, ranges = plan_frames(sv, info.fps, info.frame_count, cfg.duration_tolerance,
+                                         cfg.clip.min_clips)
+    n_frames = clips[-1].end_frame
+    width, height = output_size(info.width, info.height, cfg.encode.max_height)
+    video = layout.normal_video(sv.id)
+    used = smartcut.try_engine(cfg.engine, src, video, info, n_frames, clips, cfg.encode, ranges)
+    if used["engine"] != "smartcut":
+        encode_normal(src, video, info.fps, n_frames, [c.start_frame for c in clips],
+                      info.width, info.height, cfg.encode, ranges=ranges, start_time=info.start_time,
+                      expect_times=None if info.decoded else [info.start_time + t for t in info.times])
+    if cfg.write_clips:
+        layout.clip_dir(sv.id).mkdir(parents=True, exist_ok=True)
+        concat_copy(video, info.fps, [(layout.clip_video(sv.id, c.index), [(c.start_frame, c.end_frame)])
+                                      for c in clips], keep_audio=cfg.encode.keep_audio)
+    skipped = Counter(sv.skipped) + skipped
+    ann = NormalAnnotation(
+        id=sv.id, source_id=sv.source_id, source_file=_source_label(sv, cfg.root_dir),
+        source_row=sv.ref.row, source_json=sv.json_name, split=split_of(sv.source_id, cfg.test_fraction),
+        video=layout.rel(video), fps=round(float(info.fps), 6),
+        fps_rational=f"{info.fps.numerator}/{info.fps.denominator}", frame_count=n_frames,
+        duration=frame_to_time(n_frames, info.fps), width=width, height=height,
+        source_duration=round(info.container_duration or info.duration, 6), title=sv.title,
+        category=sv.category, clips=clips, source_ranges=ranges, skipped=dict(sorted(skipped.items())),
+        warnings=list(sv.warnings))
+    write_json(layout.normal_annotation(sv.id), ann.to_dict())
+    return {"skipped": dict(skipped), "clips": len(clips), "warnings": len(sv.warnings),
+            "cut_frames": clips[-1].source_end_frame - n_frames, **used}
 
 
 def _source_label(sv: SourceVideo, root) -> str:
