@@ -51,12 +51,23 @@ def wild_dataset(tmp_path_factory, wild_rows) -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
-def processed(tmp_path_factory, wild_dataset) -> Path:
-    """wild_dataset after preprocess (with clip files) and shuffle: read-only for tests."""
+def _processed(tmp_path_factory, wild_dataset, **options) -> Path:
     from timewarp.preprocess import preprocess, shuffle_clips
 
     out = tmp_path_factory.mktemp("out")
-    run_video_stage(preprocess, out, root_dir=wild_dataset, scale=4, workers=2, write_clips=True, test_fraction=0.5)
+    run_video_stage(preprocess, out, root_dir=wild_dataset, scale=4, workers=2, write_clips=True, test_fraction=0.5,
+                    **options)
     run_video_stage(shuffle_clips, out, workers=2)
     return out
+
+
+@pytest.fixture(scope="session")
+def processed(tmp_path_factory, wild_dataset) -> Path:
+    """wild_dataset after preprocess (default engine: smart-cut; with clip files) and shuffle: read-only for tests."""
+    return _processed(tmp_path_factory, wild_dataset)
+
+
+@pytest.fixture(scope="session")
+def processed_one_encode(tmp_path_factory, wild_dataset) -> Path:
+    """The same with ``--engine one-encode`` (every frame decoded and encoded once; smart-cut's fallback)."""
+    return _processed(tmp_path_factory, wild_dataset, engine="one-encode")

@@ -39,11 +39,12 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
-def test_preprocess_on_a_full_disk_stops_with_one_line(wild_dataset, small_disk):
-    out = small_disk / "out"
+@pytest.mark.parametrize("engine", ["smartcut", "one-encode"])
+def test_preprocess_on_a_full_disk_stops_with_one_line(wild_dataset, small_disk, engine):
+    out = small_disk / f"out-{engine}"
     res = subprocess.run([sys.executable, "timewarp/preprocess/preprocess.py", "--root_dir", str(wild_dataset),
-                          "--save_dir", str(out), "--scale", "4", "--workers", "2"], cwd=ROOT, capture_output=True,
-                         text=True, timeout=300)
+                          "--save_dir", str(out), "--scale", "4", "--workers", "2", "--engine", engine], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
     assert res.returncode == 2, res.stderr
     err = res.stderr.strip().splitlines()
     assert "no space left" in err[-1] and "Traceback" not in res.stderr

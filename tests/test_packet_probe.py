@@ -124,7 +124,8 @@ def test_preprocess_decodes_only_when_packets_cannot_say(sources, tmp_path, monk
     real = video.decode_probe
     monkeypatch.setattr(video, "decode_probe", lambda path, until=None: calls.append(Path(path).name) or real(path, until))
     out = tmp_path / "out"
-    run_video_stage(preprocess, out, root_dir=root, scale=2, workers=1)
+    # one-encode: smart-cut would copy badpacket's broken GOP untouched (filter_corrupted's decode catches it)
+    run_video_stage(preprocess, out, root_dir=root, scale=2, workers=1, engine="one-encode")
     layout = Layout(out)
     assert calls == ["badpacket.mp4"], calls
     rejects = {r["id"]: r["reason"] for r in read_jsonl(layout.rejects_file("preprocess"))}

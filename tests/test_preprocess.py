@@ -6,6 +6,7 @@ import shutil
 from fractions import Fraction
 from pathlib import Path
 
+import pytest
 
 from conftest import wild_specs
 from timewarp.layout import Layout
@@ -27,7 +28,19 @@ def expected_clip_frames(spec: VideoSpec) -> list[tuple[int, int]]:
     return out
 
 
-def test_normal_videos_and_clips_are_frame_exact(processed):
+@pytest.fixture(params=["processed", "processed_one_encode"])
+def engine_output(request) -> Path:
+    """The wild set through each engine: smart-cut (the default) and one-encode."""
+    return request.getfixturevalue(request.param)
+
+
+def test_both_engines_ran(processed, processed_one_encode):
+    assert read_json(Layout(processed).stats_file("preprocess"))["counts"]["engine: smartcut"] == 3
+    assert read_json(Layout(processed_one_encode).stats_file("preprocess"))["counts"]["engine: one-encode"] == 4
+
+
+def test_normal_videos_and_clips_are_frame_exact(engine_output):
+    processed = engine_output
     layout = Layout(processed)
     specs = {s.name: s for s in wild_specs()}
     assert layout.normal_ids() == sorted(specs)
@@ -45,8 +58,8 @@ def test_normal_videos_and_clips_are_frame_exact(processed):
         assert (ann.width, ann.height) == (spec.size[0] - spec.size[0] % 2, spec.size[1] - spec.size[1] % 2)
 
 
-def test_shuffled_videos_follow_the_permutation(processed):
-    layout = Layout(processed)
+def test_shuffled_videos_follow_the_permutation(engine_output):
+    layout = Layout(engine_output)
     for sid in layout.shuffled_ids():
         sh = ShuffledAnnotation.from_dict(read_json(layout.shuffled_annotation(sid)))
         normal = NormalAnnotation.from_dict(read_json(layout.normal_annotation(sh.normal_id)))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import errno
 import logging
 import os
 import tempfile
@@ -31,10 +32,10 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
 
-from timewarp.errors import ItemError, UsageError
+from timewarp.errors import DiskFullError, ItemError, UsageError
 from timewarp.h264 import (NAL_AUD, NAL_IDR, NAL_PPS, NAL_SLICE, NAL_SPS, PROFILES, AvcC, Sps,
                            Unsupported, length_prefixed, parse_sps, pps_ids, split_annexb, split_length_prefixed)
-from timewarp.store import atomic_path
+from timewarp.store import atomic_path, disk_full_message
 from timewarp.video import _SHOWINFO, EncodeSettings, _run_ffmpeg, first_frame, output_size
 
 log = logging.getLogger(__name__)
@@ -305,6 +306,8 @@ def smart_cut(src_path: Path, dst: Path, fps: Fraction, n_frames: int, cuts: Seq
                 encoded, enc_sps, enc_pps = _encode_ranges(src, plan, fps, settings, inp, out)
             _write(av, src, plan, pieces, encoded, enc_sps, enc_pps, fps, Path(dst))
     except (av.FFmpegError, ValueError) as exc:
+        if getattr(exc, "errno", None) == errno.ENOSPC:
+            raise DiskFullError(disk_full_message(dst)) from None
         raise Unsupported("PyAV error", str(exc)[:300])
     return Result(n_frames, plan.encoded_frames, plan.copied_frames, plan.encode_ranges)
 
@@ -473,6 +476,12 @@ def try_engine(engine: str, src: Path, dst: Path, info, n_frames: int, clips, se
                 "fallback": exc.reason, "fallback_detail": exc.detail}
     except (UsageError, MemoryError):
         raise
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:  # the one-encode engine would fill the same disk: the run stops
+            raise DiskFullError(disk_full_message(dst)) from None
+        log.warning("smartcut failed on %s, using one encode: %r", src, exc)
+        return {"engine": "one-encode", "frames": n_frames, "encoded_frames": n_frames,
+                "fallback": f"internal error ({type(exc).__name__})", "fallback_detail": str(exc)[:300]}
     except Exception as exc:  # noqa: BLE001 - a bug here must cost speed, not the video; counted as such
         log.warning("smartcut failed on %s, using one encode: %r", src, exc)
         return {"engine": "one-encode", "frames": n_frames, "encoded_frames": n_frames,

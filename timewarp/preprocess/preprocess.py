@@ -65,13 +65,14 @@ class Config(StageConfig):
                                        type=int)
     keep_audio: bool = option(EncodeSettings.keep_audio,
                               "keep the first audio track, as AAC (off: no audio, as published)")
-    preset: str = option(EncodeSettings.preset, "x264 preset (B-frames are always off)")
+    preset: str = option(EncodeSettings.preset, "x264 preset of every encoded frame (encoded without B-frames)")
     crf: int = option(EncodeSettings.crf, "x264 quality, lower is better")
     x264_threads: int = option(EncodeSettings.threads, "encoder threads per video; fixed so output bytes do not "
                                "depend on --workers; parallelism comes from --workers, one video per core")
-    engine: str = option("one-encode", "one-encode: decode and encode every frame once; smartcut: stream-copy the "
-                         "source's GOPs and re-encode only those a cut falls into (H.264 sources; any other video "
-                         "falls back to one-encode, counted in stats/preprocess.json; docs/smartcut.md)",
+    engine: str = option("smartcut", "smartcut: stream-copy the source's H.264 GOPs and re-encode only from each cut "
+                         "to the next source keyframe (a source it cannot copy safely, e.g. not H.264, rotated or "
+                         "resized, falls back to one-encode, counted in stats/preprocess.json; docs/smartcut.md); "
+                         "one-encode: decode and encode every frame once (uniform --preset/--crf quality)",
                          choices=ENGINES)
     write_clips: bool = option(False, "also write each clip as normal/clips/<id>/<k>.mp4 (stream copy)")
 
