@@ -189,6 +189,25 @@ def test_long_gops_frame_exact_with_copies(gops):
     assert run_video_stage(final_assertions, out, workers=1, decode=True).ok
 
 
+def test_only_the_packets_the_cuts_need_are_read(gops):
+    """A normal video that ends early in a long source: the demux stops at the first keyframe that
+    closes every frame before the end (a 10-minute source is not held in memory for a 1-minute clip),
+    and the cut is still frame-exact. gop2s: 300 frames, closed GOPs of 60 with B-frames."""
+    tmp, _ = gops
+    src = tmp / "gop2s.mp4"
+    fps = Fraction(30000, 1001)
+    with av.open(str(src)) as c:
+        assert len(smartcut.analyse(c, fps).frames) == 300
+    for need, read in ((100, 120), (120, 120), (121, 180), (299, 300)):
+        with av.open(str(src)) as c:
+            got = smartcut.analyse(c, fps, need_frames=need)
+        assert sorted(got.frames) == list(range(read)), need
+    dst = tmp / "first100.mp4"
+    res = smartcut.smart_cut(src, dst, fps, 100, [9, 68, 84])
+    assert res.frames == 100 and read_frame_ids(dst) == list(range(100))
+    assert decode_errors(dst) is None
+
+
 def test_copied_frames_are_the_source_packets(gops):
     """Frames the engine says it copied are the source's packets byte for byte; the rest are new IDR pieces."""
     tmp, out = gops

@@ -1,6 +1,6 @@
 """Smart-cut engine: re-encode only the frames a cut needs, stream-copy the source's packets elsewhere.
 
-``preprocess.py --engine smartcut``. The normal video (source frames ``[0, n_frames)``) is written
+``preprocess.py --engine smartcut``, the default engine. The normal video (source frames ``[0, n_frames)``) is written
 with a keyframe (IDR) at every clip start *and* clip end, so the shuffle stage and ``--write_clips``
 can keep cutting it by stream copy. For each source GOP (IDR to IDR, closed):
 
@@ -68,16 +68,52 @@ class Result:
 
 @dataclass
 class Source:
-    packets: list                 # av.Packet, decode order
+    """What the demux saw, per packet in decode order; the packets' bytes are not kept (``packet_data``)."""
+    path: Path
+    pts: list[int]
     frames: list[int]             # frame index of each packet (presentation order, 0-based)
     idr: list[bool]               # packet is an IDR access unit
+    keyframe: list[bool]          # the container marks it a keyframe (sync sample)
     avcc: AvcC
     sps: Sps
     stream: object
 
 
-def analyse(container, fps: Fraction) -> Source:
-    """Read every video packet (no decoding) and check the source is safe to copy from."""
+def packet_data(src: Source, wanted: Sequence[int]):
+    """Yield ``(i, bytes)`` for packet indices ``wanted`` (ascending) by demuxing the source again.
+
+    One packet in memory at a time: a long source is never held whole. The second demux must see
+    the same packets (pts checked), or the source is refused.
+    """
+    import av
+
+    todo = iter(wanted)
+    nxt = next(todo, None)
+    if nxt is None:
+        return
+    with av.open(str(src.path)) as container:
+        i = 0
+        for pkt in container.demux(container.streams.video[0]):
+            if pkt.size == 0 and pkt.pts is None:
+                continue
+            if i == nxt:
+                if i >= len(src.pts) or pkt.pts != src.pts[i]:
+                    raise Unsupported("packets differ on a second read", f"packet {i}")
+                yield i, bytes(pkt)
+                nxt = next(todo, None)
+                if nxt is None:
+                    return
+            i += 1
+    raise Unsupported("packets differ on a second read", f"packet {nxt} missing")
+
+
+def analyse(container, fps: Fraction, need_frames: int | None = None) -> Source:
+    """Read the video packets (no decoding) and check the source is safe to copy from.
+
+    With ``need_frames`` the demux stops at the first keyframe at or past that frame that closes
+    every frame before it (the packets so far show exactly frames 0..k-1): later packets are never
+    copied, and a long source is not held in memory for a few minutes of clips.
+    """
     streams = container.streams.video
     if not streams:
         raise Unsupported("no video stream")
@@ -100,12 +136,19 @@ def analyse(container, fps: Fraction) -> Source:
         raise Unsupported("interlaced H.264", "frame_mbs_only_flag 0")
     tb = st.time_base
     step = 1 / (fps * tb)  # ticks per frame, exact
-    packets, pts_list, idr = [], [], []
+    pts_list, idr, keyframe = [], [], []
+    shown_max = 0   # the latest frame index shown so far (the first packet shows frame 0)
     for pkt in container.demux(st):
         if pkt.size == 0 and pkt.pts is None:
             continue
         if pkt.pts is None or pkt.dts is None:
             raise Unsupported("packet without timestamps")
+        if need_frames is not None and pts_list:
+            k = round((pkt.pts - pts_list[0]) / step)
+            if pkt.is_keyframe and k >= need_frames and k == len(pts_list) and shown_max == k - 1 \
+                    and min(pts_list) == pts_list[0]:
+                break  # frames 0..k-1 are all in the packets read; nothing after is needed
+            shown_max = max(shown_max, k)
         if pkt.is_discard or pkt.is_corrupt:
             raise Unsupported("packets marked discard/corrupt", "edit list or damage")
         nals = split_length_prefixed(bytes(pkt), avcc.length_size)
@@ -113,9 +156,9 @@ def analyse(container, fps: Fraction) -> Source:
         if NAL_SPS in types or NAL_PPS in types:
             raise Unsupported("in-band parameter sets")
         idr.append(NAL_IDR in types)
-        packets.append(pkt)
+        keyframe.append(pkt.is_keyframe)
         pts_list.append(pkt.pts)
-    if not packets:
+    if not pts_list:
         raise Unsupported("no video packets")
     p0 = min(pts_list)
     frames = []
@@ -126,7 +169,7 @@ def analyse(container, fps: Fraction) -> Source:
         frames.append(k)
     if sorted(frames) != list(range(len(frames))):
         raise Unsupported("not constant frame rate", "frame timestamps have holes or duplicates")
-    return Source(packets, frames, idr, avcc, sps, st)
+    return Source(Path(container.name), pts_list, frames, idr, keyframe, avcc, sps, st)
 
 
 def gop_starts(src: Source) -> tuple[list[int], dict[int, int]]:
@@ -149,8 +192,8 @@ def gop_starts(src: Source) -> tuple[list[int], dict[int, int]]:
             starts[f] = i
     if 0 not in starts:
         raise Unsupported("open GOPs", "the stream does not start with a closed-GOP IDR")
-    for i, pkt in enumerate(src.packets):
-        if pkt.is_keyframe and starts.get(src.frames[i]) != i:
+    for i, key in enumerate(src.keyframe):
+        if key and starts.get(src.frames[i]) != i:
             raise Unsupported("open GOPs", f"keyframe at frame {src.frames[i]} is not an IDR starting a closed GOP")
     keys = sorted(starts)
     return keys, starts
@@ -299,7 +342,7 @@ def smart_cut(src_path: Path, dst: Path, fps: Fraction, n_frames: int, cuts: Seq
         if first is None or first.rotated:
             raise Unsupported("rotated video (display matrix)" if first else "no frame decodes")
         with av.open(str(src_path)) as container:
-            src = analyse(container, fps)
+            src = analyse(container, fps, need_frames=n_frames)
             plan, pieces = make_plan(src, n_frames, cuts)
             with contextlib.ExitStack() as stack:  # ".tmp-" names: remove_stale_temp clears them after a kill
                 inp, out = (stack.enter_context(_scratch(Path(dst), k, ".h264")) for k in ("gops", "pieces"))
@@ -330,17 +373,15 @@ def _encode_ranges(src: Source, plan: Plan, fps: Fraction, settings: EncodeSetti
     bounds = plan.gop_starts + [len(src.frames)]
     starts = set(plan.gop_starts)
     first_packet = {f: i for i, f in enumerate(src.frames) if f in starts}
-    stream, keep, wanted, forced_out = [], [], [], []
+    gop_packets, keep, wanted, forced_out = [], [], [], []
     decoded = 0
     forced = set(plan.keyframes)
     for a, b in plan.encode_ranges:
         gi = bisect.bisect_right(plan.gop_starts, a) - 1
         g, g_end = plan.gop_starts[gi], bounds[gi + 1]
         i = first_packet[g]
-        stream.append(headers)
-        while i < len(src.frames) and g <= src.frames[i] < g_end:
-            nals = split_length_prefixed(bytes(src.packets[i]), src.avcc.length_size)
-            stream.append(b"".join(b"\x00\x00\x00\x01" + n for n in nals))
+        while i < len(src.frames) and g <= src.frames[i] < g_end:  # a closed GOP: contiguous packets
+            gop_packets.append(i)
             i += 1
         keep.append((decoded + a - g, decoded + b - g - 1))
         for k in range(a, b):
@@ -349,7 +390,11 @@ def _encode_ranges(src: Source, plan: Plan, fps: Fraction, settings: EncodeSetti
             wanted.append(k)
         decoded += g_end - g
     cc = src.stream.codec_context
-    inp.write_bytes(b"".join(stream))
+    with open(inp, "wb") as fh:  # Annex B, the source's SPS/PPS before each GOP's IDR
+        for i, data in packet_data(src, gop_packets):
+            if src.frames[i] in starts:
+                fh.write(headers)
+            fh.write(b"".join(b"\x00\x00\x00\x01" + n for n in split_length_prefixed(data, src.avcc.length_size)))
     select = "+".join(f"between(n,{x},{y})" for x, y in keep)
     # showinfo counts the decoded frames: select picks by count, so one packet that does not decode
     # would shift every later pick by a frame
@@ -416,16 +461,17 @@ def _first_mb_is_zero(nal: bytes) -> bool:
 
 def _write(av, src: Source, plan: Plan, pieces, encoded: dict, enc_sps, enc_pps, fps: Fraction, dst: Path):
     timescale, ticks = output_ticks(fps)
-    order: list[tuple[int, bytes, bool]] = []  # (frame, data, keyframe) in decode order
+    order: list[tuple[int, int, bool]] = []  # (frame, source packet or -1 for encoded, keyframe), decode order
+    keys = set(plan.keyframes)
     for kind, x, y in pieces:
         if kind == "copy":
-            for j in range(x, y):
-                order.append((src.frames[j], bytes(src.packets[j]), src.idr[j]))
+            order += [(src.frames[j], j, src.idr[j]) for j in range(x, y)]
         else:
-            keys = set(plan.keyframes)
-            for k in range(x, y):
-                order.append((k, encoded[k], k in keys))
+            order += [(k, -1, k in keys) for k in range(x, y)]
     frames = [f for f, _, _ in order]
+    copies = [j for _, j, _ in order if j >= 0]
+    if copies != sorted(copies):
+        raise Unsupported("internal: copied packets out of decode order")
     if sorted(frames) != list(range(plan.n_frames)):
         raise Unsupported("internal: output frames are not 0..n-1")
     dts = assign_dts(frames, ticks)
@@ -440,7 +486,14 @@ def _write(av, src: Source, plan: Plan, pieces, encoded: dict, enc_sps, enc_pps,
             st.time_base = tb
             st.codec_context.extradata = avcc.to_bytes()
             st.metadata.clear() if hasattr(st.metadata, "clear") else None
-            for j, ((f, data, key), d) in enumerate(zip(order, dts)):
+            source = packet_data(src, copies)
+            for j, ((f, i, key), d) in enumerate(zip(order, dts)):
+                if i >= 0:
+                    got, data = next(source)
+                    if got != i:
+                        raise Unsupported("internal: copied packet out of order", f"{got} for {i}")
+                else:
+                    data = encoded[f]
                 pkt = av.Packet(data)
                 pkt.stream = st
                 pkt.time_base = tb

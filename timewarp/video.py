@@ -1,4 +1,6 @@
-"""The video engine: one libx264 encode per video, everything else by stream copy.
+"""ffmpeg plumbing and the one-encode engine: one libx264 encode per video, everything else by stream copy.
+
+(The default engine is the smart cut, ``smartcut.py``; it falls back to this one per video.)
 
 The normal video is encoded once with ``-bf 0`` (no B-frames) and a keyframe forced at the first
 frame of every clip. A clip (or a shuffled sequence of clips) is then a concat-demuxer stream copy
