@@ -172,3 +172,31 @@ def split_annexb(data: bytes) -> list[bytes]:
 
 def length_prefixed(nals: Sequence[bytes], size: int) -> bytes:
     return b"".join(len(n).to_bytes(size, "big") + n for n in nals)
+
+
+@dataclass(frozen=True)
+class PacketFacts:
+    pts: int
+    dts: int
+    keyframe: bool   # the container marks it a sync sample
+    idr: bool        # it holds an IDR slice
+
+
+def scan_packets(container, stream, avcc: AvcC):
+    """Yield each video packet's facts in decode order, without decoding (PyAV demux).
+
+    Raises ``Unsupported`` where packets stop saying what the frames are: a packet without
+    timestamps, one marked discard (edit lists) or corrupt, or in-band SPS/PPS (a parameter-set
+    change the avcC does not show). Empty flush packets are skipped.
+    """
+    for pkt in container.demux(stream):
+        if pkt.size == 0 and pkt.pts is None:
+            continue
+        if pkt.pts is None or pkt.dts is None:
+            raise Unsupported("packet without timestamps")
+        if pkt.is_discard or pkt.is_corrupt:
+            raise Unsupported("packets marked discard/corrupt", "edit list or damage")
+        types = {n[0] & 0x1F for n in split_length_prefixed(bytes(pkt), avcc.length_size)}
+        if NAL_SPS in types or NAL_PPS in types:
+            raise Unsupported("in-band parameter sets")
+        yield PacketFacts(pkt.pts, pkt.dts, pkt.is_keyframe, NAL_IDR in types)

@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Sequence
 
 from timewarp.errors import DiskFullError, ItemError, UsageError
-from timewarp.h264 import (NAL_AUD, NAL_IDR, NAL_PPS, NAL_SLICE, NAL_SPS, PROFILES, AvcC, Sps,
-                           Unsupported, length_prefixed, parse_sps, pps_ids, split_annexb, split_length_prefixed)
+from timewarp.h264 import (NAL_AUD, NAL_IDR, NAL_PPS, NAL_SLICE, NAL_SPS, PROFILES, AvcC, Sps, Unsupported,
+                           length_prefixed, parse_sps, pps_ids, scan_packets, split_annexb, split_length_prefixed)
 from timewarp.store import atomic_path, disk_full_message
 from timewarp.video import _SHOWINFO, EncodeSettings, _run_ffmpeg, first_frame, output_size
 
@@ -138,25 +138,15 @@ def analyse(container, fps: Fraction, need_frames: int | None = None) -> Source:
     step = 1 / (fps * tb)  # ticks per frame, exact
     pts_list, idr, keyframe = [], [], []
     shown_max = 0   # the latest frame index shown so far (the first packet shows frame 0)
-    for pkt in container.demux(st):
-        if pkt.size == 0 and pkt.pts is None:
-            continue
-        if pkt.pts is None or pkt.dts is None:
-            raise Unsupported("packet without timestamps")
+    for pkt in scan_packets(container, st, avcc):
         if need_frames is not None and pts_list:
             k = round((pkt.pts - pts_list[0]) / step)
-            if pkt.is_keyframe and k >= need_frames and k == len(pts_list) and shown_max == k - 1 \
+            if pkt.keyframe and k >= need_frames and k == len(pts_list) and shown_max == k - 1 \
                     and min(pts_list) == pts_list[0]:
                 break  # frames 0..k-1 are all in the packets read; nothing after is needed
             shown_max = max(shown_max, k)
-        if pkt.is_discard or pkt.is_corrupt:
-            raise Unsupported("packets marked discard/corrupt", "edit list or damage")
-        nals = split_length_prefixed(bytes(pkt), avcc.length_size)
-        types = {n[0] & 0x1F for n in nals}
-        if NAL_SPS in types or NAL_PPS in types:
-            raise Unsupported("in-band parameter sets")
-        idr.append(NAL_IDR in types)
-        keyframe.append(pkt.is_keyframe)
+        idr.append(pkt.idr)
+        keyframe.append(pkt.keyframe)
         pts_list.append(pkt.pts)
     if not pts_list:
         raise Unsupported("no video packets")

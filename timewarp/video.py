@@ -169,18 +169,11 @@ def packet_probe(path: Path, until: Optional[float] = None) -> Optional[VideoInf
             span = None if until is None else _rescale_near(int(Fraction(f"{until:.3f}") * 1_000_000),
                                                                  tb.denominator, tb.numerator * 1_000_000)
             pts, first_pts = [], None
-            for pkt in container.demux(st):
-                if pkt.size == 0 and pkt.pts is None:
-                    continue
-                if pkt.pts is None or pkt.dts is None or pkt.is_discard or pkt.is_corrupt:
-                    return None
+            for pkt in h264.scan_packets(container, st, avcc):
                 if span is not None and first_pts is not None and pkt.dts - first_pts >= span:
                     break  # dts <= pts: this and every later frame are past the span
-                types = {n[0] & 0x1F for n in h264.split_length_prefixed(bytes(pkt), avcc.length_size)}
-                if types & {h264.NAL_SPS, h264.NAL_PPS}:  # a parameter-set change the avcC does not show
-                    return None
                 if first_pts is None:
-                    if h264.NAL_IDR not in types:
+                    if not pkt.idr:
                         return None
                     first_pts = pkt.pts
                 pts.append(pkt.pts + offset)
