@@ -128,8 +128,9 @@ def test_each_bad_input_gets_its_reason_and_good_videos_go_on(bad_dataset, tmp_p
     assert {"pal25", "json_str", "json_bytes", "dup", "partly_bad"} <= set(ids)
     partly = read_json(layout.normal_annotation("partly_bad"))
     assert [c["caption"] for c in partly["clips"]] == [c["caption"] for c in read_json(layout.normal_annotation("json_str"))["clips"]][1:]
-    odd = [i for i in ids if i.startswith("evil")]
+    odd = [i for i in ids if "evil" in i]
     assert len(odd) == 1 and all(c.isalnum() or c in "._-" for c in odd[0])
+    assert read_json(layout.normal_annotation(odd[0]))["source_id"] == "a b'c;$(rm -rf x)/../../evil"  # kept whole
     # nothing written outside save_dir, nothing half-written inside it
     assert not (tmp_path / "evil").exists() and not (out.parent / "evil").exists()
     assert not [p for p in out.rglob("*") if p.name.startswith(".tmp-")]
@@ -158,3 +159,54 @@ def test_help_documents_every_option():
     for opt in ("--root_dir", "--save_dir", "--scale", "--max_seconds", "--min_clips", "--test_fraction", "--max_height",
                 "--keep_audio", "--write_clips", "--workers", "--seed", "--limit", "--overwrite", "--log_level"):
         assert opt in res.stdout
+
+
+# ---------------------------------------------------------------- text: one event per caption, the id kept whole
+
+def _meta(*scenes, vname="v.mp4"):
+    """Metadata with one scene per (start, end, description) of its single activity."""
+    def ts(a, b):
+        return {"start_timestamp": f"00:00:{a:06.3f}", "end_timestamp": f"00:00:{b:06.3f}"}
+    return {"original_video_filename": vname, "content_metadata": {"scenes": [
+        {"timestamps": ts(a, b), "activities": [{"description": d, "timestamp": ts(a, b)}]} for a, b, d in scenes]}}
+
+
+def test_one_caption_in_two_unicode_forms_is_one_event():
+    """Before: "Café" typed composed and decomposed gave two captions, so two events ((1) and (2))."""
+    import unicodedata
+    from timewarp.finevideo import ClipOptions, clip_spans
+    from timewarp.temporal import unique_clips
+    composed, decomposed = "Caf\u00e9 opens.", "Cafe\u0301 opens."
+    spans, *_ = clip_spans(_meta((0, 1, composed), (1, 2, "A dog runs."), (2, 3, decomposed)), ClipOptions())
+    caps = [s.caption for s in spans]
+    assert caps[0] == caps[2] == unicodedata.normalize("NFC", composed)
+    assert unique_clips(caps) == [1]   # the café event occurs twice: never asked about
+
+
+@pytest.mark.parametrize("text", [".", "...", "!?", "\U0001F389", "\U0001F600 \u2728 !", "_", "--"])
+def test_a_caption_without_words_is_no_event(text):
+    """Before: a scene whose only description was "." (or an emoji) became a clip, asked as "First, ."."""
+    from timewarp.finevideo import ClipOptions, clip_spans
+    spans, skipped, dropped, _ = clip_spans(_meta((0, 1, "A man walks."), (1, 2, text), (2, 3, "He sits.")),
+                                            ClipOptions())
+    assert [s.caption for s in spans] == ["A man walks.", "He sits."]
+    assert [(d.scene_index, d.reason) for d in dropped] == [(1, "activities without descriptions")]
+    # beside a real description, a word-less one adds nothing to the caption (its time still counts)
+    m = _meta((0, 1, "A man walks."), (2, 3, "He sits."))
+    m["content_metadata"]["scenes"][0]["activities"].append(
+        {"description": text, "timestamp": {"start_timestamp": "00:00:01.000", "end_timestamp": "00:00:01.500"}})
+    spans, *_ = clip_spans(m, ClipOptions())
+    assert [(s.caption, s.end) for s in spans][0] == ("A man walks.", 1.5)
+
+
+@pytest.mark.parametrize("vname,source_id", [("../../escape.mp4", "../../escape"), ("a/b.MP4", "a/b"),
+                                             ("  O-w6CSLiRsA.mp4 ", "O-w6CSLiRsA"), ("x\\..\\y", "x\\..\\y")])
+def test_the_original_id_is_kept_and_the_file_name_is_safe(vname, source_id):
+    """Before: "../../escape.mp4" was recorded as source_id "escape" (README: the original id is kept)."""
+    from timewarp.finevideo import ClipOptions, source_video
+    from timewarp.schema import SourceRef
+    sv = source_video(SourceRef("parquet", "/d/s.parquet", row=0), _meta((0, 1, "a"), (1, 2, "b"), vname=vname),
+                      ClipOptions())
+    assert sv.source_id == source_id
+    assert sv.id and "/" not in sv.id and "\\" not in sv.id and ".." != sv.id and not sv.id.startswith(".")
+    assert (sv.id == source_id) == (source_id == "O-w6CSLiRsA")

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ log = logging.getLogger("timewarp.finevideo")
 
 JSON_BATCH_ROWS = 64
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_WORD = re.compile(r"[^\W_]")
 
 
 def safe_id(raw: str) -> str:
@@ -109,12 +111,18 @@ def _scene_times(scene: dict) -> list[float]:
 
 
 def clean_text(text: str, what: str, warnings: list) -> str:
-    """``text`` with each lone UTF-16 surrogate (unwritable as UTF-8) replaced by U+FFFD, said in ``warnings``."""
+    """``text`` in Unicode NFC with each lone UTF-16 surrogate (unwritable as UTF-8) replaced by U+FFFD,
+    said in ``warnings``. NFC: one caption typed with composed or decomposed accents is one event."""
     clean = without_surrogates(text)
     if clean != text:
         bad = sum(1 for a, b in zip(text, clean) if a != b)
         warnings.append(f"{what}: {bad} lone UTF-16 surrogate(s) replaced by U+FFFD")
-    return clean
+    return unicodedata.normalize("NFC", clean)
+
+
+def has_words(text: str) -> bool:
+    """True when ``text`` has a letter or digit (any script): "." or an emoji alone says no event."""
+    return bool(_WORD.search(text))
 
 
 def _activities(scene: dict, skipped: Counter, known: list[float]) -> list[tuple[float, float, str]]:
@@ -135,8 +143,8 @@ def _activities(scene: dict, skipped: Counter, known: list[float]) -> list[tuple
             skipped["activity skipped: ends before it starts or is empty"] += 1
         elif desc is not None and not isinstance(desc, str):
             skipped["activity skipped: description is not text"] += 1
-        else:
-            out.append((start, end, desc or ""))
+        else:  # a description without a letter or digit ("." or an emoji) times the clip but captions nothing
+            out.append((start, end, desc if desc and has_words(desc) else ""))
     return sorted(out, key=lambda a: (a[0], a[1]))
 
 
@@ -209,8 +217,8 @@ def source_id_of(ref: SourceRef, meta: Optional[dict]) -> str:
 
 def _raw_source_id(ref: SourceRef, meta: Optional[dict]) -> str:
     vname = meta.get("original_video_filename") if isinstance(meta, dict) else None
-    if isinstance(vname, str) and vname.strip():
-        source_id = Path(vname.strip().replace("\\", "/")).name
+    if isinstance(vname, str) and vname.strip():  # kept whole ("../../x" stays so); safe_id makes the file name
+        source_id = vname.strip()
         return source_id[:-4] if source_id.lower().endswith(".mp4") else source_id
     if ref.kind == "files":
         return Path(ref.path).stem
