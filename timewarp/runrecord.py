@@ -5,7 +5,8 @@ with the same input and selection options the first N are a prefix of the first 
 with a larger ``--scale`` extends the dataset. Any other change (smaller scale, another seed,
 other clip options or input) would leave the earlier run's videos beside the new ones, and the
 later stages would use them all. ``check_selection`` refuses that (one line), or with
-``--overwrite`` says the earlier items must go first.
+``--overwrite`` says the earlier items must go first. The source (``--source``) is part of the
+selection: two datasets never mix in one output, even from one root folder.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ log = logging.getLogger("timewarp.runrecord")
 
 STAGE = "preprocess"
 VERSION = 1
+UNRECORDED = {"source": "finevideo"}  # what a record written before a key existed meant by its absence
 
 
 def _flag(key: str, value) -> str:
@@ -43,7 +45,7 @@ def check_selection(layout: Layout, scale: int, selection: dict, overwrite: bool
             log.warning("%s is unreadable (%s): the earlier run's options are unknown", path, exc)
     clear = False
     if isinstance(old, dict) and old.get("version") == VERSION and layout.normal_ids():
-        before = old.get("selection") or {}
+        before = {**UNRECORDED, **(old.get("selection") or {})}
         diffs = [k for k in sorted(set(before) | set(selection)) if before.get(k) != selection.get(k)]
         smaller = scale < int(old.get("scale") or 0)
         if diffs or smaller:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 import tempfile
 from collections import defaultdict
@@ -33,8 +32,8 @@ from typing import Optional
 from timewarp.errors import ItemError, UsageError
 from timewarp.layout import Layout
 from timewarp.parallel import LOCAL, Executor, pmap
-from timewarp.finevideo import extract_mp4
-from timewarp.schema import NormalAnnotation, ShuffledAnnotation, SourceRef
+from timewarp import sources
+from timewarp.schema import NormalAnnotation, ShuffledAnnotation
 from timewarp.stage import (NO_SEED_HELP, StageConfig, StageRun, add_common_args, add_shuffled_dir_args, cli,
                             executor_from_args, option, require_root)
 from timewarp.store import read_json
@@ -237,29 +236,27 @@ def _check_normal(ann: NormalAnnotation, layout: Layout, cfg: Config, ck: Checke
                           f"{crel} has {facts[1]} frames, clip {c.index} spans {want}", crel)
 
 
-def source_times(ann: NormalAnnotation, source_root: str, until: float) -> Optional[tuple[list, str]]:
+def source_times(ann: NormalAnnotation, source_root: str, until: float,
+                 layout: Optional[Layout] = None) -> Optional[tuple[list, str]]:
     """(frame times in seconds, file label) of the source an annotation names, or None if it is not reachable.
 
-    A constant-rate source's frame k is at k/fps (its pts are within the time-base rounding of
-    that, which ``probe`` checks); any other source's frames are at their decoded pts.
+    The source is re-opened through the protocol of the one preprocess used (``state/preprocess.json``;
+    bytes a remote source fetched are read from the output's cache, not fetched again). A constant-rate
+    source's frame k is at k/fps (its pts are within the time-base rounding of that, which ``probe``
+    checks); any other source's frames are at their decoded pts.
     """
     if not source_root:
         return None
-    path = Path(source_root) / ann.source_file
-    if not path.is_file():
+    name = sources.recorded(layout)[0] if layout is not None else sources.DEFAULT
+    source = sources.open_source(name, source_root, cache_dir=sources.cache_dir(layout) if layout is not None else None)
+    ref = source.reopen(ann.source_file, ann.source_row)
+    if ref is None:
         return None
-    with contextlib.ExitStack() as stack:
-        src = path
-        if ann.source_row is not None:
-            fd, name = tempfile.mkstemp(prefix=".check-src-", suffix=".mp4")
-            os.close(fd)
-            stack.callback(lambda: Path(name).unlink(missing_ok=True))
-            src = extract_mp4(SourceRef("parquet", str(path), ann.source_row), Path(name))
-        info = probe(src, until=until)
-    label = f"{path}#row{ann.source_row}" if ann.source_row is not None else str(path)
+    with tempfile.TemporaryDirectory(prefix=".check-src-") as scratch:
+        info = probe(source.open(ref, Path(scratch) / f"src{Path(ref.path).suffix or '.mp4'}"), until=until)
     if info.irregular:
-        return list(info.times), label
-    return [Fraction(k) / info.fps for k in range(info.frame_count)], label
+        return list(info.times), ref.label()
+    return [Fraction(k) / info.fps for k in range(info.frame_count)], ref.label()
 
 
 def _check_clip_times(ann: NormalAnnotation, fps: Fraction, cfg: Config, ck: Checker) -> None:
@@ -277,7 +274,7 @@ def _check_clip_times(ann: NormalAnnotation, fps: Fraction, cfg: Config, ck: Che
     until = max((c.meta_end if c.meta_end is not None else c.end) for c in ann.clips) + 2.0 if ann.clips else 0
     found = None
     try:
-        found = source_times(ann, cfg.source_root, until)
+        found = source_times(ann, cfg.source_root, until, cfg.layout)
     except ItemError as exc:
         ck.fail("source decodes", f"{exc.reason}: {exc.detail}")
         return

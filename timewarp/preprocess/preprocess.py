@@ -1,4 +1,4 @@
-"""Stage 1: FineVideo -> normal videos and annotations.
+"""Stage 1: a source (FineVideo by default; --source) -> normal videos and annotations.
 
 Reads the metadata of every video (json column only), plans clips as the published method does
 (scene activity spans, first 105 s, >= 2 clips), ranks usable videos by a seeded hash of their id,
@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Optional
 
 from timewarp.errors import ItemError, UsageError
-from timewarp.finevideo import (ClipOptions, ScanProblem, describe_skips, extract_mp4, iter_metadata, meta_of,
-                                 require_input, safe_id, source_id_of, source_video)
+from timewarp import sources
+from timewarp.sources.base import ClipOptions, ScanProblem, Source, describe_skips
 from timewarp.layout import Layout
 from timewarp.parallel import LOCAL, Executor, pmap
 from timewarp.runrecord import check_selection, remove_shuffled
@@ -45,9 +45,14 @@ ENGINES = ("one-encode", "smartcut")
 
 @dataclass(frozen=True, kw_only=True)
 class Config(StageConfig):
-    """Preprocess's options; ``layout`` is the output (--save_dir), ``root_dir`` the FineVideo input."""
+    """Preprocess's options; ``layout`` is the output (--save_dir), ``root_dir`` the input of ``source``."""
 
     root_dir: Path
+    source: str = option(sources.DEFAULT, "what --root_dir holds (docs/sources.md): finevideo (parquet shards, "
+                         "videos/+metadata/, mp4+json pairs, one .parquet file, or hf://datasets/OWNER/NAME), "
+                         "activitynet (ActivityNet Captions JSON files + <key>.mp4|.mkv|.webm videos below), "
+                         "captions (videos each with a same-name .srt, .vtt or .json caption file)",
+                         choices=tuple(sources.REGISTRY))
     scale: int = option(help="number of usable source videos to take", type=int)
     # clips (defaults reproduce the published method): the fields of finevideo.ClipOptions
     max_seconds: float = option(ClipOptions.max_seconds,
@@ -86,6 +91,11 @@ class Config(StageConfig):
 
     def options(self) -> dict:
         return {**super().options(), "save_dir": str(self.layout.root)}
+
+    def dataset(self) -> Source:
+        """The input as a source (cheap: nothing is read until ``scan``/``open``)."""
+        return sources.open_source(self.source, self.root_dir, exclude=self.layout.root.resolve(),
+                                   cache_dir=sources.cache_dir(self.layout))
 
 
 def _cut(lo: int, hi: int, keep: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -185,15 +195,14 @@ def process_video(cfg: Config, sv: SourceVideo) -> dict:
     without annotation.
     """
     layout = cfg.layout
-    tmp_src: Optional[Path] = None
     remove_item(layout, sv.id)
+    layout.tmp_dir.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f"src-{sv.id[:40]}-", suffix=Path(sv.ref.path).suffix or ".mp4",
+                                dir=layout.tmp_dir)
+    os.close(fd)
+    tmp_src = Path(name)   # scratch for bytes that are not a file of their own (a parquet value)
     try:
-        if sv.ref.kind == "parquet":
-            layout.tmp_dir.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(prefix=f"src-{sv.id[:40]}-", suffix=".mp4", dir=layout.tmp_dir)
-            os.close(fd)
-            tmp_src = Path(name)
-        src = extract_mp4(sv.ref, tmp_src) if tmp_src else Path(sv.ref.path)
+        src = cfg.dataset().open(sv.ref, tmp_src)
         # read only as far as the clips can reach (FineVideo videos run minutes past --max_seconds)
         until = max(sp.end for sp in sv.spans) + cfg.duration_tolerance + 1.0
         try:  # frame times from the packets when they say what decoding would (no decode pass)
@@ -203,14 +212,11 @@ def process_video(cfg: Config, sv: SourceVideo) -> dict:
             remove_item(layout, sv.id)
             return _write_item(cfg, sv, src, probe(src, until=until))
     except ItemError as exc:
-        remove_item(layout, sv.id)
-        if tmp_src:  # name the input, not our scratch copy of it (whose name is random)
-            raise ItemError(exc.reason, exc.detail.replace(str(tmp_src), sv.ref.label())) from None
-        raise
+        remove_item(layout, sv.id)  # name the input, not our scratch copy of it (whose name is random)
+        raise ItemError(exc.reason, exc.detail.replace(str(tmp_src), sv.ref.label())) from None
     finally:
-        if tmp_src is not None:
-            with contextlib.suppress(FileNotFoundError):
-                tmp_src.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            tmp_src.unlink()
 
 
 def _write_item(cfg: Config, sv: SourceVideo, src: Path, info: VideoInfo) -> dict:
@@ -234,7 +240,7 @@ def _write_item(cfg: Config, sv: SourceVideo, src: Path, info: VideoInfo) -> dic
                                       for c in clips], keep_audio=cfg.encode.keep_audio)
     skipped = Counter(sv.skipped) + skipped
     ann = NormalAnnotation(
-        id=sv.id, source_id=sv.source_id, source_file=_source_label(sv, cfg.root_dir),
+        id=sv.id, source_id=sv.source_id, source_file=cfg.dataset().source_file(sv.ref),
         source_row=sv.ref.row, source_json=sv.json_name, split=split_of(sv.source_id, cfg.test_fraction),
         video=layout.rel(video), fps=round(float(info.fps), 6),
         fps_rational=f"{info.fps.numerator}/{info.fps.denominator}", frame_count=n_frames,
@@ -247,17 +253,7 @@ def _write_item(cfg: Config, sv: SourceVideo, src: Path, info: VideoInfo) -> dic
             "cut_frames": clips[-1].source_end_frame - n_frames, **used}
 
 
-def _source_label(sv: SourceVideo, root) -> str:
-    base = Path(root).resolve()
-    if base.is_file():  # a .parquet file given as the dataset: its name, relative to its folder
-        base = base.parent
-    try:
-        return Path(sv.ref.path).relative_to(base).as_posix()
-    except ValueError:
-        return sv.ref.path
-
-
-def select_candidates(root: Path, save_dir: Path, seed: int, clip: ClipOptions,
+def select_candidates(source: Source, seed: int, clip: ClipOptions,
                       stage: StageRun) -> tuple[list[SourceVideo], int]:
     """Usable videos ranked by a seeded hash of their id; returns (ranked, records seen).
 
@@ -265,19 +261,12 @@ def select_candidates(root: Path, save_dir: Path, seed: int, clip: ClipOptions,
     """
     by_id: dict[str, SourceVideo] = {}
     seen = 0
-    for item in iter_metadata(root, exclude=save_dir):
+    for sv in source.scan(clip):
         seen += 1
-        if isinstance(item, ScanProblem):
-            stage.reject(item.id, item.reason, item.detail, item.source)
+        if isinstance(sv, ScanProblem):
+            stage.reject(sv.id, sv.reason, sv.detail, sv.source)
             continue
-        ref, raw = item
-        meta = None
-        try:
-            meta = meta_of(raw)
-            sv = source_video(ref, meta, clip)
-        except ItemError as exc:
-            stage.reject(safe_id(source_id_of(ref, meta)), exc.reason, exc.detail, ref.label())
-            continue
+        ref = sv.ref
         if sv.source_id in by_id:
             stage.reject(sv.id, "duplicate video id", f"also at {by_id[sv.source_id].ref.label()}", ref.label())
             continue
@@ -287,7 +276,8 @@ def select_candidates(root: Path, save_dir: Path, seed: int, clip: ClipOptions,
 
 
 def run(cfg: Config, executor: Executor = LOCAL) -> dict:
-    root = require_input(cfg.root_dir, "--root_dir")
+    source = sources.open_source(cfg.source, cfg.root_dir)  # UsageError for an unknown --source
+    source.check("--root_dir")
     if cfg.scale <= 0:
         raise UsageError(f"--scale must be positive, got {cfg.scale}")
     if cfg.engine not in ENGINES:
@@ -309,15 +299,15 @@ def run(cfg: Config, executor: Executor = LOCAL) -> dict:
     remove_stale_temp(layout.root)
     stage = StageRun(STAGE, layout, cfg.options())
     # what decides which videos and clips are chosen: another value would mix two datasets in save_dir
-    selection = dict(root_dir=str(root.resolve()), seed=cfg.seed, test_fraction=cfg.test_fraction,
+    selection = dict(source=cfg.source, root_dir=source.key(), seed=cfg.seed, test_fraction=cfg.test_fraction,
                      duration_tolerance=cfg.duration_tolerance, **vars(cfg.clip))
     if check_selection(layout, cfg.scale, selection, cfg.overwrite):
         for vid in sorted(set(layout.normal_ids()) | set(layout.item_ids(layout.normal_videos_dir, ".mp4"))):
             remove_item(layout, vid)
         remove_shuffled(layout)
-    ranked, seen = select_candidates(root, layout.root.resolve(), cfg.seed, cfg.clip, stage)
+    ranked, seen = select_candidates(cfg.dataset(), cfg.seed, cfg.clip, stage)
     if seen == 0:
-        raise UsageError(f"no FineVideo data under {root}: no *.parquet shards and no *.mp4 files")
+        raise UsageError(source.empty_message())
     target = min(cfg.scale, cfg.limit) if cfg.limit else cfg.scale
     done, pos = 0, 0
     while done < target and pos < len(ranked):
@@ -348,14 +338,14 @@ def run(cfg: Config, executor: Executor = LOCAL) -> dict:
     short = f" (only {done} usable of {cfg.scale} requested: the data has no more)" if done < target else ""
     stats = stage.finish(pos, done, f"{done} videos ready in {layout.normal_dir}{short}")
     if done == 0:
-        raise UsageError(f"no usable videos under {root}; reasons in {layout.rejects_file(STAGE)}")
+        raise UsageError(f"no usable videos under {cfg.root_dir}; reasons in {layout.rejects_file(STAGE)}")
     return stats
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="preprocess.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root_dir", required=True, help="FineVideo root: parquet shards, videos/+metadata/, or mp4+json pairs; or one .parquet file")
+    p.add_argument("--root_dir", required=True, help="the input: a folder (or one .parquet file, or an hf:// path) of the --source dataset")
     p.add_argument("--save_dir", required=True, help="output root_dir shared by all stages")
     Config.add_arguments(p, "clips and video encoding (defaults reproduce the published method)")
     add_common_args(p)
