@@ -324,3 +324,26 @@ class Source:
         if not path.is_file():
             return None
         return SourceRef("parquet", str(path), row=source_row) if source_row is not None else SourceRef("files", str(path))
+
+
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".m4v", ".avi")   # what flat-event sources take as videos
+
+
+def read_text(path: Path) -> str:
+    """A text file as editors write it (UTF-8 with or without a BOM, UTF-16/32); ItemError when it does not
+    decode or cannot be read."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ItemError("unreadable caption file", f"{path}: {exc.strerror or exc}")
+    return decode_json_text(data).lstrip("\ufeff")
+
+
+def flat_source_id(path: Path, root: Path) -> str:
+    """A flat-event video's id: its path below the root without the suffix ("sub/clip1"), so two folders'
+    ``clip1`` differ; ``safe_id`` makes the file name."""
+    try:
+        rel = path.relative_to(root).with_suffix("")
+    except ValueError:
+        rel = Path(path.stem)
+    return without_surrogates(rel.as_posix())
