@@ -235,3 +235,19 @@ def test_the_card_names_the_real_source(tmp_path, name, present, absent):
         assert text in card
     for text in absent:
         assert text not in card
+
+
+def test_setup_dataset_sh_takes_the_source(captions_root, tmp_path):
+    """--source is preprocess's option, given to the shell script like every preprocess-only option."""
+    import os
+    import subprocess
+    import sys
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHON=sys.executable, TIMEWARP_PREPROCESS_ARGS="--source captions",
+               TIMEWARP_ARGS="--workers 2")
+    out = tmp_path / "out"
+    r = subprocess.run([str(root / "setup_dataset.sh"), str(captions_root), str(out), "3"], env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    layout = Layout(out)
+    assert len(layout.shuffled_ids()) == 3 and read_json(layout.stats_file("final_assertions"))["items_out"] == 3
