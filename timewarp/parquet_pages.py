@@ -25,7 +25,7 @@ import io
 import logging
 import zlib
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -33,14 +33,18 @@ import pyarrow.parquet as pq
 log = logging.getLogger("timewarp.parquet_pages")
 
 
-def extract_value(path, row: int, column: str, dst: Path, label: str = "") -> Optional[int]:
+def extract_value(path, row: int, column: str, dst: Path, label: str = "", opener: Optional[Callable] = None,
+                  metadata=None) -> Optional[int]:
     """Write the ``column`` value of file row ``row`` of the Parquet file ``path`` to ``dst``.
 
     Returns its length (0 for a null or empty value), or None when the file has no such row.
     Raises ``OSError`` / ``pyarrow.ArrowException`` for a file pyarrow cannot read either.
+    ``opener()`` gives a seekable binary file of the Parquet bytes instead of ``path`` (a remote file
+    read by ranges, ``timewarp.sources.hub``); ``metadata``: its footer, already read.
     """
     label = label or f"{path}#{row}"
-    pf = pq.ParquetFile(path)
+    opener = opener or (lambda: open(path, "rb", buffering=1 << 16))
+    pf = pq.ParquetFile(opener(), metadata=metadata)
     for rg in range(pf.metadata.num_row_groups):
         n = pf.metadata.row_group(rg).num_rows
         if row < n:
@@ -49,17 +53,17 @@ def extract_value(path, row: int, column: str, dst: Path, label: str = "") -> Op
     else:
         return None
     try:
-        return PageReader(pf, str(path), rg, column).extract(row, dst)
+        return PageReader(pf, opener, rg, column).extract(row, dst)
     except Unsupported as exc:
         log.debug("%s: page reader: %s; reading with pyarrow", label, exc)
     except (IndexError, ValueError, OverflowError) as exc:  # a page the reader misparsed: pyarrow knows better
         log.warning("%s: page reader failed (%s: %s); reading with pyarrow", label, type(exc).__name__, exc)
-    return extract_with_pyarrow(path, rg, row, column, dst)
+    return extract_with_pyarrow(opener(), rg, row, column, dst, metadata)
 
 
-def extract_with_pyarrow(path, rg: int, row: int, column: str, dst: Path) -> Optional[int]:
+def extract_with_pyarrow(source, rg: int, row: int, column: str, dst: Path, metadata=None) -> Optional[int]:
     """Fallback: stream row group ``rg`` one row at a time through a bounded read buffer up to ``row``."""
-    pf = pq.ParquetFile(path, buffer_size=_COPY, pre_buffer=False)
+    pf = pq.ParquetFile(source, buffer_size=_COPY, pre_buffer=False, metadata=metadata)
     for i, batch in enumerate(pf.iter_batches(batch_size=1, row_groups=[rg], columns=[column], use_threads=False)):
         if i == row:
             value = batch.column(0)[0].as_py()
@@ -292,7 +296,7 @@ class _GzipStream:
 
 
 class PageReader:
-    def __init__(self, pf, path: str, rg: int, column: str):
+    def __init__(self, pf, opener: Callable, rg: int, column: str):
         md = pf.metadata
         idx = next((i for i in range(md.num_columns) if md.schema.column(i).path == column), None)
         if idx is None:
@@ -305,7 +309,7 @@ class PageReader:
         self.codec = self.chunk.compression.upper()
         if self.codec not in ("UNCOMPRESSED", "SNAPPY", "GZIP", "ZSTD", "BROTLI", "LZ4_RAW"):
             raise Unsupported(f"codec {self.codec}")
-        self.path = path
+        self.opener = opener   # () -> a seekable binary file of the Parquet bytes
 
     def _decompress(self, data: bytes, size: int) -> bytes:
         if self.codec == "UNCOMPRESSED":
@@ -322,7 +326,7 @@ class PageReader:
         end = start + c.total_compressed_size
         dictionary = None
         seen = 0
-        with open(self.path, "rb", buffering=1 << 16) as fh:
+        with self.opener() as fh:
             fh.seek(start)
             th = _Thrift(fh)
             while fh.tell() < end:

@@ -253,7 +253,7 @@ def source_times(ann: NormalAnnotation, source_root: str, until: float,
     if ref is None:
         return None
     with tempfile.TemporaryDirectory(prefix=".check-src-") as scratch:
-        info = probe(source.open(ref, Path(scratch) / f"src{Path(ref.path).suffix or '.mp4'}"), until=until)
+        info = probe(source.open(ref, Path(scratch) / f"src{Path(ref.path).suffix if ref.kind == 'files' else '.mp4'}"), until=until)
     if info.irregular:
         return list(info.times), ref.label()
     return [Fraction(k) / info.fps for k in range(info.frame_count)], ref.label()

@@ -197,7 +197,7 @@ def process_video(cfg: Config, sv: SourceVideo) -> dict:
     layout = cfg.layout
     remove_item(layout, sv.id)
     layout.tmp_dir.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f"src-{sv.id[:40]}-", suffix=Path(sv.ref.path).suffix or ".mp4",
+    fd, name = tempfile.mkstemp(prefix=f"src-{sv.id[:40]}-", suffix=Path(sv.ref.path).suffix if sv.ref.kind == "files" else ".mp4",
                                 dir=layout.tmp_dir)
     os.close(fd)
     tmp_src = Path(name)   # scratch for bytes that are not a file of their own (a parquet value)

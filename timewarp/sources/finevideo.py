@@ -13,6 +13,7 @@ read alone, streamed from its row group (``extract_mp4``, by ``timewarp.parquet_
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Iterator, Optional
@@ -25,7 +26,8 @@ from timewarp.schema import ClipSpan, DroppedScene, SourceRef, SourceVideo
 from timewarp.sources.base import (ClipOptions, Provenance, ScanProblem, Source, check_name, clean_text,  # noqa: F401
                                    decode_json_text, describe_skips, has_words, meta_of, planned_video, safe_id,
                                    select_spans, walk_files)
-from timewarp.store import without_surrogates
+from timewarp.sources import hub
+from timewarp.store import read_json, without_surrogates
 from timewarp.timestamps import parse_timestamp
 
 log = logging.getLogger("timewarp.finevideo")
@@ -194,24 +196,10 @@ def iter_metadata(root: Path, exclude: Optional[Path] = None) -> Iterator[tuple[
 
     shards, pairs, orphans = find_inputs(root, exclude)
     for shard in shards:
-        label = str(shard)
         if check_name(shard):
             yield check_name(shard)
             continue
-        try:
-            pf = pq.ParquetFile(shard)
-            names = set(pf.schema_arrow.names)
-            missing = {"json", "mp4"} - names
-            if missing:
-                yield ScanProblem(shard.name, "parquet shard lacks columns", f"missing {sorted(missing)}", label)
-                continue
-            row = 0
-            for batch in pf.iter_batches(batch_size=JSON_BATCH_ROWS, columns=["json"], use_threads=False):
-                for value in batch.column(0).to_pylist():
-                    yield SourceRef("parquet", str(shard.resolve()), row=row), value
-                    row += 1
-        except Exception as exc:  # noqa: BLE001 - an unreadable shard is one reject, the run goes on
-            yield ScanProblem(shard.name, "unreadable parquet", f"{type(exc).__name__}: {exc}"[:300], label)
+        yield from shard_rows(str(shard.resolve()), str(shard), lambda s=shard: pq.ParquetFile(s))
     for mp4, meta in pairs:
         bad = next((check_name(p) for p in (mp4, meta) if p is not None and check_name(p)), None)
         if bad is not None:
@@ -230,7 +218,28 @@ def iter_metadata(root: Path, exclude: Optional[Path] = None) -> Iterator[tuple[
         yield ScanProblem(js.stem, "metadata without video", "no matching .mp4", str(js))
 
 
-def extract_mp4(ref: SourceRef, dst: Path) -> Path:
+def shard_rows(ref_path: str, label: str, open_shard) -> Iterator[tuple[SourceRef, object] | ScanProblem]:
+    """(reference, raw ``json`` value) of every row of one shard (``open_shard()`` gives its ParquetFile),
+    or one ScanProblem when it cannot be read or lacks the columns."""
+    name = label.rstrip("/").rsplit("/", 1)[-1]
+    try:
+        pf = open_shard()
+        missing = {"json", "mp4"} - set(pf.schema_arrow.names)
+        if missing:
+            yield ScanProblem(name, "parquet shard lacks columns", f"missing {sorted(missing)}", label)
+            return
+        row = 0
+        for batch in pf.iter_batches(batch_size=JSON_BATCH_ROWS, columns=["json"], use_threads=False):
+            for value in batch.column(0).to_pylist():
+                yield SourceRef("parquet", ref_path, row=row), value
+                row += 1
+    except ItemError as exc:  # a remote shard whose bytes could not be fetched (after retries)
+        yield ScanProblem(name, exc.reason, exc.detail, label)
+    except Exception as exc:  # noqa: BLE001 - an unreadable shard is one reject, the run goes on
+        yield ScanProblem(name, "unreadable parquet", f"{type(exc).__name__}: {exc}"[:300], label)
+
+
+def extract_mp4(ref: SourceRef, dst: Path, **remote) -> Path:
     """Make the source mp4 of ``ref`` available as a file; returns its path.
 
     For a parquet row, only that row's ``mp4`` value is materialised (``timewarp.parquet_pages``).
@@ -238,8 +247,8 @@ def extract_mp4(ref: SourceRef, dst: Path) -> Path:
     if ref.kind == "files":
         return Path(ref.path)
     try:
-        found = extract_value(ref.path, int(ref.row), "mp4", dst, label=ref.label())
-    except (OSError, pa.ArrowException) as exc:
+        found = extract_value(ref.path, int(ref.row), "mp4", dst, label=ref.label(), **remote)
+    except (OSError, ValueError, pa.ArrowException) as exc:
         raise ItemError("unreadable mp4 in parquet", f"{ref.label()}: {type(exc).__name__}: {exc}"[:300])
     if found is None:
         raise ItemError("parquet row out of range", ref.label())
@@ -277,11 +286,54 @@ class FineVideo(Source):
                       "when you use them",
         removal="If FineVideo removes a video on request, remove it here too (republish from an updated FineVideo).")
 
+    def __init__(self, root, exclude: Optional[Path] = None, cache_dir: Optional[Path] = None):
+        super().__init__(root, exclude, cache_dir)
+        self.hub = hub.Hub(str(root)) if hub.is_hub(root) else None
+
+    def check(self, what: str = "--root_dir") -> None:
+        if self.hub is None:
+            super().check(what)
+
+    def key(self) -> str:
+        return self.hub.url if self.hub else super().key()
+
     def empty_message(self) -> str:
+        if self.hub:
+            return f"no FineVideo data under {self.hub.url}: no *.parquet files"
         return f"no FineVideo data under {self.root}: no *.parquet shards and no *.mp4 files"
 
+    def source_file(self, ref: SourceRef) -> str:
+        return self.hub.relative(ref.path) if self.hub else super().source_file(ref)
+
+    def reopen(self, source_file: str, source_row: Optional[int]) -> Optional[SourceRef]:
+        if self.hub:
+            return SourceRef("parquet", f"{self.hub.url}/{source_file}", row=source_row)
+        return super().reopen(source_file, source_row)
+
+    def _store(self, path: str) -> Optional[Path]:
+        """Where the footer and json spans of one remote shard are kept."""
+        return self.cache_dir / "hub" / "shards" / safe_id(self.hub.relative(path)) if self.cache_dir else None
+
+    def _remote_rows(self) -> Iterator[tuple[SourceRef, object] | ScanProblem]:
+        import pyarrow.parquet as pq
+
+        def open_shard(path: str, size: int, store: Optional[Path]):
+            rf = self.hub.open(path, size, store)
+            md = hub.footer(rf)
+            for a, b in hub.column_spans(md, "json"):   # the json column, one request per row group
+                rf.prefetch(a, b)
+            return pq.ParquetFile(rf, metadata=md, pre_buffer=False)
+
+        for path, size, oid in self.hub.files():
+            url = hub.PREFIX + path if not hub.is_hub(path) else path
+            store = self._store(url)
+            if store is not None:
+                hub.reset_store(store, oid, size)
+            yield from shard_rows(url, url, lambda u=url, n=size, st=store: open_shard(u, n, st))
+
     def scan(self, opts: ClipOptions) -> Iterator[SourceVideo | ScanProblem]:
-        for item in iter_metadata(self.root, exclude=self.exclude):
+        rows = self._remote_rows() if self.hub else iter_metadata(self.root, exclude=self.exclude)
+        for item in rows:
             if isinstance(item, ScanProblem):
                 yield item
                 continue
@@ -294,4 +346,25 @@ class FineVideo(Source):
                 yield ScanProblem(safe_id(source_id_of(ref, meta)), exc.reason, exc.detail, ref.label())
 
     def open(self, ref: SourceRef, dst: Path) -> Path:
-        return extract_mp4(ref, dst)
+        if self.hub is None:
+            return extract_mp4(ref, dst)
+        target = dst
+        if self.cache_dir is not None:   # kept for later stages and reruns: fetched once per output
+            target = self.cache_dir / "hub" / "videos" / f"{safe_id(self.hub.relative(ref.path))}-row{ref.row}.mp4"
+            if target.is_file():
+                return target
+            target.parent.mkdir(parents=True, exist_ok=True)
+        store = self._store(ref.path)
+        try:
+            ident = read_json(store / "file.json") if store is not None and (store / "file.json").is_file() else {}
+            size = int(ident.get("size") or self.hub.size(ref.path))
+            md = hub.footer(self.hub.open(ref.path, size, store))
+        except (OSError, ValueError) as exc:
+            raise ItemError("unreadable parquet", f"{ref.label()}: {type(exc).__name__}: {exc}"[:300])
+        part = target.with_name(f".{target.name}.part")
+        try:
+            extract_mp4(ref, part, opener=lambda: self.hub.open(ref.path, size), metadata=md)
+            os.replace(part, target)   # whole or absent: a killed run leaves no cached half video
+        finally:
+            part.unlink(missing_ok=True)
+        return target

@@ -1,0 +1,127 @@
+"""FineVideo straight from the hub: a loopback server speaking the hub's API (tests/fake_hub.py) serves
+real parquet shards; selection reads footers and the json column by ranges, each chosen video's mp4
+value alone, into the output's cache. Counted bytes must stay within 2x of what is needed."""
+from __future__ import annotations
+
+import copy
+import filecmp
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from timewarp.layout import Layout
+from timewarp.preprocess import final_assertions, preprocess
+from timewarp.sample_data import read_frame_ids, write_shard
+from timewarp.sources import hub as hubmod
+from timewarp.store import read_json
+
+from fake_hub import FakeHub
+from stages import run_video_stage
+
+REPO = "test-org/finevideo-mini"
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory, wild_rows) -> Path:
+    """3 shards of 4 rows (2 row groups each), FineVideo-shaped: 12 videos with distinct ids."""
+    folder = tmp_path_factory.mktemp("hubrepo")
+    (folder / "data").mkdir()
+    for s in range(3):
+        rows = []
+        for r in range(4):
+            mp4, meta = wild_rows[(s + r) % len(wild_rows)]
+            meta = copy.deepcopy(meta)
+            meta["original_video_filename"] = f"vid{s}{r}.mp4"
+            rows.append((mp4, meta))
+        write_shard(folder / "data" / f"train-{s:05d}-of-00003.parquet", rows, row_group_size=2)
+    (folder / "README.md").write_text("a card")
+    return folder
+
+
+@pytest.fixture()
+def fake(shards, monkeypatch):
+    hub = FakeHub(REPO, shards)
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.setattr(hubmod, "BACKOFF", 0.01)
+    yield hub
+    hub.close()
+
+
+def needed_bytes(shards: Path, chosen: list[tuple[str, int]]) -> tuple[int, int]:
+    """(footers + json column chunks of every shard + mp4 values of the chosen rows, all shard bytes),
+    computed from the files with pyarrow, independently of the reader under test."""
+    need = total = 0
+    for p in sorted((shards / "data").glob("*.parquet")):
+        total += p.stat().st_size
+        with open(p, "rb") as fh:
+            fh.seek(-8, 2)
+            need += int.from_bytes(fh.read(4), "little") + 8
+        md = pq.ParquetFile(p).metadata
+        for g in range(md.num_row_groups):
+            rg = md.row_group(g)
+            need += sum(rg.column(i).total_compressed_size for i in range(rg.num_columns)
+                        if rg.column(i).path_in_schema.split(".")[0] == "json")
+    for rel, row in chosen:
+        need += len(pq.read_table(shards / rel, columns=["mp4"]).column(0)[row].as_py())
+    return need, total
+
+
+def test_hub_source_reads_only_what_it_needs_and_matches_local(fake, shards, tmp_path):
+    root = f"hf://datasets/{REPO}"
+    out = tmp_path / "hub_out"
+    run_video_stage(preprocess, out, root_dir=root, scale=4, workers=2, test_fraction=0.5)
+    layout = Layout(out)
+    ids = sorted(layout.normal_ids())
+    assert len(ids) == 4
+    anns = {v: read_json(layout.normal_annotation(v)) for v in ids}
+    chosen = [(a["source_file"], a["source_row"]) for a in anns.values()]
+    assert all(rel.startswith("data/train-") for rel, _ in chosen)
+    need, total = needed_bytes(shards, chosen)
+    read = fake.sent
+    print(f"\nhub bytes read {read} / needed {need} / shard bytes {total}: {read / total:.3f} of the shards, "
+          f"{read / need:.2f}x the needed bytes")
+    assert read <= 2 * need
+    # the same output as from the shards on disk (byte-identical annotations and videos)
+    local = tmp_path / "local_out"
+    run_video_stage(preprocess, local, root_dir=shards, scale=4, workers=2, test_fraction=0.5)
+    assert sorted(Layout(local).normal_ids()) == ids
+    for v in ids:
+        assert read_json(Layout(local).normal_annotation(v)) == anns[v]
+        assert filecmp.cmp(Layout(local).normal_video(v), layout.normal_video(v), shallow=False)
+    frames = read_frame_ids(layout.normal_video(ids[0]))
+    assert frames == [k for a, b in anns[ids[0]]["source_ranges"] for k in range(a, b)]
+    cached = sorted((out / "cache" / "sources" / "hub" / "videos").glob("*.mp4"))
+    assert len(cached) == 4
+    # a rerun and final_assertions fetch nothing again: everything is in the output's cache
+    before = fake.sent
+    run_video_stage(preprocess, out, root_dir=root, scale=4, workers=2, test_fraction=0.5)
+    assert run_video_stage(final_assertions, out).ok
+    assert fake.sent == before
+    # a larger scale fetches only the new videos (footers and json column are cached)
+    run_video_stage(preprocess, out, root_dir=root, scale=6, workers=2, test_fraction=0.5)
+    new = [(a["source_file"], a["source_row"]) for v in Layout(out).normal_ids() if v not in ids
+           for a in [read_json(Layout(out).normal_annotation(v))]]
+    assert len(new) == 2
+    assert fake.sent - before == sum(len(pq.read_table(shards / rel, columns=["mp4"]).column(0)[row].as_py())
+                                     for rel, row in new) or fake.sent - before <= 2 * needed_bytes(shards, new)[0]
+
+
+def test_hub_reads_survive_429_5xx_and_dropped_connections(fake, tmp_path):
+    # the first footer read, a json span, the next footer, and reads of video pages and values
+    fake.failures = {1: "429", 2: "503", 3: "drop", 6: "drop", 9: "503", 14: "429", 18: "drop", 21: "drop", 23: "503"}
+    out = tmp_path / "out"
+    run_video_stage(preprocess, out, root_dir=f"hf://datasets/{REPO}", scale=2, workers=1)
+    assert fake.resolves > 23 and not fake.failures
+    assert len(Layout(out).normal_ids()) == 2
+    assert run_video_stage(final_assertions, out).ok
+
+
+def test_missing_hub_dataset_is_one_line(fake, tmp_path):
+    from timewarp.errors import UsageError
+    with pytest.raises(UsageError, match="hf://datasets/nobody/nothing"):
+        run_video_stage(preprocess, tmp_path / "o", root_dir="hf://datasets/nobody/nothing", scale=1)

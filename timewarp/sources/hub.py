@@ -1,0 +1,238 @@
+"""Parquet shards on the Hugging Face hub (``hf://datasets/OWNER/NAME[/folder]``), read by byte ranges.
+
+Listing goes through ``huggingface_hub``'s ``HfFileSystem`` (it honours ``HF_ENDPOINT`` and the token of
+``hf auth login`` / ``HF_TOKEN``); bytes are read with explicit HTTP range requests on the file's resolve
+URL, never through fsspec's read-ahead cache (which reads megabytes past what is asked). What is read:
+
+- per shard, its footer (the last 8 bytes, then the metadata) and, per row group, the one byte span
+  that holds every leaf of the ``json`` column: selection decodes these with pyarrow from memory;
+- per chosen video, the page headers of its row group's ``mp4`` chunk up to its page (a few KB each)
+  and its value (``timewarp.parquet_pages``), read ahead in doubling steps, so at most 2x the value.
+
+Everything fetched is kept under ``<out>/cache/sources/hub/``: the footer and json spans of each
+shard (about 1/400 of a FineVideo shard) and each chosen video's mp4 (its size in the shard). A rerun,
+final_assertions and publish read these files and fetch nothing again; deleting the folder is safe
+(it is fetched again when needed). Requests are retried with backoff on dropped connections, 429
+and 5xx (``huggingface_hub.utils.http_backoff``), and on a short body.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+from timewarp.errors import ItemError, UsageError
+from timewarp.store import write_json, read_json
+
+log = logging.getLogger("timewarp.hub")
+
+PREFIX = "hf://"
+MIN_READ = 4096              # bytes fetched at least on a jump (a page header is ~30-100 bytes)
+MAX_READ = 8 << 20           # read-ahead of a sequential read doubles up to this
+RETRIES = 6                  # attempts after the first, waiting BACKOFF, 2x, 4x ... up to 16x seconds
+BACKOFF = 0.5
+
+
+def is_hub(root) -> bool:
+    return str(root).startswith(PREFIX)
+
+
+class RangeFile(io.RawIOBase):
+    """A seekable read-only file over ``fetch(start, end) -> bytes``: what was fetched is kept (in memory,
+    and on disk under ``store`` when given); a read fetches only what is not kept, with read-ahead that
+    doubles while reads are sequential and starts again at MIN_READ after a jump."""
+
+    def __init__(self, fetch: Callable[[int, int], bytes], size: int, store: Optional[Path] = None):
+        super().__init__()
+        self.fetch, self.size, self.store = fetch, size, store
+        self.pos = 0
+        self.spans: dict[int, bytes] = {}   # start -> bytes, disjoint
+        self._ahead, self._last = MIN_READ, -1
+        if store is not None and store.is_dir():
+            for p in store.glob("*.bin"):
+                a, _, b = p.stem.partition("-")
+                if a.isdigit() and b.isdigit():
+                    self.spans[int(a)] = p.read_bytes()
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.pos = offset if whence == 0 else self.pos + offset if whence == 1 else self.size + offset
+        return self.pos
+
+    def readinto(self, b) -> int:
+        data = self.get(self.pos, min(self.size, self.pos + len(b)))
+        b[:len(data)] = data
+        self.pos += len(data)
+        return len(data)
+
+    def _kept(self, a: int) -> Optional[tuple[int, bytes]]:
+        return next(((s, d) for s, d in self.spans.items() if s <= a < s + len(d)), None)
+
+    def prefetch(self, a: int, b: int) -> None:
+        """Make [a, b) kept with as few requests as its missing parts need, fetching nothing more."""
+        pos = a
+        while pos < b:
+            kept = self._kept(pos)
+            if kept:
+                pos = kept[0] + len(kept[1])
+                continue
+            nxt = min((s for s in self.spans if s > pos), default=self.size)
+            end = min(b, nxt)
+            self._add(pos, self.fetch(pos, end))
+            pos = end
+
+    def _add(self, a: int, data: bytes) -> None:
+        self.spans[a] = data
+        if self.store is not None:
+            self.store.mkdir(parents=True, exist_ok=True)
+            tmp = self.store / f".{a}.tmp"
+            tmp.write_bytes(data)
+            os.replace(tmp, self.store / f"{a}-{a + len(data)}.bin")
+        elif len(self.spans) > 8:   # streaming a value: keep memory bounded
+            del self.spans[min(self.spans, key=lambda s: s if s + len(self.spans[s]) <= self.pos else self.size)]
+
+    def get(self, a: int, b: int) -> bytes:
+        """Bytes [a, b), fetching the missing part with read-ahead."""
+        if b <= a:
+            return b""
+        kept = self._kept(a)
+        if kept is None:
+            self._ahead = min(self._ahead * 2, MAX_READ) if a == self._last else MIN_READ
+            nxt = min((s for s in self.spans if s > a), default=self.size)
+            self.prefetch(a, min(nxt, self.size, max(b, a + self._ahead)))
+            kept = self._kept(a)
+        s, data = kept
+        out = data[a - s:b - s]
+        self._last = a + len(out)
+        return out if len(out) == b - a else out + self.get(a + len(out), b)
+
+
+class Hub:
+    """One ``hf://`` root: its parquet files, their sizes, and ranged reads with retries."""
+
+    def __init__(self, url: str):
+        from huggingface_hub import HfFileSystem
+        self.url = url.rstrip("/")
+        endpoint = os.environ.get("HF_ENDPOINT") or None   # read now: huggingface_hub reads it once, at import
+        self.fs = HfFileSystem(endpoint=endpoint) if endpoint else HfFileSystem()
+        self._headers = None
+
+    def files(self) -> list[tuple[str, int, str]]:
+        """(path, size, content id) of every ``*.parquet`` below the root, sorted by path."""
+        try:
+            found = self.fs.find(self.url, detail=True)
+        except FileNotFoundError as exc:
+            raise UsageError(f"--root_dir {self.url} not found on the hub ({exc}); for a gated dataset accept its "
+                             "terms on its page and log in (hf auth login, or HF_TOKEN)") from None
+        except Exception as exc:  # noqa: BLE001 - network or auth: one line
+            raise UsageError(f"--root_dir {self.url}: cannot list it ({type(exc).__name__}: {exc})"[:400]) from None
+        out = []
+        for path, info in sorted(found.items()):
+            if path.lower().endswith(".parquet") and info.get("type") != "directory":
+                lfs = info.get("lfs") or {}
+                oid = (lfs.get("sha256") if isinstance(lfs, dict) else getattr(lfs, "sha256", None)) or info.get("blob_id") or ""
+                out.append((path, int(info["size"]), str(oid)))
+        return out
+
+    def size(self, path: str) -> int:
+        return int(self.fs.info(path)["size"])
+
+    def relative(self, path: str) -> str:
+        """``path`` (as the file system lists it) relative to the root."""
+        base = self.url[len(PREFIX):] if is_hub(self.url) else self.url
+        path = path[len(PREFIX):] if is_hub(path) else path
+        return path[len(base):].lstrip("/") if path.startswith(base) else path
+
+    def fetch(self, path: str, start: int, end: int) -> bytes:
+        """Bytes [start, end) of ``path`` by one range request; retried with backoff on a dropped connection,
+        429 and 5xx, or a body shorter than asked."""
+        from huggingface_hub.utils import hf_raise_for_status, http_backoff
+        if self._headers is None:
+            self._headers = self.fs._api._build_hf_headers()
+        url = self.fs.url(path)
+        wait = BACKOFF
+        for attempt in range(RETRIES + 1):
+            try:
+                r = http_backoff("GET", url, headers={**self._headers, "Range": f"bytes={start}-{end - 1}"},
+                                 max_retries=RETRIES, base_wait_time=BACKOFF, max_wait_time=16 * BACKOFF,
+                                 follow_redirects=True)
+                hf_raise_for_status(r)
+                data = r.content
+                if r.status_code == 206 and len(data) == end - start:
+                    return data
+                if r.status_code == 200 and len(data) >= end:   # a server that ignores Range
+                    return data[start:end]
+                problem = f"{len(data)} bytes for a range of {end - start} (status {r.status_code})"
+            except Exception as exc:  # noqa: BLE001 - anything the retries of http_backoff did not absorb
+                problem = f"{type(exc).__name__}: {exc}"
+            if attempt == RETRIES:
+                raise ItemError("hub read failed", f"{path} bytes {start}-{end}: {problem}"[:300])
+            log.info("%s bytes %d-%d: %s; retrying in %.1fs", path, start, end, problem, wait)
+            time.sleep(wait)
+            wait = min(wait * 2, 16 * BACKOFF)
+        raise AssertionError("unreachable")
+
+    def open(self, path: str, size: int, store: Optional[Path] = None) -> RangeFile:
+        return RangeFile(lambda a, b: self.fetch(path, a, b), size, store)
+
+
+def footer(rf: RangeFile):
+    """The Parquet footer (pyarrow FileMetaData) of a RangeFile: two exact reads, kept like any span."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    if rf.size < 12:
+        raise ValueError("file too small to be Parquet")
+    tail = rf.get(rf.size - 8, rf.size)
+    if tail[4:] != b"PAR1":
+        raise ValueError("not a Parquet file (no PAR1 at its end)")
+    n = int.from_bytes(tail[:4], "little")
+    if n + 8 > rf.size:
+        raise ValueError("footer longer than the file")
+    rf.prefetch(rf.size - 8 - n, rf.size)
+    meta = rf.get(rf.size - 8 - n, rf.size)
+    return pq.read_metadata(pa.BufferReader(b"PAR1" + meta))
+
+
+def column_spans(md, column: str) -> list[tuple[int, int]]:
+    """Per row group, the byte span [start, end) holding every leaf column chunk of top-level ``column``."""
+    spans = []
+    for g in range(md.num_row_groups):
+        rg = md.row_group(g)
+        lo, hi = None, None
+        for i in range(rg.num_columns):
+            c = rg.column(i)
+            if c.path_in_schema.split(".")[0] != column:
+                continue
+            start = min(o for o in (c.data_page_offset, c.dictionary_page_offset if c.has_dictionary_page else None)
+                        if o is not None and o > 0) if c.data_page_offset else 0
+            lo = start if lo is None else min(lo, start)
+            hi = start + c.total_compressed_size if hi is None else max(hi, start + c.total_compressed_size)
+        if lo is not None:
+            spans.append((lo, hi))
+    return spans
+
+
+def reset_store(store: Path, oid: str, size: int) -> None:
+    """Empty ``store`` when it holds spans of another version of the file (another content id or size)."""
+    ident = {"oid": oid, "size": size}
+    mark = store / "file.json"
+    try:
+        if mark.is_file() and read_json(mark) == ident:
+            return
+    except (OSError, ValueError):
+        pass
+    shutil.rmtree(store, ignore_errors=True)
+    store.mkdir(parents=True, exist_ok=True)
+    write_json(mark, ident)
