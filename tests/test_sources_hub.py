@@ -9,12 +9,13 @@ import json
 import shutil
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from timewarp.layout import Layout
 from timewarp.preprocess import final_assertions, preprocess
-from timewarp.sample_data import read_frame_ids, write_shard
+from timewarp.sample_data import read_frame_ids
 from timewarp.sources import hub as hubmod
 from timewarp.store import read_json
 
@@ -36,7 +37,10 @@ def shards(tmp_path_factory, wild_rows) -> Path:
             meta = copy.deepcopy(meta)
             meta["original_video_filename"] = f"vid{s}{r}.mp4"
             rows.append((mp4, meta))
-        write_shard(folder / "data" / f"train-{s:05d}-of-00003.parquet", rows, row_group_size=2)
+        # as in FineVideo's shards, whose values are larger than a page: one data page per mp4 value
+        table = pa.table({"mp4": pa.array([r[0] for r in rows], pa.binary()), "json": pa.array([r[1] for r in rows])})
+        pq.write_table(table, folder / "data" / f"train-{s:05d}-of-00003.parquet", row_group_size=2,
+                       data_page_size=1, write_batch_size=1, use_dictionary=["json"])
     (folder / "README.md").write_text("a card")
     return folder
 
@@ -107,8 +111,20 @@ def test_hub_source_reads_only_what_it_needs_and_matches_local(fake, shards, tmp
     new = [(a["source_file"], a["source_row"]) for v in Layout(out).normal_ids() if v not in ids
            for a in [read_json(Layout(out).normal_annotation(v))]]
     assert len(new) == 2
-    assert fake.sent - before == sum(len(pq.read_table(shards / rel, columns=["mp4"]).column(0)[row].as_py())
-                                     for rel, row in new) or fake.sent - before <= 2 * needed_bytes(shards, new)[0]
+    grown = fake.sent - before
+    values = sum(len(pq.read_table(shards / rel, columns=["mp4"]).column(0)[row].as_py()) for rel, row in new)
+    assert values <= grown <= 2 * values + 2 * hubmod.MIN_READ * len(new)   # + a page-header read or two each
+
+
+def test_the_byte_bound_fails_for_a_reader_that_reads_row_groups(fake, shards, tmp_path, monkeypatch):
+    """The same bound catches a selection that reads whole row groups (mp4 and json): the check can fail."""
+    real = hubmod.column_spans
+    monkeypatch.setattr(hubmod, "column_spans", lambda md, column: real(md, "mp4") + real(md, column))
+    out = tmp_path / "out"
+    run_video_stage(preprocess, out, root_dir=f"hf://datasets/{REPO}", scale=1, workers=1)
+    chosen = [(a["source_file"], a["source_row"]) for a in map(read_json, Layout(out).normal_annotations_dir.glob("*.json"))]
+    need, total = needed_bytes(shards, chosen)
+    assert fake.sent > 2 * need
 
 
 def test_hub_reads_survive_429_5xx_and_dropped_connections(fake, tmp_path):
