@@ -141,3 +141,17 @@ def test_missing_hub_dataset_is_one_line(fake, tmp_path):
     from timewarp.errors import UsageError
     with pytest.raises(UsageError, match="hf://datasets/nobody/nothing"):
         run_video_stage(preprocess, tmp_path / "o", root_dir="hf://datasets/nobody/nothing", scale=1)
+
+
+def test_setup_dataset_sh_reads_the_hub(fake, tmp_path):
+    import os
+    import subprocess
+    import sys
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHON=sys.executable, TIMEWARP_ARGS="--workers 2")
+    out = tmp_path / "out"
+    r = subprocess.run([str(root / "setup_dataset.sh"), f"hf://datasets/{REPO}", str(out), "2"], env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len(Layout(out).shuffled_ids()) == 2
+    assert read_json(Layout(out).stats_file("preprocess"))["options"]["root_dir"] == f"hf://datasets/{REPO}"

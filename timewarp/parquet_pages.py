@@ -347,6 +347,8 @@ class PageReader:
                     if num is None:
                         raise Unsupported("data page without a value count")
                     if row < seen + num:
+                        if hasattr(fh, "limit_read_ahead"):   # a remote file: fetch nothing past this page
+                            fh.limit_read_ahead(payload + csize)
                         return self._from_page(fh, ptype, h, csize, usize, row - seen, num, dictionary, dst)
                     seen += num
                 fh.seek(payload + csize)

@@ -38,7 +38,12 @@ BACKOFF = 0.5
 
 
 def is_hub(root) -> bool:
-    return str(root).startswith(PREFIX)
+    return str(root).startswith("hf:/")   # also a Path("hf://...") that collapsed the slashes
+
+
+def hub_url(root) -> str:
+    """``root`` as an ``hf://`` URL without a trailing slash."""
+    return PREFIX + str(root)[len("hf:"):].lstrip("/").rstrip("/")
 
 
 class RangeFile(io.RawIOBase):
@@ -52,6 +57,7 @@ class RangeFile(io.RawIOBase):
         self.pos = 0
         self.spans: dict[int, bytes] = {}   # start -> bytes, disjoint
         self._ahead, self._last = MIN_READ, -1
+        self._limit = size   # read-ahead stops here (the end of the page being read)
         if store is not None and store.is_dir():
             for p in store.glob("*.bin"):
                 a, _, b = p.stem.partition("-")
@@ -60,6 +66,10 @@ class RangeFile(io.RawIOBase):
 
     def readable(self) -> bool:
         return True
+
+    def limit_read_ahead(self, end: int) -> None:
+        """Read ahead no further than ``end`` (the reader knows where the value it streams ends)."""
+        self._limit = min(self.size, end)
 
     def seekable(self) -> bool:
         return True
@@ -111,7 +121,8 @@ class RangeFile(io.RawIOBase):
         if kept is None:
             self._ahead = min(self._ahead * 2, MAX_READ) if a == self._last else MIN_READ
             nxt = min((s for s in self.spans if s > a), default=self.size)
-            self.prefetch(a, min(nxt, self.size, max(b, a + self._ahead)))
+            limit = self._limit if a < self._limit else self.size
+            self.prefetch(a, min(nxt, max(b, min(limit, a + self._ahead))))
             kept = self._kept(a)
         s, data = kept
         out = data[a - s:b - s]
@@ -124,7 +135,7 @@ class Hub:
 
     def __init__(self, url: str):
         from huggingface_hub import HfFileSystem
-        self.url = url.rstrip("/")
+        self.url = hub_url(url)
         endpoint = os.environ.get("HF_ENDPOINT") or None   # read now: huggingface_hub reads it once, at import
         self.fs = HfFileSystem(endpoint=endpoint) if endpoint else HfFileSystem()
         self._headers = None
