@@ -135,6 +135,11 @@ def test_hub_reads_survive_429_5xx_and_dropped_connections(fake, tmp_path):
     assert fake.resolves > 23 and not fake.failures
     assert len(Layout(out).normal_ids()) == 2
     assert run_video_stage(final_assertions, out).ok
+    # the cache may be deleted: a later stage fetches again what it needs (its size from the hub, then ranges)
+    shutil.rmtree(out / "cache")
+    before = fake.sent
+    assert run_video_stage(final_assertions, out).ok
+    assert fake.sent > before
 
 
 def test_missing_hub_dataset_is_one_line(fake, tmp_path):
