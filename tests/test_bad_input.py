@@ -156,7 +156,7 @@ def test_unusable_input_is_one_line_error(tmp_path):
 def test_help_documents_every_option():
     res = _run_script("--help")
     assert res.returncode == 0
-    for opt in ("--root_dir", "--save_dir", "--scale", "--max_seconds", "--min_clips", "--test_fraction", "--max_height",
+    for opt in ("--root_dir", "--save_dir", "--scale", "--source", "--max_seconds", "--min_clips", "--test_fraction", "--max_height",
                 "--keep_audio", "--write_clips", "--workers", "--seed", "--limit", "--overwrite", "--log_level"):
         assert opt in res.stdout
 
@@ -174,7 +174,7 @@ def _meta(*scenes, vname="v.mp4"):
 def test_one_caption_in_two_unicode_forms_is_one_event():
     """Before: "Café" typed composed and decomposed gave two captions, so two events ((1) and (2))."""
     import unicodedata
-    from timewarp.finevideo import ClipOptions, clip_spans
+    from timewarp.sources.finevideo import ClipOptions, clip_spans
     from timewarp.temporal import unique_clips
     composed, decomposed = "Caf\u00e9 opens.", "Cafe\u0301 opens."
     spans, *_ = clip_spans(_meta((0, 1, composed), (1, 2, "A dog runs."), (2, 3, decomposed)), ClipOptions())
@@ -186,7 +186,7 @@ def test_one_caption_in_two_unicode_forms_is_one_event():
 @pytest.mark.parametrize("text", [".", "...", "!?", "\U0001F389", "\U0001F600 \u2728 !", "_", "--"])
 def test_a_caption_without_words_is_no_event(text):
     """Before: a scene whose only description was "." (or an emoji) became a clip, asked as "First, ."."""
-    from timewarp.finevideo import ClipOptions, clip_spans
+    from timewarp.sources.finevideo import ClipOptions, clip_spans
     spans, skipped, dropped, _ = clip_spans(_meta((0, 1, "A man walks."), (1, 2, text), (2, 3, "He sits.")),
                                             ClipOptions())
     assert [s.caption for s in spans] == ["A man walks.", "He sits."]
@@ -203,7 +203,7 @@ def test_a_caption_without_words_is_no_event(text):
                                              ("  O-w6CSLiRsA.mp4 ", "O-w6CSLiRsA"), ("x\\..\\y", "x\\..\\y")])
 def test_the_original_id_is_kept_and_the_file_name_is_safe(vname, source_id):
     """Before: "../../escape.mp4" was recorded as source_id "escape" (README: the original id is kept)."""
-    from timewarp.finevideo import ClipOptions, source_video
+    from timewarp.sources.finevideo import ClipOptions, source_video
     from timewarp.schema import SourceRef
     sv = source_video(SourceRef("parquet", "/d/s.parquet", row=0), _meta((0, 1, "a"), (1, 2, "b"), vname=vname),
                       ClipOptions())

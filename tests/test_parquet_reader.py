@@ -9,7 +9,7 @@ import pytest
 
 from timewarp import parquet_pages
 from timewarp.errors import ItemError
-from timewarp.finevideo import extract_mp4
+from timewarp.sources.finevideo import extract_mp4
 from timewarp.schema import SourceRef
 
 

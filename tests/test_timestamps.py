@@ -2,7 +2,7 @@ from fractions import Fraction
 
 import pytest
 
-from timewarp.finevideo import safe_id
+from timewarp.sources.finevideo import safe_id
 from timewarp.timestamps import format_timestamp, parse_rate, parse_timestamp, time_to_frame
 
 
