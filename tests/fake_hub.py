@@ -18,6 +18,7 @@ class FakeHub:
         self.repo, self.folder = repo, folder
         self.sent = 0                 # file-content bytes sent (resolve), partial bodies included
         self.requests: list[tuple[str, str]] = []
+        self.auth: set = set()          # Authorization headers seen on file reads
         self.failures: dict[int, str] = {}   # resolve request number (from 1) -> "429", "503" or "drop"
         self.resolves = 0
         self.lock = threading.Lock()
@@ -70,6 +71,7 @@ class FakeHub:
                 self._json({"error": "not found"}, 404)
 
             def _resolve(self, rel, head):
+                hub.auth.add(self.headers.get("Authorization"))
                 f = hub.folder / rel
                 if not f.is_file():
                     return self._json({"error": "entry not found"}, 404)

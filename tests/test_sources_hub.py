@@ -153,10 +153,11 @@ def test_setup_dataset_sh_reads_the_hub(fake, tmp_path):
     import subprocess
     import sys
     root = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, PYTHON=sys.executable, TIMEWARP_ARGS="--workers 2")
+    env = dict(os.environ, PYTHON=sys.executable, TIMEWARP_ARGS="--workers 2", HF_TOKEN="hf_test_token")
     out = tmp_path / "out"
     r = subprocess.run([str(root / "setup_dataset.sh"), f"hf://datasets/{REPO}", str(out), "2"], env=env,
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     assert len(Layout(out).shuffled_ids()) == 2
+    assert fake.auth == {"Bearer hf_test_token"}   # HF_TOKEN reaches every ranged read
     assert read_json(Layout(out).stats_file("preprocess"))["options"]["root_dir"] == f"hf://datasets/{REPO}"
