@@ -33,8 +33,9 @@ log = logging.getLogger("timewarp.hub")
 PREFIX = "hf://"
 MIN_READ = 4096              # bytes fetched at least on a jump (a page header is ~30-100 bytes)
 MAX_READ = 8 << 20           # read-ahead of a sequential read doubles up to this
-RETRIES = 6                  # attempts after the first, waiting BACKOFF, 2x, 4x ... up to 16x seconds
+RETRIES = 6                  # http_backoff's retries (429, 5xx, connection errors): waits BACKOFF, 2x, ... <= 16x s
 BACKOFF = 0.5
+REREADS = 3                  # and ours on top, for a body shorter than asked or an error after those retries
 
 
 def is_hub(root) -> bool:
@@ -174,7 +175,7 @@ class Hub:
             self._headers = self.fs._api._build_hf_headers()
         url = self.fs.url(path)
         wait = BACKOFF
-        for attempt in range(RETRIES + 1):
+        for attempt in range(REREADS + 1):
             try:
                 r = http_backoff("GET", url, headers={**self._headers, "Range": f"bytes={start}-{end - 1}"},
                                  max_retries=RETRIES, base_wait_time=BACKOFF, max_wait_time=16 * BACKOFF,
@@ -188,7 +189,7 @@ class Hub:
                 problem = f"{len(data)} bytes for a range of {end - start} (status {r.status_code})"
             except Exception as exc:  # noqa: BLE001 - anything the retries of http_backoff did not absorb
                 problem = f"{type(exc).__name__}: {exc}"
-            if attempt == RETRIES:
+            if attempt == REREADS:
                 raise ItemError("hub read failed", f"{path} bytes {start}-{end}: {problem}"[:300])
             log.info("%s bytes %d-%d: %s; retrying in %.1fs", path, start, end, problem, wait)
             time.sleep(wait)
