@@ -135,7 +135,10 @@ class Hub:
     """One ``hf://`` root: its parquet files, their sizes, and ranged reads with retries."""
 
     def __init__(self, url: str):
-        from huggingface_hub import HfFileSystem
+        try:
+            from huggingface_hub import HfFileSystem
+        except ImportError:
+            raise UsageError(f"reading {url} needs huggingface_hub: python3 -m pip install -U huggingface_hub") from None
         self.url = hub_url(url)
         endpoint = os.environ.get("HF_ENDPOINT") or None   # read now: huggingface_hub reads it once, at import
         self.fs = HfFileSystem(endpoint=endpoint) if endpoint else HfFileSystem()
