@@ -324,12 +324,17 @@ class FineVideo(Source):
                 rf.prefetch(a, b)
             return pq.ParquetFile(rf, metadata=md, pre_buffer=False)
 
-        for path, size, oid in self.hub.files():
+        def start(item):
+            path, size, oid = item
             url = hub.PREFIX + path if not hub.is_hub(path) else path
             store = self._store(url)
             if store is not None:
                 hub.reset_store(store, oid, size)
-            yield from shard_rows(url, url, lambda u=url, n=size, st=store: open_shard(u, n, st))
+            return url, lambda: open_shard(url, size, store)
+
+        # footers and json spans of the next shards are fetched while this one is read (in shard order)
+        for url, ready in hub.ahead(map(start, self.hub.files())):
+            yield from shard_rows(url, url, ready)
 
     def scan(self, opts: ClipOptions) -> Iterator[SourceVideo | ScanProblem]:
         rows = self._remote_rows() if self.hub else iter_metadata(self.root, exclude=self.exclude)

@@ -203,6 +203,24 @@ class Hub:
         return RangeFile(lambda a, b: self.fetch(path, a, b), size, store)
 
 
+def ahead(items, window: int = 8):
+    """(key, result getter) for each (key, work) of ``items``, in order, with up to ``window`` works running in
+    threads ahead of the consumer (network waits overlap; memory holds at most ``window`` results)."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+    items = iter(items)
+    with ThreadPoolExecutor(window) as pool:
+        queue: deque = deque()
+        for key, work in items:
+            queue.append((key, pool.submit(work)))
+            if len(queue) >= window:
+                k, fut = queue.popleft()
+                yield k, fut.result
+        while queue:
+            k, fut = queue.popleft()
+            yield k, fut.result
+
+
 def footer(rf: RangeFile):
     """The Parquet footer (pyarrow FileMetaData) of a RangeFile: two exact reads, kept like any span."""
     import pyarrow as pa
