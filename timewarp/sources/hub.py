@@ -138,7 +138,7 @@ class Hub:
         try:
             from huggingface_hub import HfFileSystem
         except ImportError:
-            raise UsageError(f"reading {url} needs huggingface_hub: python3 -m pip install -U huggingface_hub") from None
+            raise UsageError(f"reading {url} needs huggingface_hub (in requirements.txt): python3 -m pip install -r requirements.txt") from None
         self.url = hub_url(url)
         endpoint = os.environ.get("HF_ENDPOINT") or None   # read now: huggingface_hub reads it once, at import
         self.fs = HfFileSystem(endpoint=endpoint) if endpoint else HfFileSystem()
