@@ -142,6 +142,21 @@ def test_hub_reads_survive_429_5xx_and_dropped_connections(fake, tmp_path):
     assert fake.sent > before
 
 
+def test_final_assertions_takes_an_explicit_hub_root(fake, tmp_path, capsys):
+    root = f"hf://datasets/{REPO}"
+    out = tmp_path / "out"
+    run_video_stage(preprocess, out, root_dir=root, scale=2, workers=1)
+    shutil.rmtree(out / "cache")   # so the frames can only come from the hub root given
+    before = fake.sent
+    assert final_assertions.main(["--root_dir", str(out), "--source_root", root]) == 0
+    assert fake.sent > before
+    assert read_json(Layout(out).stats_file("final_assertions"))["options"]["source_root"] == root
+    # a root that is not on the hub is one line naming the option, before any video is checked
+    assert final_assertions.main(["--root_dir", str(out), "--source_root", "hf://datasets/nobody/nothing"]) != 0
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("INFO ")]
+    assert len(err) == 1 and "--source_root hf://datasets/nobody/nothing not found on the hub" in err[0]
+
+
 def test_missing_hub_dataset_is_one_line(fake, tmp_path):
     from timewarp.errors import UsageError
     with pytest.raises(UsageError, match="hf://datasets/nobody/nothing"):

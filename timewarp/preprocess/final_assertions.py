@@ -59,9 +59,10 @@ class Violation:
 class Config(StageConfig):
     decode: bool = option(False, "also fail a video on any error ffmpeg reports while decoding it (frame counts "
                                  "and frame times are always decoded)")
-    source_root: Optional[str] = option(None, "FineVideo root the sources are in: every clip's frames are checked "
-                                        "against its metadata times by the source's decoded frame times (none: "
-                                        "preprocess's --root_dir from stats/preprocess.json; '' = only against k/fps)")
+    source_root: Optional[str] = option(None, "input root of preprocess's --source (a folder, a .parquet file or an "
+                                        "hf:// path): every clip's frames are checked against its metadata times by "
+                                        "the source's decoded frame times (none: preprocess's --root_dir from "
+                                        "stats/preprocess.json; '' = only against k/fps)")
     min_clips: int = option(2, "fewest clips an annotation may have")
 
 
@@ -422,8 +423,8 @@ def run(cfg: Config, executor: Executor = LOCAL) -> Report:
     if source_root is None:  # the sources preprocess read, when its stats say where and they are still there
         with contextlib.suppress(OSError, ValueError, AttributeError):
             source_root = str(read_json(layout.stats_file("preprocess"))["options"]["root_dir"])
-    elif source_root and not Path(source_root).is_dir():
-        raise UsageError(f"--source_root {source_root} is not a folder")
+    elif source_root:   # any root the recorded source reads (a folder, a .parquet file, an hf:// path)
+        sources.open_source(sources.recorded(layout)[0], source_root).check("--source_root")
     cfg = replace(cfg, source_root=source_root or "")
     stage = StageRun(STAGE, layout, cfg.options())
     violations: list[Violation] = []

@@ -293,6 +293,8 @@ class FineVideo(Source):
     def check(self, what: str = "--root_dir") -> None:
         if self.hub is None:
             super().check(what)
+        else:
+            self.hub.check(what)
 
     def key(self) -> str:
         return self.hub.url if self.hub else super().key()

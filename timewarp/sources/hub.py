@@ -144,15 +144,25 @@ class Hub:
         self.fs = HfFileSystem(endpoint=endpoint) if endpoint else HfFileSystem()
         self._headers = None
 
+    def _ask(self, what: str, call):
+        """``call()``, its failures as one-line UsageErrors naming the option ``what`` and the root."""
+        try:
+            return call()
+        except Exception as exc:  # noqa: BLE001 - not found, network or auth: one line
+            why = " ".join(str(exc).split())
+            status = getattr(getattr(exc, "response", None), "status_code", None)
+            if isinstance(exc, FileNotFoundError) or status == 404:
+                raise UsageError(f"{what} {self.url} not found on the hub ({why[:200]}); for a gated dataset "
+                                 "accept its terms on its page and log in (hf auth login, or HF_TOKEN)") from None
+            raise UsageError(f"{what} {self.url}: cannot list it ({type(exc).__name__}: {why})"[:400]) from None
+
+    def check(self, what: str = "--root_dir") -> None:
+        """UsageError (one line) unless the root exists on the hub (one metadata request)."""
+        self._ask(what, lambda: self.fs.info(self.url))
+
     def files(self) -> list[tuple[str, int, str]]:
         """(path, size, content id) of every ``*.parquet`` below the root, sorted by path."""
-        try:
-            found = self.fs.find(self.url, detail=True)
-        except FileNotFoundError as exc:
-            raise UsageError(f"--root_dir {self.url} not found on the hub ({exc}); for a gated dataset accept its "
-                             "terms on its page and log in (hf auth login, or HF_TOKEN)") from None
-        except Exception as exc:  # noqa: BLE001 - network or auth: one line
-            raise UsageError(f"--root_dir {self.url}: cannot list it ({type(exc).__name__}: {exc})"[:400]) from None
+        found = self._ask("--root_dir", lambda: self.fs.find(self.url, detail=True))
         out = []
         for path, info in sorted(found.items()):
             if path.lower().endswith(".parquet") and info.get("type") != "directory":
