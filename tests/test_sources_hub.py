@@ -176,3 +176,54 @@ def test_setup_dataset_sh_reads_the_hub(fake, tmp_path):
     assert len(Layout(out).shuffled_ids()) == 2
     assert fake.auth == {"Bearer hf_test_token"}   # HF_TOKEN reaches every ranged read
     assert read_json(Layout(out).stats_file("preprocess"))["options"]["root_dir"] == f"hf://datasets/{REPO}"
+
+
+def _damage_cache(out: Path) -> list[Path]:
+    """What a killed run or a lost write can leave in the cache: a cached video cut short (marker kept), one
+    cut short without its marker (killed between rename and marker, or copied in by hand), a half-written
+    .part, and a shard span shorter than its name says. Returns the damaged videos."""
+    videos = sorted((out / "cache" / "sources" / "hub" / "videos").glob("*.mp4"))
+    assert len(videos) >= 2
+    for path, keep_marker in ((videos[0], True), (videos[1], False)):
+        data = path.read_bytes()
+        path.write_bytes(data[:len(data) // 2])
+        if not keep_marker:
+            hubmod.marker(path).unlink()
+    (videos[0].parent / f".{videos[0].name}.part").write_bytes(b"\0" * 1000)
+    span = max((out / "cache" / "sources" / "hub" / "shards").rglob("*.bin"), key=lambda p: int(p.stem.split("-")[0]))
+    span.write_bytes(span.read_bytes()[:3])
+    return videos[:2]
+
+
+def _values(shards: Path, layout: Layout) -> list[bytes]:
+    """The mp4 values of the videos an output holds, read by pyarrow from the shards its annotations name."""
+    anns = [read_json(layout.normal_annotation(v)) for v in layout.normal_ids()]
+    return [pq.read_table(shards / a["source_file"], columns=["mp4"]).column(0)[a["source_row"]].as_py() for a in anns]
+
+
+def test_a_damaged_cache_file_is_fetched_again_never_read_as_whole(fake, shards, tmp_path, monkeypatch):
+    root = f"hf://datasets/{REPO}"
+    out = tmp_path / "out"
+    run_video_stage(preprocess, out, root_dir=root, scale=2, workers=1)
+    layout = Layout(out)
+    ids = sorted(layout.normal_ids())
+    made = {v: (read_json(layout.normal_annotation(v)), layout.normal_video(v).read_bytes()) for v in ids}
+    # final_assertions fetches the damaged videos again and finds every clip right
+    damaged = _damage_cache(out)
+    before = fake.sent
+    assert run_video_stage(final_assertions, out).ok
+    values = _values(shards, layout)
+    assert sorted(p.read_bytes() for p in damaged) == sorted(values)   # whole again
+    assert fake.sent - before > sum(map(len, values)) // 2            # by fetching them again (compressed)
+    for span in (out / "cache" / "sources" / "hub" / "shards").rglob("*.bin"):
+        a, b = map(int, span.stem.split("-"))
+        assert span.stat().st_size == b - a
+    # preprocess redoing the videos over a damaged cache makes the same output, frame for frame
+    _damage_cache(out)
+    run_video_stage(preprocess, out, root_dir=root, scale=2, workers=1, overwrite=True)
+    assert {v: (read_json(layout.normal_annotation(v)), layout.normal_video(v).read_bytes()) for v in ids} == made
+    # the check can fail: a cache that takes any file it finds for whole gives final_assertions wrong frames
+    _damage_cache(out)
+    monkeypatch.setattr(hubmod, "kept_whole", lambda target, mark: target.is_file())
+    report = run_video_stage(final_assertions, out)
+    assert not report.ok and {v.id for v in report.violations} == set(ids)

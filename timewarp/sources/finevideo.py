@@ -13,7 +13,6 @@ read alone, streamed from its row group (``extract_mp4``, by ``timewarp.parquet_
 from __future__ import annotations
 
 import logging
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Iterator, Optional
@@ -355,15 +354,19 @@ class FineVideo(Source):
     def open(self, ref: SourceRef, dst: Path) -> Path:
         if self.hub is None:
             return extract_mp4(ref, dst)
-        target = dst
-        if self.cache_dir is not None:   # kept for later stages and reruns: fetched once per output
-            target = self.cache_dir / "hub" / "videos" / f"{safe_id(self.hub.relative(ref.path))}-row{ref.row}.mp4"
-            if target.is_file():
-                return target
-            target.parent.mkdir(parents=True, exist_ok=True)
         store = self._store(ref.path)
         try:
             ident = read_json(store / "file.json") if store is not None and (store / "file.json").is_file() else {}
+        except (OSError, ValueError):
+            ident = {}
+        mark = {"oid": str(ident.get("oid") or "")}   # the shard version the bytes came from
+        target = dst
+        if self.cache_dir is not None:   # kept for later stages and reruns: fetched once per output
+            target = self.cache_dir / "hub" / "videos" / f"{safe_id(self.hub.relative(ref.path))}-row{ref.row}.mp4"
+            if hub.kept_whole(target, mark):
+                return target
+            target.parent.mkdir(parents=True, exist_ok=True)
+        try:
             size = int(ident.get("size") or self.hub.size(ref.path))
             md = hub.footer(self.hub.open(ref.path, size, store))
         except (OSError, ValueError) as exc:
@@ -371,7 +374,8 @@ class FineVideo(Source):
         part = target.with_name(f".{target.name}.part")
         try:
             extract_mp4(ref, part, opener=lambda: self.hub.open(ref.path, size), metadata=md)
-            os.replace(part, target)   # whole or absent: a killed run leaves no cached half video
+            # whole or absent: a killed run leaves no cached half video (kept_whole checks its marker)
+            hub.keep(part, target, mark if self.cache_dir is not None else None)
         finally:
             part.unlink(missing_ok=True)
         return target

@@ -63,7 +63,12 @@ class RangeFile(io.RawIOBase):
             for p in store.glob("*.bin"):
                 a, _, b = p.stem.partition("-")
                 if a.isdigit() and b.isdigit():
-                    self.spans[int(a)] = p.read_bytes()
+                    data = p.read_bytes()
+                    if len(data) == int(b) - int(a):
+                        self.spans[int(a)] = data
+                    else:   # not what its name says (a disk that lost a write): fetched again
+                        log.warning("%s: %d bytes, its name says %d; fetching them again", p, len(data), int(b) - int(a))
+                        p.unlink(missing_ok=True)
 
     def readable(self) -> bool:
         return True
@@ -110,7 +115,7 @@ class RangeFile(io.RawIOBase):
             self.store.mkdir(parents=True, exist_ok=True)
             tmp = self.store / f".{a}.tmp"
             tmp.write_bytes(data)
-            os.replace(tmp, self.store / f"{a}-{a + len(data)}.bin")
+            keep(tmp, self.store / f"{a}-{a + len(data)}.bin")
         elif len(self.spans) > 8:   # streaming a value: keep memory bounded
             del self.spans[min(self.spans, key=lambda s: s if s + len(self.spans[s]) <= self.pos else self.size)]
 
@@ -279,3 +284,32 @@ def reset_store(store: Path, oid: str, size: int) -> None:
     shutil.rmtree(store, ignore_errors=True)
     store.mkdir(parents=True, exist_ok=True)
     write_json(mark, ident)
+
+
+# ---------------------------------------------------------------- cache files: whole or absent
+
+def keep(part: Path, target: Path, mark: Optional[dict] = None) -> None:
+    """Make the finished ``part`` the cache file ``target``: its bytes reach the disk, then one rename; with
+    ``mark``, ``<target>.json`` (its size and ``mark``) is written last and says the file is whole."""
+    with open(part, "rb+") as fh:
+        os.fsync(fh.fileno())
+    if mark is not None:
+        marker(target).unlink(missing_ok=True)
+    os.replace(part, target)
+    if mark is not None:
+        write_json(marker(target), {"size": target.stat().st_size, **mark})
+
+
+def marker(target: Path) -> Path:
+    return target.with_name(target.name + ".json")
+
+
+def kept_whole(target: Path, mark: dict) -> bool:
+    """True when ``target`` was finished by ``keep(..., mark)`` with this ``mark`` and still has its size.
+    A file without its marker (a run killed between the rename and the marker, a file put there by hand),
+    a truncated one, or one kept for another version of its shard is not whole: it is fetched again."""
+    try:
+        want = read_json(marker(target))
+        return target.stat().st_size == want.pop("size") and want == mark
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
