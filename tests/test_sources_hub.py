@@ -45,13 +45,19 @@ def shards(tmp_path_factory, wild_rows) -> Path:
     return folder
 
 
-@pytest.fixture()
-def fake(shards, monkeypatch):
-    hub = FakeHub(REPO, shards)
+def serve(folder: Path, monkeypatch) -> FakeHub:
+    """A loopback hub serving ``folder`` as REPO, which huggingface_hub talks to (HF_ENDPOINT)."""
+    hub = FakeHub(REPO, folder)
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     monkeypatch.setattr(hubmod, "BACKOFF", 0.01)
+    return hub
+
+
+@pytest.fixture()
+def fake(shards, monkeypatch):
+    hub = serve(shards, monkeypatch)
     yield hub
     hub.close()
 
@@ -227,3 +233,32 @@ def test_a_damaged_cache_file_is_fetched_again_never_read_as_whole(fake, shards,
     monkeypatch.setattr(hubmod, "kept_whole", lambda target, mark: target.is_file())
     report = run_video_stage(final_assertions, out)
     assert not report.ok and {v.id for v in report.violations} == set(ids)
+
+
+def test_a_rejected_video_stays_cached_so_a_rerun_fetches_nothing(wild_rows, tmp_path, monkeypatch):
+    """preprocess retries on a rerun every video that has no annotation (a reject is not final), so the
+    bytes of a video fetched and then rejected are kept: the rerun rejects it again without a fetch."""
+    folder = tmp_path / "repo"
+    rows = [copy.deepcopy(r) for r in wild_rows[:3]]
+    rows[1] = (b"\0\0\0\x18ftypisom" + bytes(range(256)) * 40, rows[1][1])   # metadata fine, bytes no video
+    for n, (_, meta) in enumerate(rows):
+        meta["original_video_filename"] = f"vid{n}.mp4"
+    (folder / "data").mkdir(parents=True)
+    pq.write_table(pa.table({"mp4": pa.array([r[0] for r in rows], pa.binary()), "json": pa.array([r[1] for r in rows])}),
+                   folder / "data" / "train-00000-of-00001.parquet")
+    hub = serve(folder, monkeypatch)
+    try:
+        out = tmp_path / "out"
+        run_video_stage(preprocess, out, root_dir=f"hf://datasets/{REPO}", scale=3, workers=1)
+        layout = Layout(out)
+        rejects = [json.loads(line) for line in layout.rejects_file("preprocess").read_text().splitlines()]
+        assert sorted(layout.normal_ids()) == ["vid0", "vid2"] and [r["id"] for r in rejects] == ["vid1"]
+        cached = sorted(p.read_bytes() for p in (out / "cache" / "sources" / "hub" / "videos").glob("*.mp4"))
+        assert cached == sorted(r[0] for r in rows)   # the rejected video's bytes too, whole
+        before = hub.sent
+        run_video_stage(preprocess, out, root_dir=f"hf://datasets/{REPO}", scale=3, workers=1)
+        again = [json.loads(line) for line in layout.rejects_file("preprocess").read_text().splitlines()]
+        assert [r["id"] for r in again] == ["vid1"] and again[0]["reason"] == rejects[0]["reason"]
+        assert hub.sent == before   # retried from the cache
+    finally:
+        hub.close()
