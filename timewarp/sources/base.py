@@ -329,14 +329,17 @@ class Source:
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".m4v", ".avi")   # what flat-event sources take as videos
 
 
-def read_text(path: Path) -> str:
-    """A text file as editors write it (UTF-8 with or without a BOM, UTF-16/32); ItemError when it does not
-    decode or cannot be read."""
+def read_text(path: Path, what: str = "caption file") -> str:
+    """A text file as editors write it (UTF-8 with or without a BOM, UTF-16/32); ItemError naming ``what``
+    when it cannot be read or does not decode."""
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise ItemError("unreadable caption file", f"{path}: {exc.strerror or exc}")
-    return decode_json_text(data).lstrip("\ufeff")
+        raise ItemError(f"unreadable {what}", f"{path}: {exc.strerror or exc}")
+    try:
+        return decode_json_text(data).lstrip("\ufeff")
+    except ItemError as exc:   # e.g. a Windows-1252 file: say which byte, and how to fix it
+        raise ItemError(exc.reason.replace("metadata", what), f"{exc.detail}; save it as UTF-8") from None
 
 
 def flat_source_id(path: Path, root: Path) -> str:

@@ -7,6 +7,7 @@ Cue text loses its markup (``<i>``, ``<c.x>``, ``{\\an8}``) and line breaks.
 """
 from __future__ import annotations
 
+import html
 import json
 import re
 from pathlib import Path
@@ -20,50 +21,79 @@ from timewarp.timestamps import parse_timestamp
 
 CAPTION_SUFFIXES = (".srt", ".vtt", ".json")   # the first one present beside a video is used
 _MARKUP = re.compile(r"<[^>]*>|\{\\[^}]*\}")
-_CUE_TIMES = re.compile(r"^\s*(\S+)\s+-->\s+(\S+)")
+_CUE_TIMES = re.compile(r"^\s*(\S+?)\s*-->\s*(\S+)")
 
 Event = tuple[Optional[float], Optional[float], object]
 
 
-def parse_cues(text: str) -> list[Event]:
-    """SubRip or WebVTT cues as (start, end, text); a time that does not parse is None.
+def _caption(lines: list[str]) -> str:
+    """Cue text lines as one caption: markup (``<i>``, ``<c.x>``, ``<00:01.000>``, ``{\\an8}``) and
+    entities (``&amp;``) gone, lines joined by spaces."""
+    return " ".join(html.unescape(_MARKUP.sub("", line)) for line in lines)
 
-    A block is a cue when one of its lines has ``-->``: the lines after it are its text (a SubRip
-    index or a WebVTT id before it is skipped; WEBVTT, NOTE, STYLE and REGION blocks have no ``-->``).
+
+def parse_cues(text: str) -> list[Event]:
+    """SubRip or WebVTT cues as (start, end, text); ItemError for a file with no cue, or a cue neither of
+    whose times parses (where it plays is unknown: it could not be cut out), naming its line.
+
+    A line with ``-->`` starts a cue; its text is the lines after it up to a blank line or the next
+    cue's timing line. What is not after a timing line (a WEBVTT header, NOTE, STYLE and REGION
+    blocks, a SubRip index or WebVTT cue id) is no text; when a blank line between two cues is
+    missing, a line of digits just before the next timing line is taken as that cue's index.
     """
     events: list[Event] = []
-    for block in re.split(r"\n[ \t]*\n", text.replace("\r\n", "\n").replace("\r", "\n")):
-        lines = block.strip("\n").split("\n")
-        at = next((i for i, line in enumerate(lines) if "-->" in line), None)
-        if at is None:
-            continue
-        m = _CUE_TIMES.match(lines[at])
-        start, end = (parse_timestamp(m.group(1)), parse_timestamp(m.group(2))) if m else (None, None)
-        events.append((start, end, " ".join(_MARKUP.sub("", line) for line in lines[at + 1:])))
-    return events
+    cue: Optional[list] = None   # [start, end, text lines]
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    for n, line in enumerate(lines, 1):
+        if "-->" in line:
+            if cue is not None and cue[2] and cue[2][-1].strip().isdigit():
+                cue[2].pop()   # "2" before "00:00:03,000 --> ...": the next cue's index, not text
+            m = _CUE_TIMES.match(line)
+            start, end = (parse_timestamp(m.group(1)), parse_timestamp(m.group(2))) if m else (None, None)
+            if start is None and end is None:
+                raise ItemError("cue time does not parse", f"line {n}: {line.strip()[:80]!r}")
+            cue = [start, end, []]
+            events.append(cue)
+        elif not line.strip():
+            cue = None
+        elif cue is not None:
+            cue[2].append(line)
+    if not events:
+        raise ItemError("caption file has no cues", "no line with -->")
+    return [(a, b, _caption(t)) for a, b, t in events]
 
 
 def parse_json_events(text: str) -> list[Event]:
-    """A JSON list of ``{start, end, text}`` as (start, end, text); ItemError when it is not that shape."""
+    """A JSON list of ``{start, end, text}`` (times in seconds, as numbers or strings like ``"1.5"`` or
+    ``"00:00:01.500"``) as (start, end, text); ItemError when it is not that shape, or an item has
+    neither time that parses."""
     try:
         items = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ItemError("caption file is not valid JSON", str(exc))
     if not isinstance(items, list):
-        raise ItemError("caption file is not a list of {start, end, text}", f"a JSON {type(items).__name__}")
+        keys = f" with keys {', '.join(map(str, list(items)[:6]))}" if isinstance(items, dict) else ""
+        raise ItemError("caption file is not a list of {start, end, text}", f"a JSON {type(items).__name__}{keys}")
     bad = next((n for n, it in enumerate(items) if not isinstance(it, dict)), None)
     if bad is not None:
         raise ItemError("caption file is not a list of {start, end, text}", f"item {bad} is not an object")
-    return [(parse_timestamp(it.get("start")), parse_timestamp(it.get("end")), it.get("text")) for it in items]
+    events = [(parse_timestamp(it.get("start")), parse_timestamp(it.get("end")), it.get("text")) for it in items]
+    lost = next((n for n, (a, b, _) in enumerate(events) if a is None and b is None), None)
+    if lost is not None:
+        it = items[lost]
+        raise ItemError("cue time does not parse", f"item {lost}: start {it.get('start')!r}, end {it.get('end')!r}"[:200])
+    if not events:
+        raise ItemError("caption file has no cues", "an empty list")
+    return events
 
 
 def read_events(path: Path) -> list[Event]:
     """The events of one caption file (by its suffix); ItemError names what is wrong."""
-    text = read_text(path)
+    text = read_text(path, "caption file")
     suffix = path.suffix.lower()
     if suffix == ".json":
         return parse_json_events(text)
-    if suffix == ".vtt" and not text.startswith("WEBVTT"):
+    if suffix == ".vtt" and not text.lstrip().startswith("WEBVTT"):
         raise ItemError("not a WebVTT file", "the first line is not WEBVTT")
     return parse_cues(text)
 
