@@ -5,7 +5,7 @@
 # options for preprocess.py alone in TIMEWARP_PREPROCESS_ARGS (e.g. TIMEWARP_PREPROCESS_ARGS="--test_fraction 0.5").
 set -euo pipefail
 if [ "$#" -ne 3 ]; then
-  echo "usage: $0 <finevideo_root> <output_dir> <scale>" >&2
+  echo "usage: $0 <input_root> <output_dir> <scale>   (input_root: a FineVideo folder, .parquet or hf:// path; another dataset: TIMEWARP_PREPROCESS_ARGS=\"--source NAME\", docs/sources.md)" >&2
   echo "  e.g. $0 path/to/finevideo path/to/output 5000" >&2
   echo "  env: TIMEWARP_ARGS (options for every stage), TIMEWARP_PREPROCESS_ARGS (options for preprocess.py)" >&2
   exit 2
