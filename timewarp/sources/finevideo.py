@@ -371,7 +371,7 @@ class FineVideo(Source):
             md = hub.footer(self.hub.open(ref.path, size, store))
         except (OSError, ValueError) as exc:
             raise ItemError("unreadable parquet", f"{ref.label()}: {type(exc).__name__}: {exc}"[:300])
-        part = target.with_name(f".{target.name}.part")
+        part = hub.temp_beside(target)
         try:
             extract_mp4(ref, part, opener=lambda: self.hub.open(ref.path, size), metadata=md)
             # whole or absent: a killed run leaves no cached half video (kept_whole checks its marker)

@@ -21,12 +21,13 @@ import io
 import logging
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Optional
 
 from timewarp.errors import ItemError, UsageError
-from timewarp.store import write_json, read_json
+from timewarp.store import TEMP_PREFIXES, read_json, write_json
 
 log = logging.getLogger("timewarp.hub")
 
@@ -113,7 +114,7 @@ class RangeFile(io.RawIOBase):
         self.spans[a] = data
         if self.store is not None:
             self.store.mkdir(parents=True, exist_ok=True)
-            tmp = self.store / f".{a}.tmp"
+            tmp = temp_beside(self.store / f"{a}-{a + len(data)}.bin")
             tmp.write_bytes(data)
             keep(tmp, self.store / f"{a}-{a + len(data)}.bin")
         elif len(self.spans) > 8:   # streaming a value: keep memory bounded
@@ -287,6 +288,15 @@ def reset_store(store: Path, oid: str, size: int) -> None:
 
 
 # ---------------------------------------------------------------- cache files: whole or absent
+
+def temp_beside(target: Path) -> Path:
+    """A new empty file of its own beside ``target`` (two processes fetching the same bytes never share one),
+    named ``.tmp-...`` so that a killed run's leftovers are removed by the next preprocess (``remove_stale_temp``)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f"{TEMP_PREFIXES[0]}{target.name[:60]}-", suffix=".part", dir=target.parent)
+    os.close(fd)
+    return Path(name)
+
 
 def keep(part: Path, target: Path, mark: Optional[dict] = None) -> None:
     """Make the finished ``part`` the cache file ``target``: its bytes reach the disk, then one rename; with
