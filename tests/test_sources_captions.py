@@ -12,6 +12,7 @@ import pytest
 from timewarp.errors import ItemError
 from timewarp.layout import Layout
 from timewarp.preprocess import preprocess
+from timewarp.sources.base import DUPLICATE, MERGED
 from timewarp.sources.captions import parse_cues, parse_json_events
 from timewarp.store import read_jsonl
 
@@ -21,6 +22,7 @@ from test_sources import _check_item, _render
 # 100 frames at 25 fps (4 s): frame k starts at 0.04 k s
 SRT = (
     "3\n00:00:02.400 --> 00:00:03,200\n<i>Third</i> &amp; last\n\n"          # out of order; "." and "," mixed
+    "3\n00:00:02,400 --> 00:00:03,200\nThird &amp; <b>last</b>\n\n"           # the same cue pasted twice
     "1\n00:00:00,200-->00:00:00,800 X1:10 X2:20 Y1:5 Y2:9\nFirst <b>one</b>,\n<font color=\"red\">in red</font>\n\n"
     "2\n00:00:01,200 --> 00:00:01,800\n{\\an8}Second\n"                         # no blank line before the next cue
     "4\n00:00:01,600 --> 00:00:02,000\noverlaps it\n\n"
@@ -48,6 +50,8 @@ JSON_CLIPS = [(5, 20, "String times"), (30, 50, "work too")]
 BAD = {
     "dict.json": (json.dumps({"segments": JSON_STRING_TIMES, "text": "x"}).encode(),
                   "caption file is not a list of {start, end, text}", "a JSON dict with keys segments, text"),
+    "renamed.json": (json.dumps([{"from": 0.2, "to": 0.8, "text": "x"}]).encode(),
+                     "caption file is not a list of {start, end, text}", "item 0 has keys from, to, text"),
     "words.json": (json.dumps([{"start": "soon", "end": "later", "text": "x"}]).encode(),
                    "cue time does not parse", "item 0: start 'soon', end 'later'"),
     "cp1252.srt": ("1\r\n00:00:00,200 --> 00:00:00,800\r\nCaf\u00e9 cr\u00e8me\r\n".encode("cp1252"),
@@ -78,7 +82,8 @@ def worst_out(tmp_path_factory) -> tuple[Path, Path]:
 def test_worst_day_caption_files_parse_to_the_frames_they_name(worst_out):
     layout = Layout(worst_out[1])
     assert sorted(layout.normal_ids()) == ["json", "srt", "vtt"]
-    _check_item(layout, "srt", SRT_CLIPS, SRT_CUT)
+    ann = _check_item(layout, "srt", SRT_CLIPS, SRT_CUT)
+    assert ann["skipped"][DUPLICATE] == 1 and ann["skipped"][MERGED] == 1
     _check_item(layout, "vtt", VTT_CLIPS)
     _check_item(layout, "json", JSON_CLIPS)
 

@@ -188,6 +188,7 @@ def planned_video(ref: SourceRef, source_id: str, spans: list[ClipSpan], skipped
 
 
 MERGED = "overlapping events merged into one clip"
+DUPLICATE = "event skipped: same times and caption as an earlier one"
 
 
 def merge_overlaps(events: list[tuple[float, float, int, str]]) -> tuple[list[ClipSpan], int]:
@@ -224,10 +225,14 @@ def events_video(ref: SourceRef, source_id: str, events: Sequence[tuple[Optional
         skipped[reason] += 1
         dropped.append(DroppedScene(n, min(known) if known else None, max(known) if known else None, reason))
 
-    valid = []
+    valid, seen = [], set()
     for n, (start, end, text) in enumerate(events):
         known = [t for t in (start, end) if t is not None]
         caption = clean_text(" ".join(text.split()), f"event {n} caption", warnings) if isinstance(text, str) else ""
+        if (start, end, caption) in seen and start is not None and end is not None:
+            skipped[DUPLICATE] += 1   # a cue pasted twice is one event (its frames are in the first one's clip)
+            continue
+        seen.add((start, end, caption))
         if start is None or end is None:
             drop(n, known, "event skipped: times missing or unparseable")
         elif start >= end:

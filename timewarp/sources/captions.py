@@ -81,6 +81,9 @@ def parse_json_events(text: str) -> list[Event]:
     lost = next((n for n, (a, b, _) in enumerate(events) if a is None and b is None), None)
     if lost is not None:
         it = items[lost]
+        if "start" not in it and "end" not in it:   # another tool's names ("from", "start_time", ...)
+            raise ItemError("caption file is not a list of {start, end, text}",
+                            f"item {lost} has keys {', '.join(map(str, list(it)[:6]))}")
         raise ItemError("cue time does not parse", f"item {lost}: start {it.get('start')!r}, end {it.get('end')!r}"[:200])
     if not events:
         raise ItemError("caption file has no cues", "an empty list")
