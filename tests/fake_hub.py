@@ -21,6 +21,7 @@ class FakeHub:
         self.auth: set = set()          # Authorization headers seen on file reads
         self.failures: dict[int, str] = {}   # resolve request number (from 1) -> "429", "503" or "drop"
         self.resolves = 0
+        self.on_read = None   # called with (path, start, end) before a ranged read is served; True: send nothing
         self.lock = threading.Lock()
         hub = self
 
@@ -81,6 +82,9 @@ class FakeHub:
                 if rng:
                     a, _, b = rng.split("=", 1)[1].partition("-")
                     start, end = int(a), min(size - 1, int(b) if b else size - 1)
+                if not head and hub.on_read is not None and hub.on_read(rel, start, end + 1):
+                    self.close_connection = True
+                    return
                 with hub.lock:
                     if not head:
                         hub.resolves += 1

@@ -263,3 +263,51 @@ def test_a_rejected_video_stays_cached_so_a_rerun_fetches_nothing(wild_rows, tmp
         assert hub.sent == before   # retried from the cache
     finally:
         hub.close()
+
+
+def test_a_run_killed_mid_download_leaves_nothing_a_rerun_takes_for_whole(fake, shards, tmp_path):
+    """A real preprocess process is killed (SIGKILL) while it reads an mp4 value: the server kills it on the
+    second read that falls inside an mp4 column chunk, before answering. The cache then holds no video
+    under its final name; a rerun fetches the video again and makes the output a local copy makes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    chunks = {}   # shard path -> the byte spans of its mp4 column chunks, from the files themselves
+    for p in (shards / "data").glob("*.parquet"):
+        chunks[p.relative_to(shards).as_posix()] = hubmod.column_spans(pq.ParquetFile(p).metadata, "mp4")
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, str(repo / "timewarp" / "preprocess" / "preprocess.py"), "--root_dir",
+                             f"hf://datasets/{REPO}", "--save_dir", str(out), "--scale", "1", "--workers", "1"],
+                            env=dict(os.environ, PYTHONPATH=str(repo)), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    reads_in_values = []
+
+    def kill_mid_value(rel, start, end):
+        if any(a <= start < b for a, b in chunks.get(rel, [])):
+            reads_in_values.append(start)
+            if len(reads_in_values) == 2:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return True
+        return False
+
+    fake.on_read = kill_mid_value
+    try:
+        assert proc.wait(timeout=600) == -signal.SIGKILL
+    finally:
+        fake.on_read = None
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    videos = out / "cache" / "sources" / "hub" / "videos"
+    assert not list(videos.glob("*.mp4")) and [p.name for p in videos.iterdir() if p.name.startswith(".tmp-")]
+    assert not Layout(out).normal_ids()
+    before = fake.sent
+    run_video_stage(preprocess, out, root_dir=f"hf://datasets/{REPO}", scale=1, workers=1)
+    (vid,) = Layout(out).normal_ids()
+    assert fake.sent > before and not [p for p in videos.iterdir() if p.name.startswith(".")]
+    local = tmp_path / "local"
+    run_video_stage(preprocess, local, root_dir=shards, scale=1, workers=1)
+    assert read_json(Layout(local).normal_annotation(vid)) == read_json(Layout(out).normal_annotation(vid))
+    assert filecmp.cmp(Layout(local).normal_video(vid), Layout(out).normal_video(vid), shallow=False)
