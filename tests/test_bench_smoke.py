@@ -11,6 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.video  # renders its own videos (conftest.py: the fast tier)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -172,6 +172,7 @@ def test_llm_caption_that_drops_an_event_falls_back_with_reply_saved(root, fake_
     assert rows(root / "rejects/merge_normal_captions.jsonl") == []
 
 
+@pytest.mark.video
 def test_shell_scripts_end_to_end(tmp_path):
     env = dict(os.environ, PYTHON=sys.executable)
     subprocess.run([sys.executable, "-m", "timewarp.sample_data", str(tmp_path / "fv"), "--videos", "6"], cwd=ROOT,
