@@ -29,7 +29,7 @@ from timewarp.schema import BenchmarkRecord
 from timewarp.splits import item_seed
 from timewarp.stage import StageConfig, option
 from timewarp.temporal import (LETTERS, MIN_CLIPS_MCQ, KeyBalancer, answer, flip_words, option_text, pick_mcqs,
-                               question_keep, question_text)
+                               question_keep, question_labels, question_text)
 from timewarp.textgen import Rewrite
 
 
@@ -86,7 +86,7 @@ class NormalBenchmark(Generation):
                                   order=list(range(n)), prompt="")
             rewrite = Rewrite(rec.qid, {"question": rec.question}, keep={"question": [caps[e] for e in question_keep(q.kind, q.events)]},
                               captions=caps, forbid={"question": flip_words(q.kind, "question")},
-                              labels={"question": ["(1)", "(2)", "(3)"]} if q.kind == "order_three" else {})
+                              labels=question_labels(q.kind, q.events))
             drafts.append(Draft(rec.to_dict(), rewrite))
             self.counts[f"kind {q.kind}"] += 1
             self.counts[f"key {rec.answer}"] += 1
