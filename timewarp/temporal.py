@@ -25,52 +25,27 @@ import string
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
+from timewarp.wording import AFTER, BEFORE, EARLY, LATE, REVERSE, event_key, sentence
+
 LETTERS = "ABCD"
 N_OPTIONS = 4
 
 
 # ---------------------------------------------------------------- text pieces
 
-def _sentence(caption: str) -> str:
-    return caption.strip().rstrip(".").strip()
-
-
 def _inline(caption: str) -> str:
     """A caption to go after a comma: lower-case a leading article only (names keep their capital)."""
-    s = _sentence(caption)
+    s = sentence(caption)
     m = re.match(r"^(A|An|The)\b", s)
     return s[0].lower() + s[1:] if m else s
 
 
 def _q(caption: str) -> str:
-    return f'"{_sentence(caption)}"'
+    return f'"{sentence(caption)}"'
 
 
 def _labelled(events: Sequence[int], captions: Sequence[str]) -> str:
-    return " ".join(f"({k + 1}) {_sentence(captions[e])}." for k, e in enumerate(events))
-
-
-# ---------------------------------------------------------------- direction words (the checker: timewarp/wording.py)
-
-_STOP = set("a an the and or of to in on at by for with from into onto as is are was were be been it its this that "
-            "these those then there their his her they he she we you up down out over under while who which what "
-            "video frame scene shown shows".split())
-
-
-def _tokens(text: str) -> list[str]:
-    """Lower-case word tokens, with a label such as "(2)" as one token."""
-    return re.findall(r"\(\d+\)|[a-z0-9]+", text.lower())
-
-
-# Words that would flip what a question of a kind asks or what its answer says. A rewording may not
-# add one; a word the template text already holds (a caption may say "first") does not count.
-_EARLY = ("first", "firstly", "begin", "begins", "began", "beginning", "start", "starts", "started", "starting",
-          "opening", "opens", "earliest", "earlier", "initially", "initial")
-_LATE = ("last", "lastly", "end", "ends", "ended", "ending", "final", "finally", "finale", "latest", "later")
-_BEFORE = ("before", "precede", "precedes", "preceded", "preceding", "prior", "previous", "previously", "earlier")
-_AFTER = ("after", "afterwards", "afterward", "follow", "follows", "followed", "following", "next", "later",
-          "subsequent", "subsequently")
-_REVERSE = ("reverse", "reversed", "backwards", "backward", "opposite")
+    return " ".join(f"({k + 1}) {sentence(captions[e])}." for k, e in enumerate(events))
 
 
 # ---------------------------------------------------------------- kinds
@@ -177,44 +152,44 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          ("What happens first in the video?", "What is the first event shown in the video?",
           "How does the video begin?", "What do we see at the very beginning of the video?"),
          ("First, {c}.", "The video begins as {c}.", "At the very beginning, {c}."), None,
-         _LATE, _LATE, False, False, "video", 4),
+         LATE, LATE, False, False, "video", 4),
     Kind("last", 0, _anywhere, False, _last,
          ("What happens last in the video?", "What is the final event shown in the video?",
           "How does the video end?", "What do we see at the very end of the video?"),
          ("Last, {c}.", "The video ends as {c}.", "At the very end, {c}."), None,
-         _EARLY, _EARLY, False, False, "video", 4),
+         EARLY, EARLY, False, False, "video", 4),
     Kind("after", 1, lambda clip, n: clip < n - 1, False, _right_after,
          ("What happens right after this event: {x}?", "Which event immediately follows {x}?",
           "Once {x} is over, what comes next in the video?", "What is shown directly after {x}?"),
          ("Right after that, {c}.", "Next, {c}.", "The following event is this: {c}."),
          "Nothing follows it: that is the last event of the video.",
-         _BEFORE, _BEFORE, True, False, "video", 5),
+         BEFORE, BEFORE, True, False, "video", 5),
     Kind("before", 1, lambda clip, n: clip > 0, False, _right_before,
          ("What happens right before this event: {x}?", "Which event immediately precedes {x}?",
           "What comes just before {x} in the video?", "What is shown directly before {x}?"),
          ("Right before that, {c}.", "Just before it, {c}.", "The preceding event is this: {c}."),
          "Nothing precedes it: that is the first event of the video.",
-         _AFTER, _AFTER, True, False, "video", 5),
+         AFTER, AFTER, True, False, "video", 5),
     Kind("which_first", 2, _anywhere, False, _earliest,
          ("Which happens first in the video: {a} or {b}?", "Does {a} come before or after {b}?",
           "Of these two events, which one is shown earlier: {a} or {b}?",
           "In the video, which comes first, {a} or {b}?"),
          ("{A} comes first; {B} happens later.", "First {a_inline}; only afterwards {b_inline}."), None,
-         _LATE, _BEFORE + ("last", "lastly", "latest"), True, True, None, None),
+         LATE, BEFORE + ("last", "lastly", "latest"), True, True, None, None),
     Kind("earliest_of", 4, _anywhere, False, _earliest,
          ("Which of these events happens first in the video?", "Which of the following is shown earliest?",
           "Of the events below, which one comes first?"),
-         (), None, _LATE, (), False, False, "named", 5),
+         (), None, LATE, (), False, False, "named", 5),
     Kind("latest_of", 4, _anywhere, False, _latest,
          ("Which of these events happens last in the video?", "Which of the following is shown latest?",
           "Of the events below, which one comes last?"),
-         (), None, _EARLY, (), False, False, "named", 5),
+         (), None, EARLY, (), False, False, "named", 5),
     Kind("order_three", 3, _anywhere, True, _in_order,
          ("In what order do these events happen in the video? {items}",
           "Put these events in the order the video shows them: {items}",
           "What is the temporal order of the following events? {items}"),
          ("First, {c0}; then, {c1}; finally, {c2}.", "The order is: first {c0}, next {c1}, and last {c2}."), None,
-         _REVERSE + _EARLY + _LATE + _BEFORE, _REVERSE + _BEFORE + _EARLY + _LATE, True, False, "orders", 3),
+         REVERSE + EARLY + LATE + BEFORE, REVERSE + BEFORE + EARLY + LATE, True, False, "orders", 3),
 )}
 
 # What the SFT and the benchmark stages ask, written out: a kind added to KINDS joins only when named here.
@@ -279,7 +254,7 @@ def option_text(kind: str, events: Sequence[int], option: Sequence[int], caption
     if kind_of(kind).options == "orders":
         label = {e: k + 1 for k, e in enumerate(events)}
         return ", then ".join(f"({label[c]})" for c in option)
-    return _sentence(captions[option[0]]) + "."
+    return sentence(captions[option[0]]) + "."
 
 
 # ---------------------------------------------------------------- choosing questions
@@ -297,12 +272,6 @@ class MCQ:
     options: tuple[tuple[int, ...], ...]  # 4 options, unordered: [0] = real answer, then the shuffled
     real_answer: tuple[int, ...]          # answer if it differs, then distractors in seeded order
     shuffled_answer: tuple[int, ...]
-
-
-def event_key(caption: str) -> str:
-    """What identifies an event: its caption's words, case-folded (captions equal up to case,
-    punctuation and spacing, "... camera." / "... camera!", are one event: indistinguishable)."""
-    return " ".join(re.findall(r"[^\W_]+", caption.casefold()))
 
 
 def unique_clips(captions: Sequence[str]) -> list[int]:
@@ -477,7 +446,7 @@ def adjacent_swaps(n: int) -> list[list[int]]:
     return out
 
 
-# ---------------------------------------------------------------- checking model wording (the checker: timewarp/wording.py)
+# ---------------------------------------------------------------- what a rewording must keep (the checker: timewarp/wording.py)
 
 def flip_words(kind: str, role: str) -> tuple[str, ...]:
     """Direction words a rewording of a ``kind`` question or answer (``role``) may not add."""
@@ -485,13 +454,6 @@ def flip_words(kind: str, role: str) -> tuple[str, ...]:
     if role not in ("question", "answer"):
         raise ValueError(f"role {role!r}: question or answer")
     return k.flip_question if role == "question" else k.flip_answer
-
-
-def added_flip_word(text: str, template: str, words: Sequence[str]) -> Optional[str]:
-    """None unless ``text`` holds one of ``words`` that ``template`` does not; else a short reason."""
-    toks, have = set(_tokens(text)), set(_tokens(template))
-    bad = sorted(w for w in words if w in toks and w not in have)
-    return f"direction word added ({', '.join(bad)})" if bad else None
 
 
 def question_keep(kind: str, events: Sequence[int]) -> list[int]:

@@ -29,8 +29,9 @@ from timewarp.schema import PrefRecord, SFTRecord
 from timewarp.splits import item_seed
 from timewarp.stage import StageConfig, option
 from timewarp.store import read_jsonl
-from timewarp.temporal import adjacent_swaps, answer, answer_keep, answer_text, event_key, flip_words, reversed_order
+from timewarp.temporal import adjacent_swaps, answer, answer_keep, answer_text, flip_words, reversed_order
 from timewarp.textgen import Rewrite
+from timewarp.wording import event_key
 
 HARD_NEGATIVES = ("reversed", "adjacent_swap")
 
