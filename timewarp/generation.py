@@ -70,12 +70,10 @@ class Generation:
     uses_model: ClassVar[bool] = True           # False: the model options are accepted and unused
     uses_seed: ClassVar[bool] = True            # False: --seed is accepted and has no effect
     row_stats: ClassVar[dict] = {}              # stats key -> function(rows): extra stats of the output
-    per_video: ClassVar[str] = ""               # the Config field: records asked per video (>= 1; a video
-                                                # with fewer is counted)
+    per_video: ClassVar[str] = ""               # the Config field: records asked per video (a video with
+                                                # fewer is counted; its Config checks it is >= 1)
 
     def __init__(self, cfg: StageConfig, backend=None):
-        if self.per_video and getattr(cfg, self.per_video) < 1:
-            raise UsageError(f"--{self.per_video} must be >= 1, got {getattr(cfg, self.per_video)}")
         self.cfg = cfg
         self.layout: Layout = cfg.layout
         self.backend = backend or TemplateBackend()

@@ -23,7 +23,7 @@ import random
 import sys
 from dataclasses import dataclass
 
-from timewarp.errors import ItemError
+from timewarp.errors import ItemError, UsageError
 from timewarp.generation import Draft, Generation, load_shuffled
 from timewarp.schema import BenchmarkRecord
 from timewarp.splits import item_seed
@@ -46,6 +46,10 @@ def key_positions(rows: list[dict]) -> dict:
 @dataclass(frozen=True, kw_only=True)
 class Config(StageConfig):
     questions_per_video: int = option(3, "multiple-choice questions per test-split video")
+
+    def __post_init__(self):
+        if self.questions_per_video < 1:
+            raise UsageError(f"--questions_per_video must be >= 1, got {self.questions_per_video}")
 
 
 class NormalBenchmark(Generation):

@@ -182,6 +182,22 @@ class Config(StageConfig):
                                                        "normalised word edit distance")
     max_tokens: int = option(768, "max tokens per description")
 
+    def __post_init__(self):
+        unknown = [c for c in self.corruptions if c not in CORRUPTIONS]
+        if unknown:
+            raise UsageError(f"unknown --corruptions {', '.join(unknown)} (known: {', '.join(CORRUPTIONS)})")
+        if self.rejected_mode not in ("corrupt", "hallucinate", "both"):
+            raise UsageError(f"--rejected_mode must be corrupt, hallucinate or both, got {self.rejected_mode!r}")
+        if self.rejected_mode in ("corrupt", "both") and (not self.corruptions or self.corruptions_per_video < 1):
+            raise UsageError("--rejected_mode corrupt needs at least one of --corruptions and "
+                             "--corruptions_per_video >= 1")
+        if self.rejected_mode in ("hallucinate", "both") and self.hallucinations_per_video < 1:
+            raise UsageError("--hallucinations_per_video must be >= 1")
+        if self.fps is None and (not self.frames or self.frames < 2):
+            raise UsageError(f"--frames must be >= 2, got {self.frames}")
+        if self.fps is not None and self.fps <= 0:
+            raise UsageError(f"--fps must be > 0, got {self.fps}")
+
 
 def frame_indices_for(frame_count: int, video_fps: float, cfg: Config) -> list[int]:
     if cfg.fps:
@@ -296,20 +312,6 @@ def run(cfg: Config, client, executor: Executor = LOCAL) -> dict:
         raise UsageError(NEEDS_ENDPOINT)
     layout = cfg.layout
     require_root(layout.root, "--root_dir")
-    corruptions, mode = cfg.corruptions, cfg.rejected_mode
-    unknown = [c for c in corruptions if c not in CORRUPTIONS]
-    if unknown:
-        raise UsageError(f"unknown --corruptions {', '.join(unknown)} (known: {', '.join(CORRUPTIONS)})")
-    if mode not in ("corrupt", "hallucinate", "both"):
-        raise UsageError(f"--rejected_mode must be corrupt, hallucinate or both, got {mode!r}")
-    if mode in ("corrupt", "both") and (not corruptions or cfg.corruptions_per_video < 1):
-        raise UsageError("--rejected_mode corrupt needs at least one of --corruptions and --corruptions_per_video >= 1")
-    if mode in ("hallucinate", "both") and cfg.hallucinations_per_video < 1:
-        raise UsageError("--hallucinations_per_video must be >= 1")
-    if cfg.fps is None and (not cfg.frames or cfg.frames < 2):
-        raise UsageError(f"--frames must be >= 2, got {cfg.frames}")
-    if cfg.fps is not None and cfg.fps <= 0:
-        raise UsageError(f"--fps must be > 0, got {cfg.fps}")
     ids = require_normal_ids(layout)
     stage = StageRun(STAGE, layout, {**cfg.options(), "llm_base_url": client.base_url, "llm_model": client.model})
 

@@ -17,7 +17,7 @@ import random
 import sys
 from dataclasses import dataclass
 
-from timewarp.errors import ItemError
+from timewarp.errors import ItemError, UsageError
 from timewarp.generation import Draft, Generation
 from timewarp.schema import SFTRecord
 from timewarp.splits import item_seed
@@ -30,6 +30,10 @@ from timewarp.textgen import Rewrite
 @dataclass(frozen=True, kw_only=True)
 class Config(StageConfig):
     qa_per_video: int = option(3, "questions per train-split video")
+
+    def __post_init__(self):
+        if self.qa_per_video < 1:
+            raise UsageError(f"--qa_per_video must be >= 1, got {self.qa_per_video}")
 
 
 class SFTExplicit(Generation):
