@@ -23,8 +23,9 @@ import random
 import sys
 from dataclasses import dataclass
 
+from timewarp.annotations import load_shuffled
 from timewarp.errors import ItemError, UsageError
-from timewarp.generation import Draft, Generation, load_shuffled
+from timewarp.generation import Draft, Generation
 from timewarp.schema import BenchmarkRecord
 from timewarp.splits import item_seed
 from timewarp.stage import StageConfig, option

@@ -24,7 +24,8 @@ import sys
 from dataclasses import dataclass
 
 from timewarp.errors import ItemError, UsageError
-from timewarp.generation import Draft, Generation, load_shuffled, require_file, shuffled_ids_by_video
+from timewarp.annotations import load_shuffled, shuffled_ids_by_video
+from timewarp.generation import Draft, Generation, require_file
 from timewarp.schema import PrefRecord, SFTRecord
 from timewarp.splits import item_seed
 from timewarp.stage import StageConfig, option

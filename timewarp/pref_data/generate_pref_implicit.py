@@ -38,10 +38,10 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Optional, Sequence
 
+from timewarp.annotations import load_normal, require_normal_ids
 from timewarp.corruptions import CORRUPTIONS, DEFAULT_CORRUPTIONS, Corrupted, NotApplicable, choose, corrupt
 from timewarp.errors import ItemError, UsageError
 from timewarp.frames import DEFAULT_QUALITY, cached_frames, decode_jpeg, encode_jpeg, resize_max_side, sample_indices
-from timewarp.generation import load_normal, require_normal_ids
 from timewarp.layout import Layout
 from timewarp.llm import (ChatRequest, LLMError, add_llm_args, client_from_args, image_part, parse_json_object,
                           strip_fence, text_part)
