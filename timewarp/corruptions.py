@@ -178,13 +178,6 @@ __doc__ += "\nCorruptions (``CORRUPTIONS``):\n\n" + "\n".join(
     f"  {c.name:<9}{c.what}" for c in CORRUPTIONS.values()) + "\n"
 
 
-def get(name: str) -> Corruption:
-    try:
-        return CORRUPTIONS[name]
-    except KeyError:
-        raise ValueError(f"unknown corruption {name!r} (known: {', '.join(CORRUPTIONS)})") from None
-
-
 def choose(names: Sequence[str], count: int, seed: int, key: str) -> list[str]:
     """``count`` of ``names`` for one item (``key``, e.g. a video id), seeded: each name ranks by a number
     of its own (``rank_key(seed, key/name)``), so neither the order of ``names`` nor a name added to them
@@ -195,7 +188,9 @@ def choose(names: Sequence[str], count: int, seed: int, key: str) -> list[str]:
 def corrupt(name: str, frames: Sequence[np.ndarray], seed: int, other: Sequence[np.ndarray] = (),
             **params) -> Corrupted:
     """Apply the corruption called ``name`` (see ``CORRUPTIONS``)."""
-    c = get(name)
+    c = CORRUPTIONS.get(name)
+    if c is None:
+        raise ValueError(f"unknown corruption {name!r} (known: {', '.join(CORRUPTIONS)})")
     if c.needs_other:
         return c.apply(frames, seed, other=other, **params)
     return c.apply(frames, seed, **params)
