@@ -350,10 +350,10 @@ def test_a_new_question_kind_is_one_record_and_changes_no_output(tmp_path, monke
 
     from timewarp import temporal
 
-    root = synthetic_root(tmp_path / "before")
+    root = synthetic_root(tmp_path / "before", videos=20)
     run_all(root, mirrored=True, hard_negatives=("reversed", "adjacent_swap"))
     monkeypatch.setitem(temporal.KINDS, "second", second_kind())
-    again = synthetic_root(tmp_path / "after")
+    again = synthetic_root(tmp_path / "after", videos=20)
     run_all(again, mirrored=True, hard_negatives=("reversed", "adjacent_swap"))
     for rel in STAGES_OUT:
         assert (again / rel).read_bytes() == (root / rel).read_bytes(), rel
