@@ -11,6 +11,26 @@ from timewarp.sample_data import SceneSpec, VideoSpec, metadata_for, random_spec
 
 from stages import run_video_stage
 
+# Fixtures that render videos and run stages on them. A test that uses one (directly, through another
+# fixture, or by name as a parameter: ``request.getfixturevalue(param)``) is in the ``video`` tier;
+# ``pytest -m "not video"`` runs the rest (the fast tier). A test module adds its own such fixtures in a
+# module-level ``VIDEO_FIXTURES`` set; a test that renders videos inline carries ``@pytest.mark.video``.
+VIDEO_FIXTURES = {"wild_rows", "wild_dataset", "processed", "processed_one_encode"}
+
+
+def uses_video(item) -> bool:
+    names = VIDEO_FIXTURES | set(getattr(getattr(item, "module", None), "VIDEO_FIXTURES", ()))
+    used = set(getattr(item, "fixturenames", ()))
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    used |= {v for v in params.values() if isinstance(v, str)}
+    return bool(names & used)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if uses_video(item):
+            item.add_marker(pytest.mark.video)
+
 
 def make_rows(tmp: Path, specs: list[VideoSpec]) -> list[tuple[bytes, dict]]:
     rows = []

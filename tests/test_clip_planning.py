@@ -25,6 +25,8 @@ from timewarp.timestamps import format_timestamp
 
 from stages import run_video_stage
 
+pytestmark = pytest.mark.video  # renders its own videos (conftest.py: the fast tier)
+
 RATE = 30
 FRAMES = 120
 SNAP = Fraction(1, 1000)

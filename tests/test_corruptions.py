@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from test_frames import frame_id, normal
-from timewarp.corruptions import CORRUPTIONS, NotApplicable, corrupt
+from timewarp import corruptions
+from timewarp.corruptions import CORRUPTIONS, DEFAULT_CORRUPTIONS, NotApplicable, choose, corrupt
 from timewarp.frames import extract_frames, sample_indices
 
 
@@ -93,3 +94,27 @@ def test_short_sequences_and_unknown_names(clips):
     with pytest.raises(ValueError, match="unknown corruption"):
         corrupt("melt", frames, 0)
     assert set(CORRUPTIONS) == {"shuffle", "reverse", "drop", "freeze", "splice", "blur", "noise"}
+
+
+def test_choose_is_keyed_by_name_so_a_new_corruption_moves_only_the_draws_it_wins():
+    names = list(DEFAULT_CORRUPTIONS)
+    for k in (1, 2, 3):
+        before = {v: choose(names, k, 42, v) for v in (f"video{i}" for i in range(200))}
+        assert all(len(c) == k and len(set(c)) == k for c in before.values())
+        assert before == {v: choose(names[::-1], k, 42, v) for v in before}          # the list's order is no input
+        after = {v: choose(names + ["tint"], k, 42, v) for v in before}
+        moved = {v for v in before if after[v] != before[v]}
+        assert moved == {v for v in before if "tint" in after[v]}                    # only where the newcomer wins
+        assert 0 < len(moved) < 200 * (k + 2) / 8
+        for v in moved:                                                              # ... and it takes the last place
+            assert [n for n in after[v] if n != "tint"] == before[v][:k - 1]
+    assert choose(names, 2, 42, "video0") != choose(names, 2, 43, "video0") or \
+        choose(names, 2, 42, "video1") != choose(names, 2, 43, "video1")            # seeded
+    assert choose(names, 0, 42, "v") == [] and sorted(choose(names, 99, 42, "v")) == sorted(names)
+
+
+def test_a_corruption_is_one_record_and_the_default_draw_is_written_out():
+    assert set(DEFAULT_CORRUPTIONS) == set(CORRUPTIONS) and len(DEFAULT_CORRUPTIONS) == 7
+    assert [n for n, c in CORRUPTIONS.items() if c.needs_other] == ["splice"]
+    for c in CORRUPTIONS.values():                                                   # the module docs list each
+        assert f"  {c.name:<9}{c.what}" in corruptions.__doc__

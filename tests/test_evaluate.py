@@ -132,3 +132,25 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, capsys):
     assert evaluate.main(["--benchmark", str(bench), "--predictions", str(tmp_path / "p.jsonl")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("evaluate.py: error:") for line in err)
+
+
+def test_shared_readers_live_in_library_modules(tmp_path):
+    """A stage module is an entry point: no module imports one (predict.py took load_records from evaluate.py,
+    and the six generation stages' annotation loaders sat in generation.py beside the stage base class)."""
+    import ast
+
+    from timewarp import annotations, generation
+    from timewarp.benchmark import predict, scoring
+    from timewarp.errors import UsageError
+
+    root = Path(__file__).resolve().parents[1] / "timewarp"
+    importers = [p.name for p in root.rglob("*.py") for node in ast.walk(ast.parse(p.read_text()))
+                 if isinstance(node, ast.ImportFrom) and node.module == "timewarp.benchmark.evaluate"]
+    assert importers == []
+    assert predict.load_records is scoring.load_records is evaluate.load_records
+    for name in ("load_normal", "load_shuffled", "require_normal_ids", "shuffled_ids_by_video"):
+        fn = getattr(annotations, name)
+        assert fn.__module__ == "timewarp.annotations" and getattr(generation, name, fn) is fn
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(UsageError, match="empty.jsonl holds no questions"):
+        scoring.load_records(tmp_path / "empty.jsonl")

@@ -19,7 +19,7 @@ from timewarp.pref_data import (generate_pref_explicit, generate_sft_explicit, m
                                 merge_shuffled_captions)
 from timewarp.generation import NO_MODEL_OVERWRITE_HELP  # noqa: E402
 from timewarp.stage import NO_SEED_HELP  # noqa: E402
-from timewarp.temporal import NONE_ANSWERS  # noqa: E402
+from timewarp.temporal import KINDS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MAINS = [merge_normal_captions.main, merge_shuffled_captions.main, generate_sft_explicit.main,
@@ -127,7 +127,7 @@ def test_openai_backend_with_faults_then_rerun_hits_cache_only(root, fake_openai
             fake_openai.model, "--llm_timeout", "1", "--llm_max_retries", "4", "--llm_concurrency", "2"]
     assert generate_sft_explicit.main(args) == 0
     sft = rows(root / "sft/sft_explicit.jsonl")
-    assert sft and all(r["wording"] == "llm" and (r["answer"].startswith("Well, ") or r["answer"] in NONE_ANSWERS.values())
+    assert sft and all(r["wording"] == "llm" and (r["answer"].startswith("Well, ") or r["answer"] in {k.none_answer for k in KINDS.values()})
                        for r in sft)  # "Nothing follows it: ..." names no event: never sent, template text
     for r in sft:  # the model did not touch the answer: still the real-order answer
         ann = json.loads((root / "normal/annotations" / f"{r['id']}.json").read_text())
@@ -172,6 +172,7 @@ def test_llm_caption_that_drops_an_event_falls_back_with_reply_saved(root, fake_
     assert rows(root / "rejects/merge_normal_captions.jsonl") == []
 
 
+@pytest.mark.video
 def test_shell_scripts_end_to_end(tmp_path):
     env = dict(os.environ, PYTHON=sys.executable)
     subprocess.run([sys.executable, "-m", "timewarp.sample_data", str(tmp_path / "fv"), "--videos", "6"], cwd=ROOT,

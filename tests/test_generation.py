@@ -7,6 +7,7 @@ own, from clip *times* in the annotations (real order) and the shuffled annotati
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import re
 import shutil
@@ -331,3 +332,72 @@ def test_a_new_stage_is_one_class(generated, tmp_path):
     assert stats["items_in"] == 4 and stats["options"]["min_clips"] == 2 and stats["options"]["limit"] == 4
     assert stats["counts"]["test-split videos skipped"] == sum(anns[v]["split"] != "train" for v in first) > 0
     assert [(r["id"], r["reason"]) for r in rows(root, "rejects/clip_counts.jsonl")] == [("aaa_short", "too few clips")]
+
+
+# ---------------------------------------------------------------- a new question kind
+
+def second_kind():
+    """A kind added by a test: what happens second (asked with a free-text answer and as an MCQ)."""
+    from timewarp.temporal import Kind
+
+    return Kind("second", 0, lambda clip, n: True, False, lambda events, order, pos: (order[1],),
+                ("What happens second in the video?",), ("Second, {c}.",), None,
+                ("first", "last"), ("first", "last"), False, False, "video", 4)
+
+
+def test_a_new_question_kind_is_one_record_and_changes_no_output(tmp_path, monkeypatch):
+    import random
+
+    from timewarp import temporal
+
+    root = synthetic_root(tmp_path / "before", videos=20)
+    run_all(root, mirrored=True, hard_negatives=("reversed", "adjacent_swap"))
+    monkeypatch.setitem(temporal.KINDS, "second", second_kind())
+    again = synthetic_root(tmp_path / "after", videos=20)
+    run_all(again, mirrored=True, hard_negatives=("reversed", "adjacent_swap"))
+    for rel in STAGES_OUT:
+        assert (again / rel).read_bytes() == (root / rel).read_bytes(), rel
+
+    # ... and that one record is all a kind needs: asked, answered, worded and given options
+    caps = [f"A {c} ball {a}." for c, a in zip(COLOURS, ACTIONS)]
+    perm = [3, 0, 6, 1, 7, 2, 5, 4]
+    qs = [q for s in range(20) for q in temporal.pick_questions(caps, 8, random.Random(s),
+                                                                kinds=temporal.SFT_KINDS + ("second",))]
+    q = next(q for q in qs if q.kind == "second")
+    assert temporal.answer("second", q.events, range(8)) == (1,) and temporal.answer("second", (), perm) == (0,)
+    assert temporal.question_text("second", (), caps, q.phrasing) == "What happens second in the video?"
+    assert temporal.answer_text("second", (), (1,), caps, 0) == f"Second, a {COLOURS[1]} ball {ACTIONS[1]}."
+    mcqs = [m for s in range(20) for m in temporal.pick_mcqs(caps, perm, 7, random.Random(s),
+                                                             kinds=temporal.MCQ_KINDS + ("second",))]
+    m = next(m for m in mcqs if m.question.kind == "second")
+    assert m.real_answer == (1,) and m.shuffled_answer == (0,) and len(set(m.options)) == 4
+    assert temporal.flip_words("second", "answer") == ("first", "last")
+
+
+def test_a_kind_missing_a_rule_does_not_load():
+    from timewarp import temporal
+    from timewarp.temporal import Kind
+
+    good = second_kind()
+    fields = [getattr(good, f) for f in good.__dataclass_fields__]
+    with pytest.raises(TypeError):
+        Kind(*fields[:-1])                                             # every field is required: no silent default
+    for change, why in [(dict(flip_question=()), "flip_question"),           # no guard against a flipped rewording
+                        (dict(flip_answer=()), "flip_answer"),               # answers without one
+                        (dict(options="one event"), "options"),              # an options rule that does not exist
+                        (dict(mcq_min_clips=None), "mcq_min_clips"),
+                        (dict(questions=("What happens after {x}?",)), "question fields"),  # size 0 names no event
+                        (dict(question_names_events=True), "question_names_events")]:
+        with pytest.raises(ValueError, match=why):
+            dataclasses.replace(good, **change)
+    # an unknown kind, or one without the rule asked for, is an error, never a default
+    with pytest.raises(ValueError, match="unknown question kind"):
+        temporal.flip_words("second", "question")
+    with pytest.raises(ValueError, match="unknown question kind"):
+        temporal.answer("second", (), [0, 1])
+    import random
+    caps = [f"A {c} ball." for c in COLOURS]
+    with pytest.raises(ValueError, match="which_first.*MCQ"):
+        temporal.pick_mcqs(caps, list(range(9))[::-1], 3, random.Random(1), kinds=("which_first",))
+    with pytest.raises(ValueError, match="earliest_of.*free-text"):
+        temporal.pick_questions(caps, 3, random.Random(1), kinds=("earliest_of",))

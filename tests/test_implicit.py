@@ -12,6 +12,7 @@ import pytest
 from fake_openai import Fault, fake_openai  # noqa: E402,F401 - fake_openai is a fixture
 from test_frames import frame_id  # noqa: E402
 
+from timewarp.corruptions import Corrupted  # noqa: E402
 from timewarp.errors import UsageError  # noqa: E402
 from timewarp.frames import decode_jpeg  # noqa: E402
 from timewarp.layout import Layout  # noqa: E402
@@ -189,6 +190,50 @@ def test_cli_against_the_fake_server(fake_openai, root, capsys, monkeypatch):
     stats = read_json(Layout(root).stats_file(gi.STAGE))
     assert fake_openai.chat_calls == 6 and stats["options"]["llm_model"] == fake_openai.model
     assert stats["llm_usage"]["completion_tokens"] > 0          # token accounting (calls also counts the preflight)
+
+
+def invert(frames, seed: int = 0) -> Corrupted:
+    """A corruption added by a test: every frame's colours inverted."""
+    return Corrupted("invert", {}, [255 - f for f in frames], [(0, i) for i in range(len(frames))],
+                     pixels_changed=True)
+
+
+def test_a_new_corruption_leaves_the_existing_outputs_byte_identical(fake_openai, root, monkeypatch):
+    """Adding a corruption is one record in timewarp.corruptions.CORRUPTIONS: the default draw does not
+    change, and drawing from a list that holds it changes only the videos that draw it."""
+    import importlib
+
+    from timewarp import corruptions
+
+    more = corruptions.DEFAULT_CORRUPTIONS + ("invert",)
+    seed = next(s for s in range(100) if 0 < sum("invert" in corruptions.choose(more, 2, s, f"{v}/implicit")
+                                                  for v in TRAIN) < len(TRAIN))  # one or two videos draw it
+    fake_openai.responder = seeing_responder
+    out = Layout(root).pref_implicit_file
+    kw = dict(corruptions_per_video=2, rejected_mode="both", seed=seed)
+    run(root, client_for(fake_openai, root), **kw)
+    default = out.read_bytes()
+
+    monkeypatch.setitem(corruptions.CORRUPTIONS, "invert", corruptions.Corruption("invert", invert, "inverted (n)"))
+    try:
+        importlib.reload(gi)  # as after an edit of corruptions.py: the stage module is loaded again
+        run(root, client_for(fake_openai, root), **kw)
+        assert out.read_bytes() == default                                   # the default draw: unchanged
+        run(root, client_for(fake_openai, root), corruptions=more, **kw)
+        with_new = read_jsonl(out)
+    finally:
+        monkeypatch.undo()
+        importlib.reload(gi)
+    before = {r["pid"]: r for r in map(json.loads, default.decode().splitlines())}
+    drew = {r["id"] for r in with_new if r["corruption"]["name"] == "invert"}
+    assert drew and drew != set(TRAIN)
+    for r in with_new:
+        if r["corruption"]["name"] == "invert":
+            assert r["rejected"].startswith("the video shows frames ")
+        else:
+            assert r == before[r["pid"]]                                     # every other pair as it was
+    for pid, r in before.items():                                            # a pair lost only to the newcomer
+        assert any(x["pid"] == pid for x in with_new) or r["id"] in drew
 
 
 # ---------------------------------------------------------------------- combine_pref

@@ -3,13 +3,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
 from fake_openai import FakeOpenAI, Fault, fake_openai  # noqa: E402,F401 - fake_openai is a fixture
+from test_install import ROOT, stage_modules  # noqa: E402
 
 from timewarp.errors import UsageError  # noqa: E402
 from timewarp.layout import Layout  # noqa: E402
@@ -398,3 +402,18 @@ def test_a_malformed_reply_is_asked_again_warmer_and_cached_under_the_original_r
         assert temps == [0.0, RETRY_TEMPERATURE]
         again = ChatClient(server.base_url, server.model, tmp_path / "cache")
         assert again.complete(req, validate) == {"answer": "ok"} and server.chat_calls == 2
+
+
+def test_stages_import_openai_only_when_a_client_is_made():
+    """Importing openai is most of a stage's start-up: the stage modules, their --help and the template
+    backend must not pay for it; making a ChatClient does (and then it works, as the tests above show)."""
+    stages = sorted(stage_modules())
+    assert len(stages) >= 16, stages
+    code = (f"import importlib, sys\nfor m in {stages!r}: importlib.import_module(m)\n"
+            "print('before', 'openai' in sys.modules)\n"
+            "from timewarp.llm import ChatClient\nChatClient('http://127.0.0.1:9/v1', 'm', sys.argv[1])\n"
+            "print('after', 'openai' in sys.modules)\n")
+    res = subprocess.run([sys.executable, "-c", code, str(ROOT / "unused-cache")], capture_output=True, text=True,
+                         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split() == ["before", "False", "after", "True"]

@@ -29,6 +29,8 @@ from timewarp.store import read_json, read_jsonl
 
 from stages import run_video_stage
 
+VIDEO_FIXTURES = {"clip3", "twelve", "small_out"}  # render videos (conftest.py: the fast tier)
+
 ROOT = Path(__file__).resolve().parents[1]
 FPS = 25
 SCENE = 20  # frames per scene; 3 scenes: a 2.4 s video

@@ -27,6 +27,8 @@ from timewarp.video import FramesDiffer, decode_probe, encode_normal, ffmpeg_exe
 
 from stages import run_video_stage
 
+pytestmark = pytest.mark.video  # renders its own videos (conftest.py: the fast tier)
+
 FIELDS = ("fps", "frame_count", "width", "height", "times", "time_base", "start_time", "container_duration",
           "irregular")
 UNTILS = (None, 1.0, 1.5, 2.0333333)

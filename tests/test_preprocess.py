@@ -197,6 +197,7 @@ def test_max_height_and_audio(wild_rows, tmp_path):
     assert "Audio: aac" in info
 
 
+@pytest.mark.video
 def test_times_not_on_frame_boundaries_and_past_the_end(tmp_path):
     """Times off the frame grid, clips past the real end (clamped within tolerance, dropped beyond)."""
     spec = VideoSpec("offgrid", [SceneSpec(30, "red", "square"), SceneSpec(30, "blue", "bar"), SceneSpec(30, "green", "circle")],

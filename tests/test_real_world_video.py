@@ -30,6 +30,8 @@ from timewarp.video import ffmpeg_exe
 
 from stages import run_video_stage
 
+pytestmark = pytest.mark.video  # renders its own videos (conftest.py: the fast tier)
+
 SIZE = (96, 64)
 SNAP = Fraction(1, 1000)
 

@@ -16,9 +16,10 @@ from stages import run_stage  # noqa: E402
 from timewarp.benchmark import generate_normal_benchmark  # noqa: E402
 from timewarp.llm import ChatClient  # noqa: E402
 from timewarp.pref_data import generate_pref_explicit, generate_sft_explicit  # noqa: E402
-from timewarp.temporal import (NONE_ANSWERS, answer, answer_text, flip_words,  # noqa: E402
-                               question_text)
+from timewarp.temporal import KINDS, answer, answer_text, flip_words, question_text  # noqa: E402
 from timewarp.textgen import OpenAIBackend, Rewrite, TemplateBackend  # noqa: E402
+
+NONE_ANSWERS = {name: k.none_answer for name, k in KINDS.items() if k.none_answer}
 
 CAPS = [
     "A chef chops fresh onions on a wooden board.",     # 0

@@ -24,6 +24,8 @@ from timewarp.video import decode_errors, ffmpeg_exe
 
 from stages import run_video_stage
 
+VIDEO_FIXTURES = {"smart", "gops"}  # render videos (conftest.py: the fast tier)
+
 av = pytest.importorskip("av")
 COLORS = ["red", "green", "blue", "yellow", "purple", "orange", "cyan", "pink"]
 
@@ -251,6 +253,7 @@ def test_dts_equals_pts_at_every_idr():
 
 # ------------------------------------------------------------------ sources smart-cut refuses: the one encode instead
 
+@pytest.mark.video
 def test_unsafe_sources_fall_back_and_stay_exact(tmp_path):
     items = [
         (gop_spec("opengop", scenes=3), x264(30, extra="open-gop=1"), None),

@@ -82,3 +82,49 @@ def test_executor_is_explicit_and_checked():
         Executor("local", ray_address="auto")
     with pytest.raises(UsageError, match="--workers must be >= 1"):
         Executor(workers=0)
+
+
+def stage_configs():
+    from timewarp import export
+    from timewarp.benchmark import generate_normal_benchmark
+    from timewarp.preprocess import preprocess, shuffle_clips
+    from timewarp.pref_data import combine_pref, generate_pref_implicit, generate_sft_explicit
+
+    return {"preprocess": (preprocess.Config, dict(root_dir="in", scale=3)), "shuffle_clips": (shuffle_clips.Config, {}),
+            "export": (export.Config, dict(format="trl")), "sft": (generate_sft_explicit.Config, {}),
+            "benchmark": (generate_normal_benchmark.Config, {}), "combine": (combine_pref.Config, {}),
+            "implicit": (generate_pref_implicit.Config, {})}
+
+
+BAD_VALUES = [
+    ("preprocess", dict(scale=0), "--scale must be positive"),
+    ("preprocess", dict(engine="ffmpeg"), "--engine must be one of"),
+    ("preprocess", dict(test_fraction=1.5), r"--test_fraction must be in \[0, 1\]"),
+    ("shuffle_clips", dict(permutations_per_video=0), "--permutations_per_video must be >= 1"),
+    ("export", dict(frames=4, fps=1.0), "not both"),
+    ("export", dict(frames=0), "--frames must be >= 1"),
+    ("export", dict(fps=-1.0), "--fps must be > 0"),
+    ("export", dict(max_frames=8), "--max_frames caps --fps"),
+    ("sft", dict(qa_per_video=0), "--qa_per_video must be >= 1"),
+    ("benchmark", dict(questions_per_video=0), "--questions_per_video must be >= 1"),
+    ("combine", dict(implicit_ratio=1.5), "ratio of implicit"),
+    ("combine", dict(external=("hound.jsonl:2",)), "ratio of hound.jsonl"),
+    ("combine", dict(dedup_by="prompt"), "--dedup_by"),
+    ("implicit", dict(corruptions=("shuffle", "melt")), "unknown --corruptions melt"),
+    ("implicit", dict(rejected_mode="invent"), "--rejected_mode must be"),
+    ("implicit", dict(corruptions=()), "needs at least one of --corruptions"),
+    ("implicit", dict(rejected_mode="both", hallucinations_per_video=0), "--hallucinations_per_video"),
+    ("implicit", dict(frames=1), "--frames must be >= 2"),
+    ("implicit", dict(fps=0.0), "--fps must be > 0"),
+]
+
+
+@pytest.mark.parametrize("stage,values,message", BAD_VALUES, ids=[f"{s}-{next(iter(v))}" for s, v, _ in BAD_VALUES])
+def test_a_config_is_checked_when_it_is_made(tmp_path, stage, values, message):
+    """A Config is valid by construction: the same checks for the command line and for a test's Config(...),
+    before any stage work (no folder is read: the layout's root need not exist)."""
+    cls, required = stage_configs()[stage]
+    layout = Layout(tmp_path / "not-there")
+    cls(layout=layout, **required)                                  # the defaults are valid
+    with pytest.raises(UsageError, match=message):
+        cls(layout=layout, **{**required, **values})

@@ -30,6 +30,8 @@ else:
 from timewarp.train import data as datalib  # noqa: E402
 from timewarp.train import recipe, tiny  # noqa: E402
 
+pytestmark = pytest.mark.video  # renders its own videos (conftest.py: the fast tier)
+
 ROOT = Path(__file__).resolve().parents[1]
 N_FRAMES = 8
 

@@ -386,3 +386,20 @@ def test_pair_whose_answers_are_the_same_event_is_dropped(tmp_path):
         assert [key(c) for c in p["chosen_clips"]] != [key(c) for c in p["rejected_clips"]], p
     rej = rows(layout.root / "rejects" / "generate_pref_explicit.jsonl")
     assert any(r["id"].startswith("v/sft/") and r["reason"] == "rejected equals chosen" for r in rej)
+
+
+def test_rewording_rules_are_one_module_with_public_names():
+    """The words and checks of a rewording live in timewarp/wording.py, which needs nothing of the question
+    kinds; no module reaches for a private name of wording.py or temporal.py."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "timewarp"
+    imports = {}
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module in ("timewarp.temporal", "timewarp.wording"):
+                imports.setdefault(path.name, []).extend((node.module, a.name) for a in node.names)
+    assert not any(m == "timewarp.temporal" for m, _ in imports.get("wording.py", []))
+    private = [(f, m, n) for f, names in imports.items() for m, n in names if n.startswith("_")]
+    assert private == []
+    assert ("timewarp.wording", "EARLY") in imports["temporal.py"]  # the kinds' flip words are wording's words

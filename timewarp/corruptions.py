@@ -6,17 +6,10 @@ the parameters that redo it (JSON-safe), the corrupted frame sequence, and for e
 where it comes from (``sources``: ``(0, i)`` = input frame i, ``(1, j)`` = frame j of the other
 video), so a record can say exactly which frames a model was shown.
 
-==========  ===========================================================================  =========
-name        what it does                                                                 frames
-==========  ===========================================================================  =========
-shuffle     a random non-identity permutation of the frame order                         n
-reverse     the frames in reverse order                                                  n
-drop        removes one contiguous segment (a quarter to a half of the frames)          fewer
-freeze      one frame repeated over a segment (the video "freezes" there)               n
-splice      a contiguous segment replaced by the same positions of another video        n
-blur        heavy Gaussian blur on every frame (sigma = longer side / 15 by default)    n
-noise       heavy Gaussian pixel noise on every frame (std 60 by default)               n
-==========  ===========================================================================  =========
+A corruption is one ``Corruption`` record in ``CORRUPTIONS`` (the table below is made from them).
+``DEFAULT_CORRUPTIONS`` is written out, so a new record does not join the default draw, and ``choose``
+ranks corruptions by a seeded number of their own name: adding a corruption leaves every existing
+output byte-identical, and listing it in ``--corruptions`` changes only the videos that draw it.
 
 A corruption that cannot change a sequence this short raises ``NotApplicable`` (a ``ValueError``).
 Frames are ``HxWx3`` ``uint8`` arrays (BGR or RGB: nothing here depends on the channel order).
@@ -24,11 +17,13 @@ Frames are ``HxWx3`` ``uint8`` arrays (BGR or RGB: nothing here depends on the c
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import cv2
 import numpy as np
+
+from timewarp.splits import rank_key
 
 
 class NotApplicable(ValueError):
@@ -42,7 +37,6 @@ class Corrupted:
     frames: list                      # the corrupted sequence (input arrays reused where pixels are unchanged)
     sources: list                     # per output frame: (0, i) input frame i | (1, j) other video's frame j
     pixels_changed: bool = False      # True when frames are new images, not input frames
-    extra: dict = field(default_factory=dict)
 
     def source_indices(self, own: Sequence[int], other: Sequence[int] = ()) -> list[int]:
         """The frame numbers shown, given the frame numbers of the input (and of the other video's) frames."""
@@ -157,25 +151,46 @@ def noise(frames: Sequence[np.ndarray], seed: int, std: float = 60.0) -> Corrupt
     return Corrupted("noise", {"std": float(std)}, out, [(0, i) for i in range(len(frames))], pixels_changed=True)
 
 
-CORRUPTIONS: dict[str, Callable[..., Corrupted]] = {
-    "shuffle": shuffle,
-    "reverse": reverse,
-    "drop": drop,
-    "freeze": freeze,
-    "splice": splice,
-    "blur": blur,
-    "noise": noise,
-}
-NEEDS_OTHER = {"splice"}
+@dataclass(frozen=True)
+class Corruption:
+    """One corruption: everything that names, documents and applies it."""
+
+    name: str
+    apply: Callable[..., Corrupted]   # apply(frames, seed, **params) -> Corrupted (+ other=frames if needs_other)
+    what: str                         # one line: what it does and how many frames it gives (docs, --help)
+    needs_other: bool = False         # it takes frames of another video (``other=``)
+
+
+CORRUPTIONS: dict[str, Corruption] = {c.name: c for c in (
+    Corruption("shuffle", shuffle, "a random non-identity permutation of the frame order (n frames)"),
+    Corruption("reverse", reverse, "the frames in reverse order (n)"),
+    Corruption("drop", drop, "removes one contiguous segment, a quarter to a half of the frames (fewer)"),
+    Corruption("freeze", freeze, 'one frame repeated over a segment: the video "freezes" there (n)'),
+    Corruption("splice", splice, "a contiguous segment replaced by the same positions of another video (n)",
+               needs_other=True),
+    Corruption("blur", blur, "heavy Gaussian blur on every frame, sigma = longer side / 15 by default (n)"),
+    Corruption("noise", noise, "heavy Gaussian pixel noise on every frame, std 60 by default (n)"),
+)}
+# What --corruptions draws from by default, written out: a corruption added above does not join it.
+DEFAULT_CORRUPTIONS = ("shuffle", "reverse", "drop", "freeze", "splice", "blur", "noise")
+
+__doc__ += "\nCorruptions (``CORRUPTIONS``):\n\n" + "\n".join(
+    f"  {c.name:<9}{c.what}" for c in CORRUPTIONS.values()) + "\n"
+
+
+def choose(names: Sequence[str], count: int, seed: int, key: str) -> list[str]:
+    """``count`` of ``names`` for one item (``key``, e.g. a video id), seeded: each name ranks by a number
+    of its own (``rank_key(seed, key/name)``), so neither the order of ``names`` nor a name added to them
+    changes the choice, except where the added name ranks among the first ``count``."""
+    return sorted(dict.fromkeys(names), key=lambda n: rank_key(seed, f"{key}/{n}"))[:max(0, count)]
 
 
 def corrupt(name: str, frames: Sequence[np.ndarray], seed: int, other: Sequence[np.ndarray] = (),
             **params) -> Corrupted:
     """Apply the corruption called ``name`` (see ``CORRUPTIONS``)."""
-    try:
-        fn = CORRUPTIONS[name]
-    except KeyError:
-        raise ValueError(f"unknown corruption {name!r} (known: {', '.join(CORRUPTIONS)})") from None
-    if name in NEEDS_OTHER:
-        return fn(frames, seed, other=other, **params)
-    return fn(frames, seed, **params)
+    c = CORRUPTIONS.get(name)
+    if c is None:
+        raise ValueError(f"unknown corruption {name!r} (known: {', '.join(CORRUPTIONS)})")
+    if c.needs_other:
+        return c.apply(frames, seed, other=other, **params)
+    return c.apply(frames, seed, **params)

@@ -374,6 +374,9 @@ class Config(StageConfig):
         recorded here would show in publish.py's card as one the data was made with)."""
         return {k: v for k, v in super().options().items() if k != "seed"}
 
+    def __post_init__(self):
+        self.sampling()  # checks --frames / --fps / --max_frames
+
     def sampling(self) -> Optional[Sampling]:
         """The frames asked for (None = the mp4), checked."""
         if self.frames is not None and self.fps is not None:

@@ -22,14 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Optional
 
+from timewarp.annotations import load_normal, require_normal_ids
 from timewarp.errors import ItemError, UsageError
-from timewarp.layout import Layout, split_shuffled_id
+from timewarp.layout import Layout
 from timewarp.llm import add_llm_args, client_from_args
 from timewarp.parallel import LOCAL, pmap
-from timewarp.schema import NormalAnnotation, ShuffledAnnotation
+from timewarp.schema import NormalAnnotation
 from timewarp.stage import (NO_SEED_HELP, StageConfig, StageRun, add_common_args, add_shuffled_dir_args, cli,
                             require_root)
-from timewarp.store import read_json, write_jsonl
+from timewarp.store import write_jsonl
 from timewarp.textgen import Reworded, Rewrite, TemplateBackend, backend_for
 
 log = logging.getLogger("timewarp")
@@ -70,12 +71,10 @@ class Generation:
     uses_model: ClassVar[bool] = True           # False: the model options are accepted and unused
     uses_seed: ClassVar[bool] = True            # False: --seed is accepted and has no effect
     row_stats: ClassVar[dict] = {}              # stats key -> function(rows): extra stats of the output
-    per_video: ClassVar[str] = ""               # the Config field: records asked per video (>= 1; a video
-                                                # with fewer is counted)
+    per_video: ClassVar[str] = ""               # the Config field: records asked per video (a video with
+                                                # fewer is counted; its Config checks it is >= 1)
 
     def __init__(self, cfg: StageConfig, backend=None):
-        if self.per_video and getattr(cfg, self.per_video) < 1:
-            raise UsageError(f"--{self.per_video} must be >= 1, got {getattr(cfg, self.per_video)}")
         self.cfg = cfg
         self.layout: Layout = cfg.layout
         self.backend = backend or TemplateBackend()
@@ -210,65 +209,8 @@ def forget_replies(backend, rewrites: list[Rewrite]) -> None:
             client.cache_path(backend.request(it)).unlink(missing_ok=True)
 
 
-# ---------------------------------------------------------------------- reading the annotations
-
-def require_normal_ids(layout: Layout) -> list[str]:
-    ids = layout.normal_ids() if layout.normal_annotations_dir.is_dir() else []
-    if not ids:
-        raise UsageError(f"no normal annotations in {layout.normal_annotations_dir}: run ./setup_dataset.sh "
-                         f"(preprocess.py, shuffle_clips.py) on this root_dir first")
-    return ids
-
+# ---------------------------------------------------------------------- reading earlier outputs
 
 def require_file(path: Path, hint: str) -> None:
     if not path.is_file():
         raise UsageError(f"{path} not found: {hint}")
-
-
-def load_normal(layout: Layout, vid: str) -> NormalAnnotation:
-    """The normal annotation, with clips usable for questions; ItemError (a reject) otherwise."""
-    path = layout.normal_annotation(vid)
-    try:
-        ann = NormalAnnotation.from_dict(read_json(path))
-    except FileNotFoundError:
-        raise ItemError("missing normal annotation", str(path))
-    except (OSError, ValueError, TypeError) as exc:
-        raise ItemError("annotation does not parse", f"{path}: {exc}")
-    if not isinstance(ann.clips, list) or not ann.clips:
-        raise ItemError("annotation has no clips", str(path))
-    for k, c in enumerate(ann.clips):
-        if c.index != k:
-            raise ItemError("annotation does not parse", f"{path}: clip {k} has index {c.index}")
-        if not isinstance(c.caption, str) or not c.caption.strip():
-            raise ItemError("empty clip caption", f"{path}: clip {k}")
-    return ann
-
-
-def load_shuffled(layout: Layout, sid: str, n_clips: Optional[int] = None) -> ShuffledAnnotation:
-    """A shuffled annotation whose permutation is a real permutation consistent with its clips."""
-    path = layout.shuffled_annotation(sid)
-    if not path.is_file():
-        raise ItemError("missing shuffled annotation", str(path))
-    try:
-        s = ShuffledAnnotation.from_dict(read_json(path))
-    except (OSError, ValueError, TypeError) as exc:
-        raise ItemError("shuffled annotation does not parse", f"{path}: {exc}")
-    perm = s.permutation
-    if (not isinstance(perm, list) or not perm or sorted(perm) != list(range(len(perm)))
-            or [c.source_index for c in s.clips] != perm):
-        raise ItemError("inconsistent shuffled annotation", f"{path}: permutation {perm!r} vs clips")
-    if n_clips is not None and len(perm) != n_clips:
-        raise ItemError("inconsistent shuffled annotation",
-                        f"{path}: {len(perm)} clips, the normal annotation has {n_clips}")
-    if not all(isinstance(c.caption, str) and c.caption.strip() for c in s.clips):
-        raise ItemError("empty clip caption", str(path))
-    return s
-
-
-def shuffled_ids_by_video(layout: Layout) -> dict[str, list[str]]:
-    """normal id -> its shuffled ids, permutation 0 (``<id>``, expected even if missing) first, then by k."""
-    found: dict[str, list[tuple[int, str]]] = {}
-    for sid in layout.shuffled_ids():
-        nid, k = split_shuffled_id(sid)
-        found.setdefault(nid, []).append((k, sid))
-    return {nid: [nid] + [sid for k, sid in sorted(pairs) if k > 0] for nid, pairs in found.items()}

@@ -36,7 +36,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence, TypeVar
 
-import openai
 from tqdm import tqdm
 
 from timewarp.errors import UsageError
@@ -221,6 +220,9 @@ class ChatClient:
         self._counts = {"calls": 0, "cache_hits": 0, "retries": 0, "failures": 0,
                         "prompt_tokens": 0, "completion_tokens": 0}
         self._attempts = threading.local()  # HTTP attempts of the current call in this thread
+        import openai  # here, not at the top: importing it takes most of a stage's start-up, and only a
+        # model run needs it (the template backend, --help and the video stages never do)
+
         # never follow a redirect (it would carry the Authorization header to another host); a local
         # server is not reached through a proxy from the environment (trust_env=False)
         http_client = openai.DefaultHttpxClient(follow_redirects=False, trust_env=not self.local,
@@ -286,6 +288,8 @@ class ChatClient:
     def _call(self, fn, client=None):
         """``fn(client)`` through the official client; returns its result or (status, body text) of an
         HTTP error. Timeouts and connection errors (after the client's own retries) raise ``LLMError``."""
+        import openai
+
         self._attempts.n = 0
         try:
             return fn(client or self._openai)
@@ -308,6 +312,8 @@ class ChatClient:
 
     def _send(self, request: ChatRequest) -> tuple[str, dict]:
         """One chat completion (plus at most one resend without response_format). Returns (content, usage)."""
+        import openai
+
         while True:
             payload = self._payload(request)
             with self._slots:

@@ -18,11 +18,11 @@ the reply left to right and accepts it only if
   So an event named twice, an event of another field of the same request or of the video, a
   sentence moved across quotes or labels, an event dropped or shortened by a sentence, and events
   in another order are all refused;
-* it adds no direction word that would flip the meaning (``temporal.added_flip_word``) and no negation,
+* it adds no direction word that would flip the meaning (``added_flip_word``) and no negation,
   and its direction words point the same ways (earlier / later) in the same order as the template's
   ('"A" happens later; "B" comes first' for '"A" comes first; "B" happens later' is refused).
 
-Events are identified by ``temporal.event_key`` (captions equal up to case, punctuation and spacing
+Events are identified by ``event_key`` (captions equal up to case, punctuation and spacing
 are one event). A slot's caption must be found in the template text; when not, nothing is accepted.
 """
 from __future__ import annotations
@@ -32,17 +32,59 @@ import re
 from collections import Counter
 from typing import Optional, Sequence
 
-from timewarp.temporal import _EARLY, _LATE, _BEFORE, _AFTER, _REVERSE, _STOP, _sentence, added_flip_word, event_key
+# ---------------------------------------------------------------- the words (also used by timewarp.temporal's kinds)
+
+STOP_WORDS = frozenset(
+    "a an the and or of to in on at by for with from into onto as is are was were be been it its this that these "
+    "those then there their his her they he she we you up down out over under while who which what video frame "
+    "scene shown shows".split())
+
+# Direction words. A question kind (``temporal.Kind``) names those that would flip what its question asks
+# or its answer says; a rewording may not add one (``added_flip_word``; a word the template already
+# holds, e.g. a caption saying "first", does not count).
+EARLY = ("first", "firstly", "begin", "begins", "began", "beginning", "start", "starts", "started", "starting",
+         "opening", "opens", "earliest", "earlier", "initially", "initial")
+LATE = ("last", "lastly", "end", "ends", "ended", "ending", "final", "finally", "finale", "latest", "later")
+BEFORE = ("before", "precede", "precedes", "preceded", "preceding", "prior", "previous", "previously", "earlier")
+AFTER = ("after", "afterwards", "afterward", "follow", "follows", "followed", "following", "next", "later",
+         "subsequent", "subsequently")
+REVERSE = ("reverse", "reversed", "backwards", "backward", "opposite")
+
+
+def sentence(caption: str) -> str:
+    """A caption without surrounding spaces and final full stop (to quote it or end it otherwise)."""
+    return caption.strip().rstrip(".").strip()
+
+
+def event_key(caption: str) -> str:
+    """What identifies an event: its caption's words, case-folded (captions equal up to case,
+    punctuation and spacing, "... camera." / "... camera!", are one event: indistinguishable)."""
+    return " ".join(re.findall(r"[^\W_]+", caption.casefold()))
+
+
+def tokens(text: str) -> list[str]:
+    """Lower-case word tokens, with a label such as "(2)" as one token."""
+    return re.findall(r"\(\d+\)|[a-z0-9]+", text.lower())
+
+
+def added_flip_word(text: str, template: str, words: Sequence[str]) -> Optional[str]:
+    """None unless ``text`` holds one of ``words`` that ``template`` does not; else a short reason."""
+    toks, have = set(tokens(text)), set(tokens(template))
+    bad = sorted(w for w in words if w in toks and w not in have)
+    return f"direction word added ({', '.join(bad)})" if bad else None
+
+
+# ---------------------------------------------------------------- the checker
 
 MIN_COVER = 0.5
 # Words that say when, not what: never read as a mention of an event.
-NEUTRAL = set(_EARLY + _LATE + _BEFORE + _AFTER + _REVERSE) | set(
+NEUTRAL = set(EARLY + LATE + BEFORE + AFTER + REVERSE) | set(
     "then next once now finally event events happen happens happened happening occur occurs comes come order "
     "someone somebody person people".split())
 
 # Direction words by what they point to: the earlier (E) or the later (L) end of the video.
-_E = set(_EARLY + _BEFORE + ("beforehand",))
-_L = set(_LATE + _AFTER) - _E
+_E = set(EARLY + BEFORE + ("beforehand",))
+_L = set(LATE + AFTER) - _E
 _NEGATION = re.compile(r"\b(?:not|never|no|nor|neither|none|without|cannot)\b|n't\b|n\u2019t\b")
 _QUOTES = str.maketrans({"\u201c": '"', "\u201d": '"', "\u201e": '"', "\u00ab": '"', "\u00bb": '"'})
 _TOKEN = re.compile(r'\(\d+\)|"|\?|[^\W_]+')
@@ -54,18 +96,18 @@ def normalize(text: str) -> str:
 
 
 def _words(text: str) -> list[str]:
-    return [w for w in re.findall(r"[^\W_]+", text.casefold()) if len(w) > 2 and w not in _STOP]
+    return [w for w in re.findall(r"[^\W_]+", text.casefold()) if len(w) > 2 and w not in STOP_WORDS]
 
 
 def _split_sentences(caption: str) -> list[str]:
-    return [s for s in re.split(r"(?<=[.!?;])\s+", _sentence(caption)) if s.strip()]
+    return [s for s in re.split(r"(?<=[.!?;])\s+", sentence(caption)) if s.strip()]
 
 
 def _locate(template: str, keep: Sequence[str]) -> Optional[list[tuple[int, int]]]:
     """(start, end) of each kept caption in ``template``, in order; None if one is not found."""
     low, pos, spans = template.casefold(), 0, []
     for cap in keep:
-        s = normalize(_sentence(cap)).casefold()
+        s = normalize(sentence(cap)).casefold()
         m = re.compile(r"(?<![^\W_])" + re.escape(s) + r"(?![^\W_])").search(low, pos) if s else None
         if m is None:
             return None
@@ -147,7 +189,7 @@ def check_rewording(reply: str, template: str, keep: Sequence[str], video: Seque
     keys = [event_key(c) for c in keep]
     slots = []
     for k, cap in enumerate(keep):
-        text = normalize(_sentence(cap))
+        text = normalize(sentence(cap))
         counts = Counter(_words(text))
         needs = []
         for s in _split_sentences(text):

@@ -24,34 +24,10 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from timewarp.benchmark.scoring import format_summary, prediction_text, record_key, score
+from timewarp.benchmark.scoring import format_summary, load_records, prediction_text, score
 from timewarp.errors import UsageError
 from timewarp.stage import cli
-from timewarp.store import parse_json_rows, write_json, write_jsonl
-
-
-def load_records(path) -> list[dict]:
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"--benchmark {path} not found: generate it with generate_normal_benchmark.py / "
-                         f"generate_shuffled_benchmark.py (benchmark/*.jsonl)")
-    try:
-        rows = parse_json_rows(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"--benchmark {path} does not parse as JSON/JSONL ({exc})")
-    if not rows:
-        raise UsageError(f"--benchmark {path} holds no questions")
-    for r in rows:
-        if not isinstance(r, dict) or "qid" not in r:
-            raise UsageError(f"--benchmark {path}: every row needs a qid (is this a TimeWarp benchmark file?)")
-        try:
-            record_key(r)
-        except ValueError as exc:
-            raise UsageError(f"--benchmark {path}: {exc}")
-    qids = [r["qid"] for r in rows]
-    if len(set(qids)) != len(qids):
-        raise UsageError(f"--benchmark {path}: duplicate qids; score one benchmark file at a time")
-    return rows
+from timewarp.store import write_json, write_jsonl
 
 
 def load_predictions(path) -> dict:

@@ -23,13 +23,14 @@ import random
 import sys
 from dataclasses import dataclass
 
-from timewarp.errors import ItemError
-from timewarp.generation import Draft, Generation, load_shuffled
+from timewarp.annotations import load_shuffled
+from timewarp.errors import ItemError, UsageError
+from timewarp.generation import Draft, Generation
 from timewarp.schema import BenchmarkRecord
 from timewarp.splits import item_seed
 from timewarp.stage import StageConfig, option
 from timewarp.temporal import (LETTERS, MIN_CLIPS_MCQ, KeyBalancer, answer, flip_words, option_text, pick_mcqs,
-                               question_keep, question_text)
+                               question_keep, question_labels, question_text)
 from timewarp.textgen import Rewrite
 
 
@@ -46,6 +47,10 @@ def key_positions(rows: list[dict]) -> dict:
 @dataclass(frozen=True, kw_only=True)
 class Config(StageConfig):
     questions_per_video: int = option(3, "multiple-choice questions per test-split video")
+
+    def __post_init__(self):
+        if self.questions_per_video < 1:
+            raise UsageError(f"--questions_per_video must be >= 1, got {self.questions_per_video}")
 
 
 class NormalBenchmark(Generation):
@@ -86,7 +91,7 @@ class NormalBenchmark(Generation):
                                   order=list(range(n)), prompt="")
             rewrite = Rewrite(rec.qid, {"question": rec.question}, keep={"question": [caps[e] for e in question_keep(q.kind, q.events)]},
                               captions=caps, forbid={"question": flip_words(q.kind, "question")},
-                              labels={"question": ["(1)", "(2)", "(3)"]} if q.kind == "order_three" else {})
+                              labels=question_labels(q.kind, q.events))
             drafts.append(Draft(rec.to_dict(), rewrite))
             self.counts[f"kind {q.kind}"] += 1
             self.counts[f"key {rec.answer}"] += 1

@@ -16,7 +16,8 @@ import sys
 
 from timewarp.benchmark.generate_normal_benchmark import key_positions
 from timewarp.errors import UsageError
-from timewarp.generation import Draft, Generation, load_shuffled, require_file
+from timewarp.annotations import load_shuffled
+from timewarp.generation import Draft, Generation, require_file
 from timewarp.schema import BenchmarkRecord
 from timewarp.stage import StageConfig
 from timewarp.store import read_jsonl

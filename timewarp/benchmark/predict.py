@@ -29,7 +29,7 @@ from typing import Optional
 
 from tqdm import tqdm
 
-from timewarp.benchmark.evaluate import load_records
+from timewarp.benchmark.scoring import load_records
 from timewarp.errors import ItemError, UsageError
 from timewarp.export import user_message
 from timewarp.layout import Layout

@@ -23,9 +23,13 @@ from __future__ import annotations
 import collections
 import re
 import string
+from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
+from timewarp.errors import UsageError
+from timewarp.store import parse_json_rows
 from timewarp.temporal import LETTERS
+
 CHANCE = 1.0 / len(LETTERS)
 PREDICTION_KEYS = ("prediction", "response", "output", "text", "pred", "answer")
 
@@ -242,3 +246,29 @@ def format_summary(summary: dict, title: str = "") -> str:
         lines.append(f"on key-changed questions the model picked the natural-order answer "
                      f"{pct(summary['key_changed']['story_order_rate']).strip()} of the time")
     return "\n".join(lines)
+
+
+def load_records(path) -> list[dict]:
+    """The rows of a benchmark file (--benchmark of evaluate.py and predict.py), checked: a UsageError names
+    the file and what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"--benchmark {path} not found: generate it with generate_normal_benchmark.py / "
+                         f"generate_shuffled_benchmark.py (benchmark/*.jsonl)")
+    try:
+        rows = parse_json_rows(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--benchmark {path} does not parse as JSON/JSONL ({exc})")
+    if not rows:
+        raise UsageError(f"--benchmark {path} holds no questions")
+    for r in rows:
+        if not isinstance(r, dict) or "qid" not in r:
+            raise UsageError(f"--benchmark {path}: every row needs a qid (is this a TimeWarp benchmark file?)")
+        try:
+            record_key(r)
+        except ValueError as exc:
+            raise UsageError(f"--benchmark {path}: {exc}")
+    qids = [r["qid"] for r in rows]
+    if len(set(qids)) != len(qids):
+        raise UsageError(f"--benchmark {path}: duplicate qids; score one benchmark file at a time")
+    return rows

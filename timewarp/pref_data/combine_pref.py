@@ -149,6 +149,15 @@ class Config(StageConfig):
                                            "stages write per prompt all stay", choices=["video_prompt", "pair"])
     output: Optional[str] = option(None, "write the pairs to this file instead of <root_dir>/pref/pref_combined.jsonl")
 
+    def __post_init__(self):
+        ratios = [("explicit", self.explicit_ratio), ("implicit", self.implicit_ratio)]
+        ratios += [(str(path), ratio) for path, ratio in map(parse_external, self.external)]
+        for name, ratio in ratios:
+            if not (0.0 <= ratio <= 1.0) or math.isnan(ratio):
+                raise UsageError(f"ratio of {name} must be between 0 and 1 (a fraction of its pairs), got {ratio:g}")
+        if self.dedup_by not in ("video_prompt", "pair"):
+            raise UsageError(f"--dedup_by must be video_prompt or pair, got {self.dedup_by!r}")
+
 
 def run(cfg: Config) -> dict:
     layout = cfg.layout
@@ -166,12 +175,8 @@ def run(cfg: Config) -> dict:
         names.add(name)
         sources.append(Source(name, path, ratio, required=True))
     for s in sources:
-        if not (0.0 <= s.ratio <= 1.0) or math.isnan(s.ratio):
-            raise UsageError(f"ratio of {s.name} must be between 0 and 1 (a fraction of its pairs), got {s.ratio:g}")
         if s.required and not s.path.is_file():
             raise UsageError(f"--external file {s.path} not found")
-    if dedup_by not in ("video_prompt", "pair"):
-        raise UsageError(f"--dedup_by must be video_prompt or pair, got {dedup_by!r}")
     present = [s for s in sources if s.path.is_file()]
     if not present:
         raise UsageError(f"nothing to combine: neither {layout.pref_explicit_file} nor {layout.pref_implicit_file} "

@@ -24,13 +24,15 @@ import sys
 from dataclasses import dataclass
 
 from timewarp.errors import ItemError, UsageError
-from timewarp.generation import Draft, Generation, load_shuffled, require_file, shuffled_ids_by_video
+from timewarp.annotations import load_shuffled, shuffled_ids_by_video
+from timewarp.generation import Draft, Generation, require_file
 from timewarp.schema import PrefRecord, SFTRecord
 from timewarp.splits import item_seed
 from timewarp.stage import StageConfig, option
 from timewarp.store import read_jsonl
-from timewarp.temporal import adjacent_swaps, answer, answer_keep, answer_text, event_key, flip_words, reversed_order
+from timewarp.temporal import adjacent_swaps, answer, answer_keep, answer_text, flip_words, reversed_order
 from timewarp.textgen import Rewrite
+from timewarp.wording import event_key
 
 HARD_NEGATIVES = ("reversed", "adjacent_swap")
 

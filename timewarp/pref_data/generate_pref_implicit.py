@@ -7,9 +7,9 @@ pass and cached as JPEGs under ``frames/<id>/``. A vision model on any OpenAI-co
 
 * chosen: a detailed, temporally focused description of the real frames, in order;
 * rejected (``--rejected_mode``):
-  - ``corrupt``: the same prompt on corrupted frames (``--corruptions``: shuffle, reverse, drop,
-    freeze, splice, blur, noise; ``--corruptions_per_video`` of them per video, chosen by a seeded
-    RNG per video), or
+  - ``corrupt``: the same prompt on corrupted frames (``--corruptions``, of ``timewarp.corruptions``;
+    ``--corruptions_per_video`` of them per video, seeded per video and corruption name, so adding a
+    corruption changes only the videos that draw it), or
   - ``hallucinate``: one of several hallucination-inviting prompts on the real frames, or
   - ``both``.
 
@@ -38,10 +38,10 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Optional, Sequence
 
-from timewarp.corruptions import CORRUPTIONS, NEEDS_OTHER, Corrupted, NotApplicable, corrupt
+from timewarp.annotations import load_normal, require_normal_ids
+from timewarp.corruptions import CORRUPTIONS, DEFAULT_CORRUPTIONS, Corrupted, NotApplicable, choose, corrupt
 from timewarp.errors import ItemError, UsageError
 from timewarp.frames import DEFAULT_QUALITY, cached_frames, decode_jpeg, encode_jpeg, resize_max_side, sample_indices
-from timewarp.generation import load_normal, require_normal_ids
 from timewarp.layout import Layout
 from timewarp.llm import (ChatRequest, LLMError, add_llm_args, client_from_args, image_part, parse_json_object,
                           strip_fence, text_part)
@@ -54,7 +54,6 @@ from timewarp.store import write_jsonl
 log = logging.getLogger("timewarp.implicit")
 
 STAGE = "generate_pref_implicit"
-DEFAULT_CORRUPTIONS = tuple(CORRUPTIONS)
 DEFAULT_MIN_DISTANCE = 0.15
 MIN_WORDS = 8            # a description shorter than this is a malformed reply (asked again)
 BATCH_VIDEOS = 32        # videos whose images are in memory at once
@@ -174,13 +173,30 @@ class Config(StageConfig):
     rejected_mode: str = option("corrupt", "rejected = same prompt on corrupted frames, a hallucination-inviting "
                                            "prompt on the real frames, or one pair of each kind",
                                 choices=["corrupt", "hallucinate", "both"])
-    corruptions: tuple = option(DEFAULT_CORRUPTIONS, "comma-separated corruptions to draw from (all = every one)",
+    corruptions: tuple = option(DEFAULT_CORRUPTIONS, f"comma-separated corruptions to draw from, of "
+                                                      f"{', '.join(CORRUPTIONS)} (all = every one)",
                                 type=parse_corruptions)
     corruptions_per_video: int = option(1, "distinct corruptions per video, each one pair")
     hallucinations_per_video: int = option(1, f"hallucination-inviting prompts per video (of {len(HALLUCINATION_PROMPTS)})")
     min_distance: float = option(DEFAULT_MIN_DISTANCE, "drop pairs whose responses differ by less than this "
                                                        "normalised word edit distance")
     max_tokens: int = option(768, "max tokens per description")
+
+    def __post_init__(self):
+        unknown = [c for c in self.corruptions if c not in CORRUPTIONS]
+        if unknown:
+            raise UsageError(f"unknown --corruptions {', '.join(unknown)} (known: {', '.join(CORRUPTIONS)})")
+        if self.rejected_mode not in ("corrupt", "hallucinate", "both"):
+            raise UsageError(f"--rejected_mode must be corrupt, hallucinate or both, got {self.rejected_mode!r}")
+        if self.rejected_mode in ("corrupt", "both") and (not self.corruptions or self.corruptions_per_video < 1):
+            raise UsageError("--rejected_mode corrupt needs at least one of --corruptions and "
+                             "--corruptions_per_video >= 1")
+        if self.rejected_mode in ("hallucinate", "both") and self.hallucinations_per_video < 1:
+            raise UsageError("--hallucinations_per_video must be >= 1")
+        if self.fps is None and (not self.frames or self.frames < 2):
+            raise UsageError(f"--frames must be >= 2, got {self.frames}")
+        if self.fps is not None and self.fps <= 0:
+            raise UsageError(f"--fps must be > 0, got {self.fps}")
 
 
 def frame_indices_for(frame_count: int, video_fps: float, cfg: Config) -> list[int]:
@@ -247,16 +263,14 @@ def plan_pairs(vf: VideoFrames, pool: dict, pool_ids: list[str], cfg: Config, st
     """The rejected side of each pair of one video: which corruptions / prompts (seeded per video), and their images."""
     seed, mode, quality = cfg.seed, cfg.rejected_mode, cfg.jpeg_quality
     vid = vf.ann.id
-    rng = random.Random(item_seed(seed, f"{vid}/implicit"))
     plans: list[PairPlan] = []
     if mode in ("corrupt", "both"):
-        names = rng.sample(list(cfg.corruptions), min(cfg.corruptions_per_video, len(cfg.corruptions)))
-        for name in names:
+        for name in choose(cfg.corruptions, cfg.corruptions_per_video, seed, f"{vid}/implicit"):
             pid = f"{vid}/implicit/{name}"
             cseed = item_seed(seed, f"{vid}/corrupt/{name}")
             other = None
             params_extra: dict = {}
-            if name in NEEDS_OTHER:
+            if CORRUPTIONS[name].needs_other:
                 candidates = [o for o in pool_ids if o != vid]
                 if not candidates:
                     stage.reject(pid, "no other video to splice", "the train split has one usable video")
@@ -276,8 +290,8 @@ def plan_pairs(vf: VideoFrames, pool: dict, pool_ids: list[str], cfg: Config, st
                                   {"name": c.name, "params": {**c.params, **params_extra, "seed": cseed}},
                                   rejected_frames, corrupted_images(c, vf, other, quality)))
     if mode in ("hallucinate", "both"):
-        hrng = random.Random(item_seed(seed, f"{vid}/hallucinate"))  # independent of the corruption draw
-        for key in hrng.sample(sorted(HALLUCINATION_PROMPTS), min(cfg.hallucinations_per_video, len(HALLUCINATION_PROMPTS))):
+        # drawn like the corruptions (a prompt added changes only the videos that draw it), independently
+        for key in choose(sorted(HALLUCINATION_PROMPTS), cfg.hallucinations_per_video, seed, f"{vid}/hallucinate"):
             plans.append(PairPlan(f"{vid}/implicit/hallucinate-{key}", vid, "hallucinate", HALLUCINATION_PROMPTS[key],
                                   {"name": "hallucinate", "params": {"prompt_id": key}}, list(vf.indices),
                                   list(vf.images)))
@@ -298,20 +312,6 @@ def run(cfg: Config, client, executor: Executor = LOCAL) -> dict:
         raise UsageError(NEEDS_ENDPOINT)
     layout = cfg.layout
     require_root(layout.root, "--root_dir")
-    corruptions, mode = cfg.corruptions, cfg.rejected_mode
-    unknown = [c for c in corruptions if c not in CORRUPTIONS]
-    if unknown:
-        raise UsageError(f"unknown --corruptions {', '.join(unknown)} (known: {', '.join(CORRUPTIONS)})")
-    if mode not in ("corrupt", "hallucinate", "both"):
-        raise UsageError(f"--rejected_mode must be corrupt, hallucinate or both, got {mode!r}")
-    if mode in ("corrupt", "both") and (not corruptions or cfg.corruptions_per_video < 1):
-        raise UsageError("--rejected_mode corrupt needs at least one of --corruptions and --corruptions_per_video >= 1")
-    if mode in ("hallucinate", "both") and cfg.hallucinations_per_video < 1:
-        raise UsageError("--hallucinations_per_video must be >= 1")
-    if cfg.fps is None and (not cfg.frames or cfg.frames < 2):
-        raise UsageError(f"--frames must be >= 2, got {cfg.frames}")
-    if cfg.fps is not None and cfg.fps <= 0:
-        raise UsageError(f"--fps must be > 0, got {cfg.fps}")
     ids = require_normal_ids(layout)
     stage = StageRun(STAGE, layout, {**cfg.options(), "llm_base_url": client.base_url, "llm_model": client.model})
 

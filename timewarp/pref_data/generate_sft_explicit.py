@@ -17,19 +17,23 @@ import random
 import sys
 from dataclasses import dataclass
 
-from timewarp.errors import ItemError
+from timewarp.errors import ItemError, UsageError
 from timewarp.generation import Draft, Generation
 from timewarp.schema import SFTRecord
 from timewarp.splits import item_seed
 from timewarp.stage import StageConfig, option
-from timewarp.temporal import (answer, answer_keep, answer_text, flip_words, grounding, pick_questions, question_keep,
-                               question_text)
+from timewarp.temporal import (answer, answer_keep, answer_text, flip_words, grounding, pick_questions,
+                               question_keep, question_labels, question_text)
 from timewarp.textgen import Rewrite
 
 
 @dataclass(frozen=True, kw_only=True)
 class Config(StageConfig):
     qa_per_video: int = option(3, "questions per train-split video")
+
+    def __post_init__(self):
+        if self.qa_per_video < 1:
+            raise UsageError(f"--qa_per_video must be >= 1, got {self.qa_per_video}")
 
 
 class SFTExplicit(Generation):
@@ -52,7 +56,7 @@ class SFTExplicit(Generation):
         for k, q in enumerate(pick_questions(captions, self.cfg.qa_per_video, rng)):
             ans = answer(q.kind, q.events, real)
             rec = SFTRecord(qid=f"{vid}/sft/{k}", id=vid, split=ann.split, video=ann.video, kind=q.kind,
-                            events=list(q.events), answer_clips=list(ans), clips=grounding(q.kind, q.events, ans),
+                            events=list(q.events), answer_clips=list(ans), clips=grounding(q.events, ans),
                             question=question_text(q.kind, q.events, captions, q.phrasing),
                             answer=answer_text(q.kind, q.events, ans, captions, q.phrasing), wording="template",
                             phrasing=q.phrasing)
@@ -71,7 +75,7 @@ def rewrite_qa(row: dict, captions: list) -> Rewrite:
     return Rewrite(row["qid"], {"question": row["question"], "answer": row["answer"]},
                    keep={"question": [captions[e] for e in question_keep(kind, events)],
                          "answer": [captions[c] for c in answer_keep(kind, events, ans)]},
-                   captions=captions, labels={"question": ["(1)", "(2)", "(3)"]} if kind == "order_three" else {},
+                   captions=captions, labels=question_labels(kind, events),
                    forbid={"question": flip_words(kind, "question"), "answer": flip_words(kind, "answer")})
 
 

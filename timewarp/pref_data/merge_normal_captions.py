@@ -14,7 +14,8 @@ import argparse
 import sys
 from typing import ClassVar
 
-from timewarp.generation import Draft, Generation, load_normal, load_shuffled, require_normal_ids
+from timewarp.annotations import load_normal, load_shuffled, require_normal_ids
+from timewarp.generation import Draft, Generation
 from timewarp.schema import CaptionRecord, NormalAnnotation, ShuffledAnnotation
 from timewarp.stage import StageConfig
 from timewarp.store import read_json, write_json

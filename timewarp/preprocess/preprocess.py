@@ -81,6 +81,15 @@ class Config(StageConfig):
                          choices=ENGINES)
     write_clips: bool = option(False, "also write each clip as normal/clips/<id>/<k>.mp4 (stream copy)")
 
+    def __post_init__(self):
+        sources.source_class(self.source)  # UsageError naming the known sources
+        if self.scale <= 0:
+            raise UsageError(f"--scale must be positive, got {self.scale}")
+        if self.engine not in ENGINES:
+            raise UsageError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if not 0.0 <= self.test_fraction <= 1.0:
+            raise UsageError(f"--test_fraction must be in [0, 1], got {self.test_fraction}")
+
     @property
     def clip(self) -> ClipOptions:
         return ClipOptions(**{f.name: getattr(self, f.name) for f in fields(ClipOptions)})
@@ -276,14 +285,7 @@ def select_candidates(source: Source, seed: int, clip: ClipOptions,
 
 
 def run(cfg: Config, executor: Executor = LOCAL) -> dict:
-    source = sources.open_source(cfg.source, cfg.root_dir)  # UsageError for an unknown --source
-    source.check("--root_dir")
-    if cfg.scale <= 0:
-        raise UsageError(f"--scale must be positive, got {cfg.scale}")
-    if cfg.engine not in ENGINES:
-        raise UsageError(f"--engine must be one of {', '.join(ENGINES)}, got {cfg.engine!r}")
-    if not 0.0 <= cfg.test_fraction <= 1.0:
-        raise UsageError(f"--test_fraction must be in [0, 1], got {cfg.test_fraction}")
+    sources.open_source(cfg.source, cfg.root_dir).check("--root_dir")
     ffmpeg_exe()
     layout = cfg.layout
     try:

@@ -94,6 +94,10 @@ class Config(StageConfig):
                                             "named <id>__p<k>")
     keep_audio: bool = option(False, "copy the audio track too, if the normal video has one")
 
+    def __post_init__(self):
+        if self.permutations_per_video < 1:
+            raise UsageError(f"--permutations_per_video must be >= 1, got {self.permutations_per_video}")
+
 
 @dataclass(frozen=True)
 class Shuffled:
@@ -131,8 +135,6 @@ def shuffle_video(cfg: Config, vid: str) -> Shuffled:
 def run(cfg: Config, executor: Executor = LOCAL) -> dict:
     layout = cfg.layout
     require_root(layout.root, "--root_dir")
-    if cfg.permutations_per_video < 1:
-        raise UsageError(f"--permutations_per_video must be >= 1, got {cfg.permutations_per_video}")
     ids = layout.normal_ids()
     if not ids:
         raise UsageError(f"no normal annotations in {layout.normal_annotations_dir}: run preprocess.py first")
