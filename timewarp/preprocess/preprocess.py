@@ -285,7 +285,8 @@ def select_candidates(source: Source, seed: int, clip: ClipOptions,
 
 
 def run(cfg: Config, executor: Executor = LOCAL) -> dict:
-    sources.open_source(cfg.source, cfg.root_dir).check("--root_dir")
+    source = sources.open_source(cfg.source, cfg.root_dir)
+    source.check("--root_dir")
     ffmpeg_exe()
     layout = cfg.layout
     try:
