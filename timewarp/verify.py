@@ -45,7 +45,7 @@ NEIGHBOUR_MARGIN = 1.0   # a neighbouring source frame closer to the expected on
 
 _SHOWINFO = re.compile(r"\] n:\s*(\d+) pts:\s*(-?\d+|NOPTS)")
 _CONFIG = re.compile(r"config in time_base: (\d+)/(\d+)")
-_LEVEL = re.compile(r"^\[(error|fatal|panic)\]\s*(.*)$")
+_LEVEL = re.compile(r"^(?:\[[^\]]*@ 0x[0-9a-fA-F]+\]\s*)?\[(error|fatal|panic)\]\s*(.*)$")
 
 
 # ------------------------------------------------------------------ packets (no decoding)
@@ -90,6 +90,8 @@ def read_packets(path: Path, until: Optional[float] = None) -> Packets:
     import av
     from timewarp import h264
 
+    if not Path(path).is_file() or Path(path).stat().st_size == 0:
+        raise ItemError("empty or missing video file", str(path))
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
@@ -178,7 +180,7 @@ def decode_thumbs(path: Path, size: tuple[int, int], until: Optional[float] = No
     for line in err.splitlines():
         m = _LEVEL.match(line)
         if m:
-            errors.append(re.sub(r"\[[^\]]*@ 0x[0-9a-fA-F]+\]\s*", "", m.group(2)).strip())
+            errors.append(m.group(2).strip())
     if res.returncode != 0 and not errors:
         errors.append(f"ffmpeg exit {res.returncode}")
     cfg = _CONFIG.search(err)
@@ -431,6 +433,26 @@ def verify_copy(normal: Path, copy: Path, spans: Sequence[tuple[int, int]], rel:
         if out.digest[i] != expect_digest[i] or out_rank[i] != expect_rank[i]:
             raise ItemError("copy differs from the normal video",
                             f"{rel}: packet {i} (frame {out_rank[i]}) is not the normal video's frame it must be")
+
+
+SOURCE_ROOT_HELP = ("dataset root the sources are in (preprocess's --root_dir): every output frame is checked "
+                    "against the source frame its annotation names (none: preprocess's --root_dir from "
+                    "stats/preprocess.json; '' = no source: outputs are only decoded)")
+
+
+def resolve_source_root(layout, value: Optional[str]) -> str:
+    """``--source_root`` as given, or (None) the root preprocess read, from its stats; '' when there is none."""
+    from timewarp.errors import UsageError
+    from timewarp.store import read_json
+
+    if value is None:
+        with contextlib.suppress(OSError, ValueError, AttributeError, KeyError, TypeError):
+            root = Path(read_json(layout.stats_file("preprocess"))["options"]["root_dir"])
+            return str(root.parent if root.is_file() else root)  # one .parquet file given as the dataset
+        return ""
+    if value and not Path(value).is_dir():
+        raise UsageError(f"--source_root {value} is not a folder")
+    return value
 
 
 @contextlib.contextmanager
