@@ -60,6 +60,7 @@ class Packets:
     width: int
     height: int
     codec: str
+    nominal: Optional[Fraction] = None           # the container's frame rate
     params: dict = field(default_factory=dict)   # ("sps"|"pps", id) -> NAL bytes from the avcC
     in_band: bool = False                        # some packet carries its own SPS/PPS
     length_size: int = 4
@@ -99,7 +100,9 @@ def read_packets(path: Path, until: Optional[float] = None) -> Packets:
             st = container.streams.video[0]
             cc = st.codec_context
             tb = Fraction(st.time_base)
-            out = Packets([], [], [], tb, cc.width, cc.height, cc.name, extradata=bytes(cc.extradata or b""))
+            rate = st.guessed_rate or st.average_rate
+            out = Packets([], [], [], tb, cc.width, cc.height, cc.name, Fraction(rate) if rate else None,
+                          extradata=bytes(cc.extradata or b""))
             avcc = None
             if cc.name == "h264":
                 with contextlib.suppress(h264.Unsupported, IndexError):
