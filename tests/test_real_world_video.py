@@ -143,12 +143,18 @@ def cases() -> list[Case]:
                                       remux(p.with_suffix(".raw.mp4"), p, "-use_editlist", "0"),
                                       p.with_suffix(".raw.mp4").unlink()),
              cfr(Fraction(30)), THREE, fps="30"),
-        # one packet's bytes destroyed: its timestamps are fine, the decoder drops the frame
-        # smart-cut copies that GOP's packets untouched (it decodes only GOPs a cut falls into), so its
-        # normal video has the same broken packet and filter_corrupted's full decode sends it to quarantine
+        # one packet's bytes destroyed: its timestamps are fine, the decoder reports errors and drops the frame.
+        # The same reason with either engine: one-encode decodes the source in preprocess; smart-cut copies
+        # that GOP untouched and filter_corrupted's content pass decodes the source's used range
         Case("badpacket", lambda p: (render(p, 90), destroy_packet(p, 10)),
-             cfr(Fraction(30)), THREE, reject="dropped frames (timestamp holes)",
-             smartcut_reject=("filter_corrupted", "video does not decode")),
+             cfr(Fraction(30)), THREE, reject="source does not decode",
+             smartcut_reject=("filter_corrupted", "source does not decode")),
+        # trimmed by stream copy (-ss 1 -c copy -t 3.5, very common): an edit list at the start, and two frames
+        # missing in the last 0.2 s, after every clip: that hole is no reason to lose the video
+        Case("trimcopy", lambda p: (render(p.with_suffix(".raw.mp4"), 180),
+                                    remux(p.with_suffix(".raw.mp4"), p, "-t", "3.5", before=["-ss", "1"]),
+                                    p.with_suffix(".raw.mp4").unlink()),
+             cfr(Fraction(30), first=30), THREE, fps="30"),
         Case("editlist", lambda p: (render(p.with_suffix(".raw.mp4"), 120), remux(p.with_suffix(".raw.mp4"), p, before=["-ss", "1"]),
                                     p.with_suffix(".raw.mp4").unlink()),
              cfr(Fraction(30), first=30), THREE, fps="30"),

@@ -198,7 +198,7 @@ def test_metadata_times_are_checked_on_the_sources_decoded_times(made):
     broken = replace(ann, clips=[moved if x.index == 1 else x for x in ann.clips])
     with pytest.raises(ItemError) as exc:
         check(made, Layout(made["outs"]["smartcut"]).normal_video("src"), broken)
-    assert exc.value.reason == "clip frames differ from metadata times" and "clip 1" in exc.value.detail
+    assert exc.value.reason == "clip frames inside metadata times" and "clip 1" in exc.value.detail
 
 
 # ------------------------------------------------------------------ copies: clip files and shuffled videos

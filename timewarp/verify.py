@@ -8,7 +8,7 @@ only the annotation, the source file and the outputs):
   and every error the decoder reports. A decode error there is a named reject ("source does not
   decode"), whatever engine made the outputs and wherever their cuts fall. The decoded times say
   which source frames lie inside each clip's metadata [start, end); the annotation's frames must be
-  exactly those ("clip frames differ from metadata times").
+  exactly those ("clip frames inside metadata times").
 * the normal video's packets are read without decoding. A run of packets that starts at an IDR and
   is byte for byte a run of the source's packets starting at an IDR (same parameter sets), each shown
   at the output position whose source frame it is, is a copy of those source frames: nothing to decode.
@@ -45,7 +45,6 @@ NEIGHBOUR_MARGIN = 1.0   # a neighbouring source frame closer to the expected on
 
 _SHOWINFO = re.compile(r"\] n:\s*(\d+) pts:\s*(-?\d+|NOPTS)")
 _CONFIG = re.compile(r"config in time_base: (\d+)/(\d+)")
-_LEVEL = re.compile(r"^(?:\[[^\]]*@ 0x[0-9a-fA-F]+\]\s*)?\[(error|fatal|panic)\]\s*(.*)$")
 
 
 # ------------------------------------------------------------------ packets (no decoding)
@@ -164,7 +163,7 @@ def decode_thumbs(path: Path, size: tuple[int, int], until: Optional[float] = No
 
     ``crop`` (w, h) takes the top-left of every frame first (how the one-encode engine makes odd sizes even).
     """
-    from timewarp.video import FFMPEG_TIMEOUT, ffmpeg_exe
+    from timewarp.video import FFMPEG_TIMEOUT, error_lines, ffmpeg_exe
 
     w, h = size
     vf = "showinfo=checksum=0," + (f"crop={crop[0]}:{crop[1]}:0:0," if crop else "") + \
@@ -173,17 +172,13 @@ def decode_thumbs(path: Path, size: tuple[int, int], until: Optional[float] = No
     if until is not None:
         args += ["-t", f"{until:.6f}"]
     args += ["-i", str(path), "-map", "0:v:0", "-an", "-sn", "-dn", "-vf", vf, "-fps_mode", "passthrough",
-             "-f", "rawvideo", "-pix_fmt", "gray", "pipe:1"]
+             "-enc_time_base:v", "demux", "-f", "rawvideo", "-pix_fmt", "gray", "pipe:1"]
     try:
         res = subprocess.run(args, capture_output=True, timeout=FFMPEG_TIMEOUT)
     except subprocess.TimeoutExpired:
         return Decoded([], np.zeros((0, h, w), np.uint8), [f"decode timed out after {FFMPEG_TIMEOUT}s"])
     err = res.stderr.decode("utf-8", "replace")
-    errors = []
-    for line in err.splitlines():
-        m = _LEVEL.match(line)
-        if m:
-            errors.append(m.group(2).strip())
+    errors = error_lines(err)
     if res.returncode != 0 and not errors:
         errors.append(f"ffmpeg exit {res.returncode}")
     cfg = _CONFIG.search(err)
@@ -379,7 +374,7 @@ def verify_normal(ann, video: Path, source: Optional[Path], label: str = "", rel
                         f"{label}: {len(src.thumbs)} frames decode, the clips use {n_used}")
     why = clip_times_problem(ann, src_of, src.times, label)
     if why:
-        raise ItemError("clip frames differ from metadata times", why)
+        raise ItemError("clip frames inside metadata times", why)
     # the source's packets are its decoded frames (same count and times) in the used range: bytes may stand for pixels
     same = src_pk.codec == "h264" and len(src_times) >= n_used and \
         all(src_times[k] == src.times[k] for k in range(min(len(src.times), len(src_times))))
@@ -456,6 +451,19 @@ def resolve_source_root(layout, value: Optional[str]) -> str:
     if value and not Path(value).is_dir():
         raise UsageError(f"--source_root {value} is not a folder")
     return value
+
+
+def source_stamp(ann, source_root: Optional[str]) -> str:
+    """Which source file (and row) an annotation's check used, with its size and mtime; '' when unreachable."""
+    if not source_root:
+        return ""
+    path = Path(source_root) / ann.source_file
+    try:
+        st = path.stat()
+    except OSError:
+        return ""
+    row = "" if ann.source_row is None else f"#row{ann.source_row}"
+    return f"{path.resolve()}{row}:{st.st_size}:{st.st_mtime_ns}"
 
 
 @contextlib.contextmanager

@@ -101,6 +101,31 @@ _GENERIC = ("Conversion failed!", "Error opening output files", "Error opening o
             "Task finished with error code", "Could not open encoder before EOF", "Error sending frames to consumers")
 
 
+# with "-loglevel level+info" every line says its level: "[h264 @ 0x55..] [error] error while decoding MB 0 8"
+_LEVEL = re.compile(r"^\[([^\]]*) @ 0x[0-9a-fA-F]+\]\s*\[(error|fatal|panic)\]\s*(.*)$")
+
+
+def error_lines(stderr: str) -> list[str]:
+    """What a decoder reported at level error or worse, ffmpeg run with ``-loglevel level+info``.
+
+    Only decoders' lines ("[h264 @ ...]", "[vist#0:0/h264 @ ...]"): a muxer's complaint about
+    timestamps ("non monotonically increasing dts") says nothing about the frames."""
+    out = []
+    for m in map(_LEVEL.match, stderr.splitlines()):
+        if m and (m.group(1).startswith("vist#") or m.group(1) in _decoder_names()):
+            out.append(m.group(3).strip())
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _decoder_names() -> frozenset:
+    try:
+        import av
+        return frozenset(av.codecs_available) - {"rawvideo", "wrapped_avframe", "null"}  # also muxers' names
+    except ImportError:  # pragma: no cover - requirements.txt installs it
+        return frozenset({"h264", "hevc", "vp9", "vp8", "av1", "libdav1d", "mpeg4", "mpeg2video"})
+
+
 def timing_tolerance(time_base: Fraction) -> Fraction:
     """How far a frame's pts may sit from k/fps and still be frame k of a constant rate.
 
@@ -234,7 +259,7 @@ def decode_probe(path: Path, until: Optional[float] = None) -> VideoInfo:
     path = Path(path)
     if not path.is_file() or path.stat().st_size == 0:
         raise ItemError("empty or missing video file", str(path))
-    args = [ffmpeg_exe(), "-hide_banner", "-nostdin"]
+    args = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "level+info"]
     if until is not None:
         args += ["-t", f"{until:.3f}"]
     args += ["-i", str(path), "-map", "0:v:0", "-vf", "showinfo=checksum=0", "-fps_mode", "passthrough",
@@ -269,6 +294,9 @@ def decode_probe(path: Path, until: Optional[float] = None) -> VideoInfo:
     nopts = re.search(r"\] n:\s*(\d+) pts:\s*NOPTS", err)
     if nopts:  # a frame ffmpeg cannot place in time: counting it or not would both be a guess
         irregular = ("frame times missing", f"{path}: decoded frame {nopts.group(1)} has no timestamp")
+    errors = error_lines(err)
+    if errors:  # a damaged packet: whatever the frames' times look like, they are not the source's frames
+        irregular = ("source does not decode", f"{path}: {errors[0]}")
     width, height = size
     if width < 2 or height < 2:
         irregular = irregular or ("video too small to encode",
@@ -316,6 +344,26 @@ def frame_rate(times: Sequence[Fraction], nominal: Optional[Fraction],
                   f"a constant rate")
 
 
+def regular_part(info: VideoInfo, need: float) -> VideoInfo:
+    """``info`` cut to its frames before the first irregularity when those reach ``need`` seconds (the last
+    time a clip uses); ``info`` itself when it is regular. A hole or rate change after every used frame
+    (``ffmpeg -ss 1 -i in.mp4 -c copy -t 3.5`` leaves one in its last 0.2 s) is no reason to lose the
+    video; one inside it is: ItemError with the irregularity."""
+    if not info.irregular:
+        return info
+    times, tol = info.times, timing_tolerance(info.time_base)
+    best = 0
+    rates = [info.fps] + ([parse_rate(float(1 / (times[1] - times[0])))] if len(times) > 1 and times[1] > times[0] else [])
+    for rate in rates:
+        n = next((k for k, t in enumerate(times) if abs(t - Fraction(k) / rate) > tol), len(times))
+        if n > best and frame_rate(times[:n], rate, info.time_base)[1] is None:
+            best, fps = n, rate
+    if best < 2 or Fraction(best) / fps < Fraction(need) - SNAP_TOLERANCE:
+        raise ItemError(*info.irregular)
+    return VideoInfo(fps, best, info.width, info.height, tuple(times[:best]), info.time_base, info.start_time,
+                     info.container_duration, None, info.decoded)
+
+
 def ffmpeg_error(stderr: str, returncode: int) -> str:
     """The line of ffmpeg's stderr that says why it failed: its first error, not its closing 'Conversion failed!'."""
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip() and not ln[:1].isspace()]
@@ -324,7 +372,10 @@ def ffmpeg_error(stderr: str, returncode: int) -> str:
               and not ln.startswith(("Input #", "Output #", "Stream #", "frame="))]
     pick = marked[:1] or useful[-1:] or lines[-1:]
     # "[in#0 @ 0x5564...] moov atom not found": the address differs per run; the message must not
-    return re.sub(r"\[[^\]]*@ 0x[0-9a-fA-F]+\]\s*", "", pick[0])[:300] if pick else f"exit {returncode}"
+    if not pick:
+        return f"exit {returncode}"
+    line = re.sub(r"\[[^\]]*@ 0x[0-9a-fA-F]+\]\s*", "", pick[0])
+    return re.sub(r"^\[(?:info|warning|error|fatal|panic|verbose)\]\s*", "", line)[:300]
 
 
 def output_size(width: int, height: int, max_height: Optional[int]) -> tuple[int, int]:

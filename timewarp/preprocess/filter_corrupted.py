@@ -38,8 +38,7 @@ from timewarp.store import read_json, write_json
 from timewarp.video import ffmpeg_exe
 
 STAGE = "filter_corrupted"
-RECORD_VERSION = 2   # 2: a file's stamp is [size, mtime_ns, how it was checked] (verify.py's content pass)
-BY_SOURCE, DECODED = "source", "decoded"
+RECORD_VERSION = 2   # 2: a file's stamp is [size, mtime_ns, the source it was checked against] (verify.py)
 CHECKPOINT_SECONDS = 30.0
 
 
@@ -87,14 +86,16 @@ class Checked:
     problem: Optional[tuple[str, str, str]] = None     # (reason, detail, failing file rel to root)
 
 
-def stat_key(path: Path, how: str) -> list:
+def stat_key(path: Path, source: str = "") -> list:
+    """[size, mtime_ns, ``source``]: ``source`` is ``verify.source_stamp`` of what the file was checked
+    against ('' = nothing: decoded alone, or a copy checked against the normal video)."""
     st = path.stat()
-    return [st.st_size, st.st_mtime_ns, how]
+    return [st.st_size, st.st_mtime_ns, source]
 
 
 def is_verified(before: Optional[list], now: list) -> bool:
-    """A recorded check still holds: same size and mtime, checked at least as thoroughly as now asked."""
-    return bool(before) and before[:2] == now[:2] and (before[2] == BY_SOURCE or now[2] == DECODED)
+    """A recorded check still holds: same size and mtime, checked against the same source (unchanged), if any."""
+    return isinstance(before, list) and len(before) == 3 and before[:2] == now[:2] and now[2] in ("", before[2])
 
 
 def verify_item(cfg: Config, job: tuple[str, dict]) -> Checked:
@@ -108,29 +109,32 @@ def verify_item(cfg: Config, job: tuple[str, dict]) -> Checked:
     try:
         ann = check_annotation(layout, vid)
         video, clip_dir = layout.normal_video(vid), layout.clip_dir(vid)
-        with verify.open_source(ann, cfg.source_root) as found:
-            how = BY_SOURCE if found else DECODED
-            verified = {layout.rel(video): stat_key(video, how)}
-            clips = [(clip_dir / f"{k}.mp4", k) for k in layout.item_ids(clip_dir, ".mp4")]
-            verified.update({layout.rel(p): stat_key(p, DECODED) for p, _ in clips})
-            rel = source = layout.rel(video)
-            if not cfg.overwrite and is_verified(verified_before.get(rel), verified[rel]):
-                counts["videos already verified"] += 1
-            else:
+        stamp = verify.source_stamp(ann, cfg.source_root)
+        verified = {layout.rel(video): stat_key(video, stamp)}
+        clips = [(clip_dir / f"{k}.mp4", k) for k in layout.item_ids(clip_dir, ".mp4")]
+        verified.update({layout.rel(p): stat_key(p) for p, _ in clips})
+        rel = source = layout.rel(video)
+        again = cfg.overwrite or not is_verified(verified_before.get(rel), verified[rel])
+        if not again:
+            counts["videos already verified"] += 1
+        else:
+            with verify.open_source(ann, cfg.source_root) as found:
                 try:
                     res = verify.verify_normal(ann, video, *(found or (None, "")), rel=rel)
                 except ItemError as exc:
                     raise ItemError(exc.reason, exc.detail.replace(str(video), rel) or rel)
-                counts["videos verified"] += 1
-                counts["videos without a reachable source"] += found is None
-                counts["frames proven by packet bytes"] += res.by_bytes
-                counts["frames compared by pixels"] += res.by_pixels
-                counts["source frames decoded"] += res.source_frames_decoded
+            if found is None:
+                verified[rel][2] = ""
+            counts["videos verified"] += 1
+            counts["videos without a reachable source"] += found is None
+            counts["frames proven by packet bytes"] += res.by_bytes
+            counts["frames compared by pixels"] += res.by_pixels
+            counts["source frames decoded"] += res.source_frames_decoded
         by_index = {str(c.index): c for c in ann.clips}
         normal_packets = None
         for path, k in clips:
             rel = source = layout.rel(path)
-            if not cfg.overwrite and is_verified(verified_before.get(rel), verified[rel]):
+            if not again and is_verified(verified_before.get(rel), verified[rel]):  # (its normal video unchanged)
                 counts["clip files already verified"] += 1
                 continue
             if k not in by_index:

@@ -42,7 +42,7 @@ from timewarp.stage import (NO_SEED_HELP, StageConfig, StageRun, add_common_args
                             executor_from_args, option, require_root)
 from timewarp.store import read_json
 from timewarp.timestamps import SNAP_TOLERANCE, parse_rate
-from timewarp.preprocess.filter_corrupted import BY_SOURCE, is_verified, load_record, stat_key
+from timewarp.preprocess.filter_corrupted import is_verified, load_record, stat_key
 from timewarp.video import decode_errors, frame_rate, probe
 
 STAGE = "final_assertions"
@@ -187,9 +187,10 @@ def _check_content(ann: NormalAnnotation, layout: Layout, cfg: Config, ck: Check
     video = layout.normal_video(ann.id)
     rel = layout.rel(video)
     files = [video] + sorted(layout.clip_dir(ann.id).glob("*.mp4"))
+    stamp = verify.source_stamp(ann, cfg.source_root)
     with contextlib.suppress(OSError):
-        if all(is_verified(verified.get(layout.rel(p)), stat_key(p, BY_SOURCE)) for p in files[:1]) and \
-                all(is_verified(verified.get(layout.rel(p)), stat_key(p, "decoded")) for p in files[1:]):
+        if stamp and all(is_verified(verified.get(layout.rel(p)), stat_key(p, stamp if p == video else ""))
+                         for p in files):
             return "filter_corrupted"
     with verify.open_source(ann, cfg.source_root) as found:
         if found is None:
