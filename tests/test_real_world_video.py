@@ -310,3 +310,21 @@ def test_smartcut_handles_or_declines_each_case(wild):
     counts = stats["counts"]
     assert counts.get("engine: smartcut", 0) >= 4, counts   # iphone600, editlist, noeditlist, startpts, badpacket
     assert counts.get("smartcut fell back to one-encode: rotated video (display matrix)") == 2, counts
+
+
+def test_an_irregularity_after_every_used_frame_is_cut_off_not_rejected():
+    """A rate change or hole after the last frame a clip uses costs only the frames after it; inside, a reject."""
+    from timewarp.errors import ItemError
+    from timewarp.video import VideoInfo, frame_rate, regular_part
+
+    tb = Fraction(1, 15360)
+    for name, times in (("variable frame rate", [Fraction(k, 30) for k in range(90)] + [3 + Fraction(k, 10) for k in range(10)]),
+                        ("dropped frames (timestamp holes)", [Fraction(k + 2 * (k >= 90), 30) for k in range(100)])):
+        fps, irregular = frame_rate(times, Fraction(30), tb)
+        assert irregular[0] == name
+        info = VideoInfo(fps, len(times), 96, 64, tuple(times), tb, irregular=irregular)
+        kept = regular_part(info, 2.9)
+        assert (kept.fps, kept.frame_count, kept.irregular, kept.times) == (30, 90, None, tuple(times[:90]))
+        with pytest.raises(ItemError) as exc:
+            regular_part(info, 3.05)
+        assert exc.value.reason == name
