@@ -318,7 +318,7 @@ def test_an_irregularity_after_every_used_frame_is_cut_off_not_rejected():
     from timewarp.video import VideoInfo, frame_rate, regular_part
 
     tb = Fraction(1, 15360)
-    for name, times in (("variable frame rate", [Fraction(k, 30) for k in range(90)] + [3 + Fraction(k, 10) for k in range(10)]),
+    for name, times in (("variable frame rate", [Fraction(k, 30) for k in range(90)] + [3 + Fraction(k, 10) for k in range(1, 11)]),
                         ("dropped frames (timestamp holes)", [Fraction(k + 2 * (k >= 90), 30) for k in range(100)])):
         fps, irregular = frame_rate(times, Fraction(30), tb)
         assert irregular[0] == name
