@@ -35,7 +35,7 @@ ANSWERS = {"iphone600", "tenbit", "editlist", "noeditlist", "startpts", "ntsc_bf
            "video_ahead", "badpacket"}
 # decoding changes or decides what these show: the packet probe must leave them to decode_probe
 DECLINES = {"rotated", "rotated180", "hevc", "vp9", "av1", "av1aom", "tiny1x1", "mpegts_named_mp4", "vfr10then30",
-            "hole2", "trimcopy"}
+            "hole2", "trimcopy", "join_size", "join_range", "join_profile", "join_bframes"}
 
 
 def ff(*args: str) -> None:

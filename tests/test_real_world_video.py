@@ -39,8 +39,8 @@ def encoders() -> str:
 
 
 def render(path: Path, n: int, *, times: Optional[str] = None, rate: str = "30", codec: list[str] = None,
-           out_opts: list[str] = (), size=SIZE, rotate: int = 0) -> None:
-    """Frames 0..n-1 (numbered) at ``rate``; ``times`` is an optional setpts expression (in seconds of N).
+           out_opts: list[str] = (), size=SIZE, rotate: int = 0, first: int = 0) -> None:
+    """Frames first..first+n-1 (numbered) at ``rate``; ``times`` is an optional setpts expression (in seconds of N).
 
     ``rotate`` (90 or 180) stores each frame turned back by that many degrees: upright once a
     decoder applies a display matrix of ``rotate`` degrees."""
@@ -52,7 +52,7 @@ def render(path: Path, n: int, *, times: Optional[str] = None, rate: str = "30",
         cmd += ["-vf", "setpts='(" + times.replace(",", "\\,") + ")/TB'", "-fps_mode", "passthrough", "-enc_time_base", "1/30"]
     cmd += list(codec or ["-c:v", "libx264", "-bf", "2", "-g", "24", "-pix_fmt", "yuv420p"]) + list(out_opts) + [str(path)]
     frames = []
-    for k in range(n):
+    for k in range(first, first + n):
         img = draw_frame(w, h, k, (40, 70, 220) if k % 60 < 30 else (220, 40, 40), "square", (k % 30) / 29)
         frames.append(np.ascontiguousarray(np.rot90(img, -rotate // 90)) if rotate else img)
     res = subprocess.run(cmd, input=b"".join(f.tobytes() for f in frames), capture_output=True)
@@ -63,6 +63,20 @@ def remux(src: Path, dst: Path, *opts: str, before: list[str] = ()) -> None:
     res = subprocess.run([ffmpeg_exe(), "-hide_banner", "-v", "error", "-y", *before, "-i", str(src), "-c", "copy",
                           *opts, str(dst)], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-500:]
+
+
+def joined(path: Path, second: dict, first: Optional[dict] = None) -> None:
+    """Frames 0..74 and 75..149 encoded as two files (``render`` options each), joined by
+    ``ffmpeg -f concat -c copy``: the second part's parameters (size, colour range, profile, B-frames)
+    change mid-stream, as in files people join from recordings made with other settings."""
+    parts = [path.with_suffix(".a.mp4"), path.with_suffix(".b.mp4")]
+    render(parts[0], 75, **(first or {}))
+    render(parts[1], 75, first=75, **second)
+    listing = path.with_suffix(".txt")
+    listing.write_text("".join(f"file '{p.resolve()}'\n" for p in parts))
+    remux(listing, path, before=["-f", "concat", "-safe", "0"])
+    for p in [*parts, listing]:
+        p.unlink()
 
 
 def destroy_packet(path: Path, index: int) -> None:
@@ -160,6 +174,20 @@ def cases() -> list[Case]:
              cfr(Fraction(30), first=30), THREE, fps="30"),
         Case("startpts", lambda p: (render(p.with_suffix(".raw.mp4"), 90), remux(p.with_suffix(".raw.mp4"), p, before=["-itsoffset", "2.5"]),
                                     p.with_suffix(".raw.mp4").unlink()),
+             cfr(Fraction(30)), THREE, fps="30"),
+        # parts joined by stream copy, each change of parameters at frame 75 (2.5 s, inside the third clip):
+        # ffmpeg rebuilds its filter graph there (a frame counter behind setpts restarted at 0 and the
+        # one-encode output lost 2 s of frames), and a dts jump at a join of a part with B-frames to one
+        # without made -fps_mode cfr repeat the last frame before it three times
+        Case("join_size", lambda p: joined(p, {"size": (80, 48)}), cfr(Fraction(30)), THREE, fps="30"),
+        Case("join_range", lambda p: joined(p, {"codec": ["-c:v", "libx264", "-bf", "2", "-g", "24", "-pix_fmt",
+                                                          "yuvj420p", "-color_range", "pc"]}),
+             cfr(Fraction(30)), THREE, fps="30"),
+        Case("join_profile", lambda p: joined(p, {"codec": ["-c:v", "libx264", "-profile:v", "baseline", "-g", "24",
+                                                            "-pix_fmt", "yuv420p"]}),
+             cfr(Fraction(30)), THREE, fps="30"),
+        Case("join_bframes", lambda p: joined(p, {"codec": ["-c:v", "libx264", "-bf", "0", "-g", "24",
+                                                            "-pix_fmt", "yuv420p"]}),
              cfr(Fraction(30)), THREE, fps="30"),
         Case("tiny1x1", lambda p: subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i", "color=s=1x1:r=30:d=3",
                                                   "-c:v", "libx264", "-pix_fmt", "yuv444p", str(p)], check=True),

@@ -423,14 +423,13 @@ def encode_normal(src: Path, dst: Path, fps: Fraction, n_frames: int, keyframes:
     ranges = [tuple(r) for r in (ranges or [(0, n_frames)])]
     cut = ranges != [(0, n_frames)]
     filters = ["showinfo=checksum=0"] if expect_times is not None else []
-    if cut:
-        filters.append("select=" + "+".join(f"between(n\\,{a}\\,{b - 1})" for a, b in ranges))
-    filters.append(f"setpts=N*{fps.denominator}/{fps.numerator}/TB")
-    if (out_w, out_h) != (width, height):
-        if out_h != height - height % 2 or out_w != width - width % 2:
-            filters.append(f"scale={out_w}:{out_h}")
-        else:
-            filters.append(f"crop={out_w}:{out_h}:0:0")
+    filters += frame_index_filters(fps, start_time, ranges)
+    if out_h != height - height % 2 or out_w != width - width % 2:
+        filters.append(f"scale={out_w}:{out_h}")
+    elif (out_w, out_h) != (width, height):
+        filters.append(f"crop={out_w}:{out_h}:0:0")
+    else:  # a no-op at this size; frames after a mid-stream size change are scaled to it
+        filters.append(f"scale={out_w}:{out_h}")
     # half a frame before each keyframe's time: the first frame at or after it is exactly that frame
     kf = ",".join(f"{float((Fraction(k) - Fraction(1, 2)) / fps):.6f}" for k in sorted(set(keyframes)) if k > 0)
     args = ["-i", src, "-map", "0:v:0"]
@@ -448,7 +447,7 @@ def encode_normal(src: Path, dst: Path, fps: Fraction, n_frames: int, keyframes:
     else:
         args += ["-an"]
     args += ["-sn", "-dn", "-map_metadata", "-1", "-vf", ",".join(filters),
-             "-frames:v", n_frames, "-r", f"{fps.numerator}/{fps.denominator}", "-fps_mode", "cfr",
+             "-frames:v", n_frames, "-fps_mode", "passthrough", "-enc_time_base:v", f"{fps.denominator}/{fps.numerator}",
              "-c:v", "libx264", "-preset", settings.preset, "-crf", settings.crf, "-bf", 0,
              "-pix_fmt", "yuv420p", "-threads", settings.threads]
     if kf:
@@ -462,6 +461,32 @@ def encode_normal(src: Path, dst: Path, fps: Fraction, n_frames: int, keyframes:
             raise ItemError("source shorter than its annotation",
                             f"decoded {produced} frames, clips need {n_frames}")
     return produced
+
+
+def frame_index_filters(fps: Fraction, start_time: Fraction, ranges: Sequence[Sequence[int]]) -> list[str]:
+    """``select`` + ``setpts``: keep source frames ``ranges`` ([a, b) each) and place them back to back at j/fps.
+
+    A frame's index is read from its own timestamp, k = round((t - start_time) * fps) (``probe`` found
+    frame k at start_time + k/fps), never from a frame counter: ffmpeg rebuilds its filter graph where a
+    source's parameters change mid-stream (a join of parts with another size, colour range or profile),
+    and every counter in it (select's and setpts' ``n``/``N``) starts again at 0 there.
+    """
+    def k(var: str) -> str:
+        return f"round(({var}-{float(start_time):.9f})*{fps.numerator}/{fps.denominator})"
+
+    select = "+".join(f"between({k('t')}\\,{a}\\,{b - 1})" for a, b in ranges)
+    place, pos = "", 0
+    shifts = []
+    for a, b in ranges:
+        shifts.append((b, pos - a))
+        pos += b - a
+    for b, shift in reversed(shifts):
+        place = f"{k('T')}+{shift}" if not place else f"if(lt({k('T')}\\,{b})\\,{k('T')}+{shift}\\,{place})"
+    # settb: times in frames; the encode then passes them through (-fps_mode passthrough): -fps_mode cfr
+    # would also read each frame's duration, kept from the packets, which is 3 frames where the dts jumps
+    # at a join of a part with B-frames to one without, and show that frame three times
+    return [f"select={select}", f"setpts=({place})*{fps.denominator}/{fps.numerator}/TB",
+            f"settb={fps.denominator}/{fps.numerator}"]
 
 
 def _check_decoded_times(stderr: str, expect: Sequence[Fraction], needed: int, src: Path) -> None:
