@@ -308,10 +308,10 @@ def _source_of(layout: Layout, ann: NormalAnnotation) -> Path:
 def test_an_ffmpeg_failure_says_why(tmp_path):
     """Not only ffmpeg's closing 'Conversion failed!': the line that names the problem."""
     from timewarp.errors import ItemError
-    from timewarp.video import _run_ffmpeg
+    from timewarp.video import run_ffmpeg
 
     with pytest.raises(ItemError) as err:
-        _run_ffmpeg(["-f", "lavfi", "-i", "color=s=64x48:d=0.2", "-c:v", "libx264", "-preset", "no-such-preset",
+        run_ffmpeg(["-f", "lavfi", "-i", "color=s=64x48:d=0.2", "-c:v", "libx264", "-preset", "no-such-preset",
                      str(tmp_path / "x.mp4")], "encode")
     assert "no-such-preset" in err.value.detail, err.value.detail
 

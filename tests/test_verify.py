@@ -7,7 +7,6 @@ swapped with another's, one byte of a packet changed). The source frames carry t
 """
 from __future__ import annotations
 
-import shutil
 import subprocess
 from dataclasses import replace
 from fractions import Fraction

@@ -27,10 +27,6 @@ from timewarp.errors import DiskFullError, ItemError, UsageError
 from timewarp.store import atomic_path, disk_full_message
 from timewarp.timestamps import SNAP_TOLERANCE, parse_rate
 
-# OpenCV's bundled FFmpeg would print libav errors ("moov atom not found") for every bad file;
-# we report those ourselves as rejects, one line each.
-os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-
 FFMPEG_TIMEOUT = 1800  # seconds for one ffmpeg call; a stuck decode must not hold a night's run
 
 
@@ -53,7 +49,7 @@ def ffmpeg_exe() -> str:
     return exe
 
 
-def _run_ffmpeg(args: Sequence[str], what: str, timeout: int = FFMPEG_TIMEOUT) -> subprocess.CompletedProcess:
+def run_ffmpeg(args: Sequence[str], what: str, timeout: int = FFMPEG_TIMEOUT) -> subprocess.CompletedProcess:
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", *map(str, args)]
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout)
@@ -92,7 +88,7 @@ class VideoInfo:
         return float(self.frame_count / self.fps)
 
 
-_SHOWINFO = re.compile(r"\] n:\s*(\d+) pts:\s*(-?\d+) .*? s:(\d+)x(\d+) ")
+SHOWINFO = re.compile(r"\] n:\s*(\d+) pts:\s*(-?\d+) .*? s:(\d+)x(\d+) ")
 _CONFIG = re.compile(r"config in time_base: (\d+)/(\d+), frame_rate: (\d+)/(\d+)")
 _DURATION = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
 # ffmpeg's closing lines that say only that something failed, never why
@@ -270,7 +266,7 @@ def decode_probe(path: Path, until: Optional[float] = None) -> VideoInfo:
         raise ItemError("video does not decode", f"{path}: ffmpeg timed out after {FFMPEG_TIMEOUT}s")
     err = res.stderr
     pts, size = [], None
-    for m in _SHOWINFO.finditer(err):
+    for m in SHOWINFO.finditer(err):
         pts.append(int(m.group(2)))
         size = size or (int(m.group(3)), int(m.group(4)))
     cfg = _CONFIG.search(err)
@@ -453,7 +449,7 @@ def encode_normal(src: Path, dst: Path, fps: Fraction, n_frames: int, keyframes:
     if kf:
         args += ["-force_key_frames", kf]
     with atomic_path(dst) as tmp:
-        res = _run_ffmpeg([*args, "-progress", "pipe:1", "-nostats", tmp], "encode")
+        res = run_ffmpeg([*args, "-progress", "pipe:1", "-nostats", tmp], "encode")
         produced = _progress_frames(res.stdout)
         if expect_times is not None:
             _check_decoded_times(res.stderr, expect_times, max(b for _, b in ranges), src)
@@ -494,7 +490,7 @@ def _check_decoded_times(stderr: str, expect: Sequence[Fraction], needed: int, s
 
     Absolute times, not times since the first frame: a first frame that does not decode shifts all."""
     cfg = _CONFIG.search(stderr)
-    pts = [int(m.group(2)) for m in _SHOWINFO.finditer(stderr)]
+    pts = [int(m.group(2)) for m in SHOWINFO.finditer(stderr)]
     if cfg is None or not pts:
         raise FramesDiffer("decoded frames differ from the packets", f"{src}: the encode logged no frame times")
     tb = Fraction(int(cfg.group(1)), int(cfg.group(2)))
@@ -566,7 +562,7 @@ def concat_copy(src: Path, fps: Fraction, jobs: Sequence[tuple[Path, Sequence[tu
             tmp = stack.enter_context(atomic_path(Path(dst)))
             args += ["-map", f"{i}:v:0"] + (["-map", f"{i}:a:0?"] if keep_audio else [])
             args += ["-c", "copy", "-map_metadata", "-1", "-avoid_negative_ts", "make_zero", tmp]
-        _run_ffmpeg(args, "stream copy")
+        run_ffmpeg(args, "stream copy")
 
 
 def decode_errors(path: Path, timeout: int = FFMPEG_TIMEOUT) -> Optional[str]:
@@ -581,17 +577,3 @@ def decode_errors(path: Path, timeout: int = FFMPEG_TIMEOUT) -> Optional[str]:
     if res.returncode != 0 or lines:
         return (lines[0] if lines else f"ffmpeg exit {res.returncode}")[:300]
     return None
-
-
-def count_frames(path: Path) -> int:
-    """Frames actually decoded from the file (OpenCV, sequential)."""
-    import cv2
-
-    cap = cv2.VideoCapture(str(path))
-    n = 0
-    try:
-        while cap.grab():
-            n += 1
-    finally:
-        cap.release()
-    return n

@@ -41,7 +41,7 @@ from timewarp.schema import NormalAnnotation, ShuffledAnnotation, SourceRef
 from timewarp.stage import (NO_SEED_HELP, StageConfig, StageRun, add_common_args, add_shuffled_dir_args, cli,
                             executor_from_args, option, require_root)
 from timewarp.store import read_json
-from timewarp.timestamps import SNAP_TOLERANCE, parse_rate
+from timewarp.timestamps import parse_rate
 from timewarp.preprocess.filter_corrupted import is_verified, load_record, stat_key
 from timewarp.video import decode_errors, frame_rate, probe
 
