@@ -255,9 +255,23 @@ def test_broken_copies_fail(made, tmp_path):
 
 def test_thumbnail_comparison_tells_neighbours_apart():
     rng = np.random.default_rng(0)
-    src = rng.integers(0, 255, (3, 18, 32), dtype=np.uint8)
-    noisy = np.clip(src[1].astype(int) + rng.integers(-3, 4, src[1].shape), 0, 255).astype(np.uint8)
-    assert verify.frame_problem(noisy, src, 1) is None
-    assert "source frame 2" in verify.frame_problem(src[2], src, 1) or "difference" in verify.frame_problem(src[2], src, 1)
+    src = np.stack([rng.integers(100, 140, (18, 32))] * 3).astype(np.uint8)
+    for k in range(3):  # frames that differ a little: a bright block moves by 8 pixels a frame
+        src[k, 6:9, 8 * k:8 * k + 4] = 200
+
+    def noisy(img, amount):
+        return np.clip(img.astype(int) + rng.integers(-amount, amount + 1, img.shape), 0, 255).astype(np.uint8)
+
+    assert verify.frame_problem(noisy(src[1], 1), src, 1) is None
+    assert "closer to source frame 2" in verify.frame_problem(noisy(src[2], 1), src, 1)   # one frame late
+    assert "closer to source frame 0" in verify.frame_problem(src[0], src, 1)             # the previous repeated
+    assert "at most" in verify.frame_problem(255 - src[1], src, 1)                         # another picture
+    assert verify.difference(src[0], src[1]) < verify.MAX_DIFFERENCE
     same = np.stack([src[0], src[0], src[0]])  # identical neighbours cannot be told apart: no failure for that
     assert verify.frame_problem(src[0], same, 1) is None
+    # grain: neighbours differ by little more than the output differs from its frame: nothing to conclude
+    base = rng.integers(100, 140, (18, 32)).astype(np.uint8)
+    grain = np.stack([noisy(base, 8) for _ in range(3)])
+    out = noisy(grain[1], 8)
+    assert verify.difference(out, grain[0]) < 2 * verify.difference(grain[0], grain[1])
+    assert verify.frame_problem(out, grain, 1) is None

@@ -201,17 +201,23 @@ def difference(a: np.ndarray, b: np.ndarray) -> float:
 def frame_problem(out: np.ndarray, src: np.ndarray, k: int) -> Optional[str]:
     """Why thumbnail ``out`` is not source frame ``k`` (src[k]), or None when it is.
 
-    It must be close to src[k], and closer to src[k] than to each neighbour that differs from src[k]
-    by more than NEIGHBOUR_MARGIN (a shifted or repeated frame beats its true position there).
+    It must be close to src[k] (MAX_DIFFERENCE), and closer to src[k] than to a neighbour src[n] wherever
+    the two can be told apart: they differ by more than NEIGHBOUR_MARGIN and by more than twice the
+    output's distance to the nearer of them (a shifted or repeated frame is much nearer its true
+    source frame; an output as far from both as they are from each other, e.g. film grain re-encoded,
+    says nothing either way).
     """
     d = difference(out, src[k])
     if d > MAX_DIFFERENCE:
         return f"mean difference {d:.2f} (at most {MAX_DIFFERENCE} allowed)"
     for n in (k - 1, k + 1):
-        if 0 <= n < len(src) and difference(src[n], src[k]) > NEIGHBOUR_MARGIN:
-            dn = difference(out, src[n])
-            if dn <= d:
-                return f"it is as close to source frame {n} ({dn:.2f}) as to source frame {k} ({d:.2f})"
+        if not 0 <= n < len(src):
+            continue
+        dn = difference(out, src[n])
+        apart = difference(src[n], src[k])
+        if apart > max(NEIGHBOUR_MARGIN, 2 * min(d, dn)) and dn <= d:
+            return (f"it is closer to source frame {n} ({dn:.2f}) than to source frame {k} ({d:.2f}); "
+                    f"those two differ by {apart:.2f}")
     return None
 
 
@@ -355,13 +361,16 @@ def verify_normal(ann, video: Path, source: Optional[Path], label: str = "", rel
     if len(src_of) != ann.frame_count:
         raise ItemError("source ranges", f"source_ranges {ann.source_ranges} hold {len(src_of)} frames, "
                                          f"the video has {ann.frame_count}")
+    if not ann.clips:
+        raise ItemError("clip count", "the annotation has no clips")
     last_meta = max((c.meta_end if c.meta_end is not None else c.end) for c in ann.clips)
-    src_pk = read_packets(source)
+    n_used = max(src_of) + 1
+    # the packets up to a little past what the clips use (a long source is not demuxed whole)
+    src_pk = read_packets(source, until=max(float(last_meta), n_used / float(fps)) + 3.0)
     s_w, s_h = src_pk.width, src_pk.height
     crop = (out.width, out.height) if (out.width, out.height) == (s_w - s_w % 2, s_h - s_h % 2) != (s_w, s_h) else None
     # to just past the last frame used: its time, or the last clip's metadata end, plus a frame
     src_times = src_pk.times()
-    n_used = max(src_of) + 1
     end_t = max(Fraction(last_meta), src_times[n_used - 1] if n_used <= len(src_times) else Fraction(last_meta))
     until = float(end_t + Fraction(3, 2) / fps)
     src = decode_thumbs(source, size, until=until, crop=crop)
