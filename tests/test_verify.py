@@ -7,6 +7,7 @@ swapped with another's, one byte of a packet changed). The source frames carry t
 """
 from __future__ import annotations
 
+import shutil
 import subprocess
 from dataclasses import replace
 from fractions import Fraction
@@ -275,3 +276,24 @@ def test_thumbnail_comparison_tells_neighbours_apart():
     out = noisy(grain[1], 8)
     assert verify.difference(out, grain[0]) < 2 * verify.difference(grain[0], grain[1])
     assert verify.frame_problem(out, grain, 1) is None
+
+
+def test_shuffle_clips_refuses_a_shuffled_video_that_is_not_the_clips(made, tmp_path, monkeypatch):
+    """shuffle_clips checks its own copies packet by packet: a copy of other frames (here the clips in
+    normal order instead of the permutation's) is a reject, and no shuffled video or annotation is left."""
+    from timewarp.preprocess import shuffle_clips as sc
+    from timewarp.store import read_jsonl
+
+    out = tmp_path / "out"
+    shutil.copytree(made["outs"]["smartcut"], out)
+    lay = Layout(out)
+    shutil.rmtree(lay.shuffled_dir)
+    real = sc.concat_copy
+
+    def wrong_order(src, fps, jobs, keep_audio=False):
+        real(src, fps, [(dst, sorted(spans)) for dst, spans in jobs], keep_audio)
+    monkeypatch.setattr(sc, "concat_copy", wrong_order)
+    stats = run_video_stage(sc, out)
+    assert stats["rejects_by_reason"] == {"copy differs from the normal video": 1}
+    assert [r["id"] for r in read_jsonl(lay.rejects_file(sc.STAGE))] == ["src"]
+    assert not list(lay.shuffled_videos_dir.glob("*.mp4")) and not lay.shuffled_ids()
