@@ -108,28 +108,22 @@ def test_encoding_the_right_frames_passes(made, tmp_path):
 
 # ------------------------------------------------------------------ broken outputs fail
 
-def test_one_frame_shifted_fails(made, tmp_path):
+BROKEN = {
+    "shifted": (70, lambda f, j: f[:j] + [k + 1 for k in f[j:]]),    # from frame 70 on, every frame one late
+    "repeated": (100, lambda f, j: f[:j] + [f[j - 1]] + f[j + 1:]),  # frame 99 shown twice, frame 100 lost
+}
+
+
+@pytest.mark.parametrize("how", BROKEN)
+def test_one_frame_shifted_or_repeated_fails(made, tmp_path, how):
     frames = verify.source_frames(made["ann"])
-    j = 70
-    broken = frames[:j] + [k + 1 for k in frames[j:]]  # from frame 70 on, every frame one late
-    bad = tmp_path / "shifted.mp4"
-    encode_frames(made["src"], broken, bad, made["fps"])
+    j, make = BROKEN[how]
+    bad = tmp_path / f"{how}.mp4"
+    encode_frames(made["src"], make(frames, j), bad, made["fps"])
     with pytest.raises(ItemError) as exc:
         check(made, bad)
     assert exc.value.reason == "frame differs from its source frame"
     assert f"frame {j} should show source frame {frames[j]}" in exc.value.detail
-
-
-def test_one_frame_repeated_fails(made, tmp_path):
-    frames = verify.source_frames(made["ann"])
-    j = 100
-    broken = frames[:j] + [frames[j - 1]] + frames[j + 1:]  # frame 99 shown twice, frame 100 lost
-    bad = tmp_path / "repeated.mp4"
-    encode_frames(made["src"], broken, bad, made["fps"])
-    with pytest.raises(ItemError) as exc:
-        check(made, bad)
-    assert exc.value.reason == "frame differs from its source frame"
-    assert f"frame {j} should show" in exc.value.detail
 
 
 def test_one_gop_from_the_wrong_place_fails(made, tmp_path):
