@@ -321,3 +321,12 @@ def test_frames_are_checked_here_unless_filter_corrupted_verified_these_files(ou
     report = run_video_stage(final_assertions, out, source_root="")
     assert ("ntsc30", "normal", "frame differs from its source frame") not in {
         (v.id, v.kind, v.check) for v in report.violations}
+
+
+def test_without_a_source_the_video_is_still_decoded_whole(out):
+    """No source to compare with (--source_root ''): a damaged packet is still found, by decoding the video."""
+    from test_filter_corrupted import corrupt_middle
+    corrupt_middle(Layout(out), "pal25")
+    report = run_video_stage(final_assertions, out, source_root="")
+    assert ("pal25", "normal", "video does not decode") in {(v.id, v.kind, v.check) for v in report.violations}
+    assert report.stats["counts"]["normal videos' frames checked by times"] == 4

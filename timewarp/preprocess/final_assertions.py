@@ -183,24 +183,28 @@ def check_normal(cfg: Config, vid: str, verified: Optional[dict] = None) -> Chec
 
 def _check_content(ann: NormalAnnotation, layout: Layout, cfg: Config, ck: Checker, verified: dict) -> str:
     """What the normal video's frames show, unless filter_corrupted verified these very files against the
-    source; returns how it was checked ("filter_corrupted", "source" or "times")."""
+    source; returns how it was checked ("filter_corrupted", "source" or "times": no source reachable, the
+    clips' frames checked against the metadata times only, and the video decoded whole unless
+    filter_corrupted did that already)."""
     video = layout.normal_video(ann.id)
     rel = layout.rel(video)
     files = [video] + sorted(layout.clip_dir(ann.id).glob("*.mp4"))
     stamp = verify.source_stamp(ann, cfg.source_root)
+    recorded = False
     with contextlib.suppress(OSError):
-        if stamp and all(is_verified(verified.get(layout.rel(p)), stat_key(p, stamp if p == video else ""))
-                         for p in files):
-            return "filter_corrupted"
+        recorded = all(is_verified(verified.get(layout.rel(p)), stat_key(p, stamp if p == video else ""))
+                       for p in files)
+    if recorded and stamp:
+        return "filter_corrupted"
     with verify.open_source(ann, cfg.source_root) as found:
         if found is None:
             _check_clip_times(ann, parse_rate(ann.fps_rational), cfg, ck)
-            return "times"
         try:
-            verify.verify_normal(ann, video, *found, rel=rel)
+            if found is not None or not recorded:
+                verify.verify_normal(ann, video, *(found or (None, "")), rel=rel)
         except ItemError as exc:
             ck.fail(exc.reason, exc.detail.replace(str(video), rel), rel)
-    return "source"
+    return "source" if found else "times"
 
 
 def _check_normal(ann: NormalAnnotation, layout: Layout, cfg: Config, ck: Checker, verified: dict) -> str:
