@@ -258,6 +258,7 @@ def _check_normal(ann: NormalAnnotation, layout: Layout, cfg: Config, ck: Checke
 
     # clip files (optional)
     folder = layout.clip_dir(ann.id)
+    normal_packets: dict = {}
     if folder.is_dir():
         by_index = {str(c.index): c for c in clips}
         for stem in layout.item_ids(folder, ".mp4"):
@@ -271,14 +272,20 @@ def _check_normal(ann: NormalAnnotation, layout: Layout, cfg: Config, ck: Checke
                 want = c.end_frame - c.start_frame
                 if ck.expect(abs(facts[1] - want) <= CLIP_FRAME_TOLERANCE, "clip file frames",
                              f"{crel} has {facts[1]} frames, clip {c.index} spans {want}", crel):
-                    _check_copy(video, rel, path, [(c.start_frame, c.end_frame)], crel, ck, "clip file is the clip's frames")
+                    _check_copy(video, rel, path, [(c.start_frame, c.end_frame)], crel, ck,
+                                "clip file is the clip's frames", normal_packets)
     return content
 
 
-def _check_copy(normal: Path, normal_rel: str, copy: Path, spans, rel: str, ck: Checker, check: str) -> None:
-    """``copy`` is packet for packet the normal video's frames ``spans``, or a violation ``check``."""
+def _check_copy(normal: Path, normal_rel: str, copy: Path, spans, rel: str, ck: Checker, check: str,
+                cache: Optional[dict] = None) -> None:
+    """``copy`` is packet for packet the normal video's frames ``spans``, or a violation ``check``;
+    ``cache`` keeps the normal video's packets for the next copy of the same item."""
+    cache = {} if cache is None else cache
     try:
-        verify.verify_copy(normal, copy, spans, rel)
+        if "normal" not in cache:
+            cache["normal"] = verify.read_packets(normal)
+        verify.verify_copy(normal, copy, spans, rel, cache["normal"])
     except ItemError as exc:
         ck.fail(check, f"{exc.reason}: {exc.detail.replace(str(copy), rel).replace(str(normal), normal_rel)}", rel)
 

@@ -125,12 +125,15 @@ def shuffle_video(cfg: Config, vid: str) -> Shuffled:
     jobs = [(layout.shuffled_video(s.id), [(ann.clips[i].start_frame, ann.clips[i].end_frame) for i in s.permutation])
             for s in shuffled]
     concat_copy(video, parse_rate(ann.fps_rational), jobs, keep_audio=cfg.keep_audio)
-    for path, spans in jobs:  # packet for packet the normal video's clips (verify.py; no decode)
-        try:
-            verify.verify_copy(video, path, spans, layout.rel(path))
-        except ItemError:
-            path.unlink(missing_ok=True)
-            raise
+    try:  # packet for packet the normal video's clips (verify.py; no decode)
+        normal_packets = verify.read_packets(video)
+        for path, spans in jobs:
+            verify.verify_copy(video, path, spans, layout.rel(path), normal_packets)
+    except ItemError:  # nothing of this video's shuffles is left to look done
+        for sh in shuffled:
+            layout.shuffled_video(sh.id).unlink(missing_ok=True)
+            layout.shuffled_annotation(sh.id).unlink(missing_ok=True)
+        raise
     for s in shuffled:
         write_json(layout.shuffled_annotation(s.id), s.to_dict())
     return Shuffled(len(shuffled), skipped=False)
