@@ -39,7 +39,7 @@ import numpy as np
 from timewarp.errors import ItemError
 from timewarp.timestamps import SNAP_TOLERANCE
 
-THUMB_WIDTH = 128        # pixels: thumbnails keep the id blocks and shapes of any frame, cost little to compare
+THUMB_SIZE = 128         # pixels, the longer side: thumbnails keep the id blocks and shapes, cost little to hold
 MAX_DIFFERENCE = 6.0     # mean absolute luma difference (0-255) a re-encoded frame may have from its source frame
 NEIGHBOUR_MARGIN = 1.0   # a neighbouring source frame closer to the expected one than this cannot be told apart
 
@@ -152,9 +152,9 @@ class Decoded:
 
 
 def thumb_size(width: int, height: int) -> tuple[int, int]:
-    w = min(THUMB_WIDTH, width - width % 2) or 2
-    h = max(2, int(round(height * w / width / 2)) * 2)
-    return w, h
+    """Thumbnail size for frames of ``width`` x ``height``: the longer side at most THUMB_SIZE, even sides."""
+    scale = min(1.0, THUMB_SIZE / max(width, height))
+    return max(2, int(width * scale / 2) * 2), max(2, int(height * scale / 2) * 2)
 
 
 def decode_thumbs(path: Path, size: tuple[int, int], until: Optional[float] = None,
