@@ -195,27 +195,40 @@ def child_baseline(plan: dict, out: Path, limit: int, preset: str) -> dict:
 
 
 def child_project(work: Path, out: Path, videos: int, workers: int, preset: str, crf: int,
-                  engine: str = "one-encode") -> dict:
+                  engine: str = "one-encode", setup: bool = False) -> dict:
+    """preprocess + shuffle_clips; with ``setup`` all four stages of setup_dataset.sh, in its order
+    (preprocess, filter_corrupted, final_assertions, shuffle_clips), each timed."""
     import logging
 
     from timewarp.layout import Layout
     from timewarp.parallel import Executor
-    from timewarp.preprocess import preprocess, shuffle_clips
+    from timewarp.preprocess import filter_corrupted, final_assertions, preprocess, shuffle_clips
 
     logging.disable(logging.WARNING)
     os.environ.setdefault("TQDM_DISABLE", "1")
-    t0 = time.perf_counter()
     executor = Executor(workers=workers)
+    stages: dict = {}
+    t0 = time.perf_counter()
     pre = preprocess.run(preprocess.Config(layout=Layout(out), root_dir=work / "finevideo", scale=videos,
                                            test_fraction=0.0, preset=preset, crf=crf, engine=engine), executor)
-    t1 = time.perf_counter()
+    stages["preprocess"] = time.perf_counter() - t0
+    checks: dict = {}
+    if setup:
+        for name, module in (("filter_corrupted", filter_corrupted), ("final_assertions", final_assertions)):
+            t = time.perf_counter()
+            res = module.run(module.Config(layout=Layout(out)), executor)
+            stages[name] = time.perf_counter() - t
+            checks[name] = res.stats["counts"] if name == "final_assertions" else res["counts"]
+    t = time.perf_counter()
     shuffle_clips.run(shuffle_clips.Config(layout=Layout(out)), executor)
-    t2 = time.perf_counter()
+    stages["shuffle_clips"] = time.perf_counter() - t
     n = len(list((out / "shuffled" / "shuffled_videos").glob("*.mp4")))
     if n != videos:
         raise SystemExit(f"project made {n} shuffled videos, expected {videos}: {pre}")
     c = pre["counts"]
-    return {"seconds": t2 - t0, "preprocess": t1 - t0, "shuffle": t2 - t1, "videos": n,
+    return {"seconds": stages["preprocess"] + stages["shuffle_clips"], "preprocess": stages["preprocess"],
+            "shuffle": stages["shuffle_clips"], "stages": stages, "script_seconds": sum(stages.values()),
+            "checks": checks, "videos": n,
             "frames": c.get("frames written", 0), "frames_reencoded": c.get("frames re-encoded", 0),
             "engines": {k: v for k, v in c.items() if k.startswith(("engine", "smartcut"))}}
 
@@ -271,7 +284,7 @@ def child_main(argv: list[str]) -> int:
         res = child_baseline(plan, out, spec["limit"], spec["preset"])
     elif kind == "project":
         res = child_project(work, out, len(plan["videos"]), spec["workers"], spec["preset"], spec["crf"],
-                            spec.get("engine", "one-encode"))
+                            spec.get("engine", "one-encode"), spec.get("setup", False))
     elif kind == "decode":
         res = child_decode(plan, spec["workers"])
     elif kind == "floor":
@@ -405,7 +418,8 @@ def _bench_input(a, work: Path, gop_s: float, scaling: bool) -> tuple[dict, dict
     results["floor"] = variant("floor", work, out="o_floor", workers=a.workers, **common)
     results["decode"] = variant("decode", work, out="o_decode", workers=a.workers)
     results["project"] = variant("project", work, out="o_project", workers=a.workers, **common)
-    results["smartcut"] = variant("project", work, out="o_smart", workers=a.workers, engine="smartcut", **common)
+    results["smartcut"] = variant("project", work, out="o_smart", workers=a.workers, engine="smartcut", setup=True,
+                                  **common)
     other = 1 if a.workers > 1 else ww
     if scaling:
         results["floor_other"] = variant("floor", work, out="o_floor1", workers=other, **common)
@@ -442,12 +456,29 @@ def _bench_input(a, work: Path, gop_s: float, scaling: bool) -> tuple[dict, dict
     share = sc["frames_reencoded"] / sc["frames"] if sc.get("frames") else float("nan")
     print(f"{'  smart-cut: frames re-encoded':<56} {sc['frames_reencoded']:>6} of {sc['frames']} "
           f"({100 * share:.1f} %); engines {sc['engines']}")
+    st = sc["stages"]
+    print(f"{'  setup_dataset.sh stages (smart-cut), seconds':<56} " + ", ".join(f"{k} {v:.2f}" for k, v in st.items())
+          + f"; whole script {sc['script_seconds']:.2f}")
+    fc = sc["checks"].get("filter_corrupted", {})
+    print(f"{'  content pass (filter_corrupted)':<56} {fc.get('frames proven by packet bytes', 0)} frames by packet bytes, "
+          f"{fc.get('frames compared by pixels', 0)} by pixels, {fc.get('source frames decoded', 0)} source frames decoded")
     print()
 
     def verdict(ok):
         return "PASS" if ok else "MISS"
 
     ratios = {"smartcut_reencoded_share": share}
+    checks_s = st.get("filter_corrupted", 0) + st.get("final_assertions", 0)
+    ratios["checks_over_preprocess"] = checks_s / st["preprocess"]
+    ratios["checks_share_of_script"] = checks_s / sc["script_seconds"]
+    if "baseline" in results:
+        ratios["baseline_over_script"] = per(results["baseline"]) / (sc["script_seconds"] / sc["videos"])
+        want = 10 if gop_s >= 5 else 15
+        print(f"baseline / setup_dataset.sh {ratios['baseline_over_script']:6.2f}x   (all four stages; target >= {want} at "
+              f"{gop_s:g} s GOPs)  {verdict(ratios['baseline_over_script'] >= want)}")
+    print(f"checks / preprocess         {ratios['checks_over_preprocess']:6.2f}    (filter_corrupted + final_assertions; "
+          f"target <= 0.5)  {verdict(ratios['checks_over_preprocess'] <= 0.5)}; "
+          f"{100 * ratios['checks_share_of_script']:.0f} % of the script")
     if "baseline" in results:
         ratios["baseline_over_project"] = per(results["baseline"]) / per(pr)
         ratios["baseline_over_smartcut"] = per(results["baseline"]) / per(sc)

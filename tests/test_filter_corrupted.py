@@ -182,13 +182,13 @@ def test_rerun_skips_verified_files_until_they_change(out):
     lay = Layout(out)
     n_clips = sum(len(list(lay.clip_dir(v).glob("*.mp4"))) for v in IDS)
     st = run_video_stage(filter_corrupted, out, workers=2)
-    assert st["counts"]["videos decoded"] == 4 and st["counts"]["clip files decoded"] == n_clips
+    assert st["counts"]["videos verified"] == 4 and st["counts"]["clip files verified"] == n_clips
     assert st["counts"]["videos already verified"] == 0
     record = read_json(lay.state_file(STAGE))
     assert sorted(record["verified"]) == IDS
 
     st = run_video_stage(filter_corrupted, out)
-    assert st["counts"]["videos decoded"] == 0 and st["counts"]["clip files decoded"] == 0
+    assert st["counts"]["videos verified"] == 0 and st["counts"]["clip files verified"] == 0
     assert st["counts"]["videos already verified"] == 4
     assert st["counts"]["clip files already verified"] == n_clips
     assert st["items_out"] == 4 and st["rejected"] == 0
@@ -197,7 +197,7 @@ def test_rerun_skips_verified_files_until_they_change(out):
     video = lay.normal_video("film24")
     os.utime(video, ns=(video.stat().st_atime_ns, video.stat().st_mtime_ns + 10**9))
     st = run_video_stage(filter_corrupted, out)
-    assert st["counts"]["videos decoded"] == 1 and st["counts"]["videos already verified"] == 3
+    assert st["counts"]["videos verified"] == 1 and st["counts"]["videos already verified"] == 3
 
     # a verified video damaged afterwards (same name, new size) is caught on the next run
     truncate(lay, "pal25")
@@ -208,7 +208,7 @@ def test_rerun_skips_verified_files_until_they_change(out):
     # --overwrite decodes everything again
     assert filter_corrupted.main(["--root_dir", str(out), "--overwrite", "--workers", "1"]) == 0
     st = stats(out)
-    assert st["counts"]["videos decoded"] == 3 and st["counts"]["videos already verified"] == 0
+    assert st["counts"]["videos verified"] == 3 and st["counts"]["videos already verified"] == 0
     assert st["options"]["overwrite"] is True
 
 
@@ -217,7 +217,7 @@ def test_unreadable_record_means_decode_again(out):
     run_video_stage(filter_corrupted, out)
     lay.state_file(STAGE).write_text("{not json")
     st = run_video_stage(filter_corrupted, out)
-    assert st["counts"]["videos decoded"] == 4
+    assert st["counts"]["videos verified"] == 4
     assert read_json(lay.state_file(STAGE))["version"] == filter_corrupted.RECORD_VERSION
 
 
@@ -226,7 +226,7 @@ def test_limit_checks_only_the_first_ids_and_keeps_the_record(out):
     lay = Layout(out)
     truncate(lay, "rand30")  # last in sorted order: outside --limit 2
     st = run_video_stage(filter_corrupted, out, limit=2, overwrite=True)
-    assert st["items_in"] == 2 and st["counts"]["videos decoded"] == 2 and st["rejected"] == 0
+    assert st["items_in"] == 2 and st["counts"]["videos verified"] == 2 and st["rejected"] == 0
     assert lay.normal_video("rand30").exists()
     assert sorted(read_json(lay.state_file(STAGE))["verified"]) == IDS
 

@@ -11,6 +11,7 @@ from timewarp.errors import ItemError
 from timewarp.layout import Layout
 from timewarp.preprocess import final_assertions
 from timewarp.store import read_json, read_jsonl, write_json
+from timewarp.verify import read_packets
 
 from stages import run_video_stage
 
@@ -208,7 +209,8 @@ def test_tampering_is_named(out, tamper, capsys):
 
 
 def test_short_video_is_caught_with_and_without_decode(out):
-    """A normal video cut short (a valid file, one clip missing): the container count and the decode both see it."""
+    """A normal video cut short (a valid file, one clip missing): the container count and the decode both see it,
+    and the clip file and shuffled video of the missing clip are no longer copies of the normal video's frames."""
     lay = Layout(out)
     ann = read_json(lay.normal_annotation("pal25"))
     assert run_video_stage(final_assertions, out, decode=True).ok
@@ -219,13 +221,16 @@ def test_short_video_is_caught_with_and_without_decode(out):
     tmp.replace(lay.normal_video("pal25"))
     for decode in (False, True):
         report = run_video_stage(final_assertions, out, decode=decode)
-        assert [(v.id, v.check) for v in report.violations] == [("pal25", "video frame count")]
-        assert report.stats["items_out"] == 7  # the shuffled pal25 still passes
+        assert [(v.id, v.kind, v.check) for v in report.violations] == [
+            ("pal25", "normal", "clip file is the clip's frames"),
+            ("pal25", "shuffled", "shuffled video is the clips' frames"), ("pal25", "normal", "video frame count")]
+        assert "normal/videos/pal25.mp4" in report.violations[0].detail and str(out) not in report.violations[0].detail
+        assert report.stats["items_out"] == 6
 
 
 def test_decode_counts_the_frames_really_there(out):
-    """A video cut short behind an intact index (moov first): decoding sees the missing frames (always: frame
-    times and counts come from one ffmpeg decode pass, not the container's claim)."""
+    """A video cut short behind an intact index (moov first): the packets really there are counted, not the
+    container's claim (and the copies of the lost frames are no longer copies)."""
     import subprocess
 
     from timewarp.video import ffmpeg_exe
@@ -238,7 +243,8 @@ def test_decode_counts_the_frames_really_there(out):
     video.write_bytes(data[: int(len(data) * 0.7)])
     front.unlink()
     report = run_video_stage(final_assertions, out)  # the container still claims every frame
-    assert [(v.id, v.check) for v in report.violations] == [("pal25", "video frame count")]
+    assert ("pal25", "video frame count") in [(v.id, v.check) for v in report.violations]
+    assert {v.id for v in report.violations} == {"pal25"}
     report = run_video_stage(final_assertions, out, decode=True)
     assert ("pal25", "video frame count") in [(v.id, v.check) for v in report.violations]
     assert report.stats["options"]["decode"] is True
@@ -257,7 +263,7 @@ def test_a_crashing_check_fails_the_run(out, monkeypatch):
 
 def test_a_check_raising_item_error_is_a_violation_too(out, monkeypatch):
     """Whatever a worker raises (ItemError -> Rejected, anything else -> Failed), the item does not pass."""
-    def refuse(cfg, vid):
+    def refuse(cfg, vid, *_record):
         raise ItemError("cannot check", vid)
     monkeypatch.setattr(final_assertions, "check_normal", refuse)
     report = run_video_stage(final_assertions, out, workers=1)  # (a local function does not pickle to a pool)
@@ -284,3 +290,43 @@ def test_help_documents_every_option(capsys):
     text = capsys.readouterr().out
     for opt in ("--root_dir", "--decode", "--min_clips", "--workers", "--limit", "--log_level"):
         assert opt in text
+
+
+def shift_one_frame(video: Path) -> None:
+    """Re-encode ``video`` with every frame one late (the first shown twice): same count, size and rate."""
+    import subprocess
+
+    from timewarp.video import ffmpeg_exe
+    tmp = video.with_name("shifted.mp4")
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-i", str(video), "-vf", "tpad=start=1:start_mode=clone",
+                    "-frames:v", str(len(read_packets(video))),
+                    "-c:v", "libx264", "-bf", "0", "-pix_fmt", "yuv420p", str(tmp)], check=True)
+    tmp.replace(video)
+
+
+def test_frames_are_checked_here_unless_filter_corrupted_verified_these_files(out):
+    """After filter_corrupted the content pass is not paid twice; a video changed since is checked here, by
+    its pixels against the source (times and counts alone pass a video whose frames are one late)."""
+    from timewarp.preprocess import filter_corrupted
+    run_video_stage(filter_corrupted, out)
+    report = run_video_stage(final_assertions, out)
+    assert report.ok and report.stats["counts"]["normal videos' frames checked by filter_corrupted"] == 4
+    shift_one_frame(Layout(out).normal_video("ntsc30"))
+    report = run_video_stage(final_assertions, out)
+    checks = {(v.id, v.kind, v.check) for v in report.violations}
+    assert ("ntsc30", "normal", "frame differs from its source frame") in checks
+    assert {v.id for v in report.violations} == {"ntsc30"}
+    assert report.stats["counts"]["normal videos' frames checked by source"] == 1
+    # without the source only times and counts are left: they cannot see it
+    report = run_video_stage(final_assertions, out, source_root="")
+    assert ("ntsc30", "normal", "frame differs from its source frame") not in {
+        (v.id, v.kind, v.check) for v in report.violations}
+
+
+def test_without_a_source_the_video_is_still_decoded_whole(out):
+    """No source to compare with (--source_root ''): a damaged packet is still found, by decoding the video."""
+    from test_filter_corrupted import corrupt_middle
+    corrupt_middle(Layout(out), "pal25")
+    report = run_video_stage(final_assertions, out, source_root="")
+    assert ("pal25", "normal", "video does not decode") in {(v.id, v.kind, v.check) for v in report.violations}
+    assert report.stats["counts"]["normal videos' frames checked by times"] == 4

@@ -37,7 +37,7 @@ ANSWERS = {"iphone600", "tenbit", "editlist", "noeditlist", "startpts", "ntsc_bf
            "video_ahead", "badpacket"}
 # decoding changes or decides what these show: the packet probe must leave them to decode_probe
 DECLINES = {"rotated", "rotated180", "hevc", "vp9", "av1", "av1aom", "tiny1x1", "mpegts_named_mp4", "vfr10then30",
-            "hole2"}
+            "hole2", "trimcopy", "join_size", "join_range", "join_profile", "join_bframes"}
 
 
 def ff(*args: str) -> None:
@@ -79,8 +79,8 @@ def test_packet_times_equal_decoded_times_wherever_they_answer(sources, until):
     answered = set()
     for name, path in sorted(sources.items()):
         fast = packet_probe(path, until)
-        if name in DECLINES and (until is None or name not in ("hole2", "vfr10then30")):
-            assert fast is None, name  # (the first second of hole2 and vfr10then30 is plain constant rate)
+        if name in DECLINES and (until is None or name not in ("hole2", "vfr10then30", "trimcopy")):
+            assert fast is None, name  # (the first seconds of hole2, vfr10then30, trimcopy are constant rate)
         if fast is None:
             continue
         answered.add(name)
@@ -99,7 +99,7 @@ def test_a_packet_that_does_not_decode_is_caught_by_the_encode(sources, tmp_path
     """badpacket: its 90 packets all have good timestamps, but one does not decode: 89 frames."""
     path = sources["badpacket"]
     fast, slow = packet_probe(path), decode_probe(path)
-    assert fast.frame_count == 90 and slow.frame_count == 89 and slow.irregular[0] == "dropped frames (timestamp holes)"
+    assert fast.frame_count == 90 and slow.frame_count == 89 and slow.irregular[0] == "source does not decode"
     expect = [fast.start_time + t for t in fast.times]
     with pytest.raises(FramesDiffer) as err:
         encode_normal(path, tmp_path / "x.mp4", fast.fps, 60, [0], fast.width, fast.height, expect_times=expect)
@@ -126,12 +126,12 @@ def test_preprocess_decodes_only_when_packets_cannot_say(sources, tmp_path, monk
     real = video.decode_probe
     monkeypatch.setattr(video, "decode_probe", lambda path, until=None: calls.append(Path(path).name) or real(path, until))
     out = tmp_path / "out"
-    # one-encode: smart-cut would copy badpacket's broken GOP untouched (filter_corrupted's decode catches it)
+    # one-encode: smart-cut would copy badpacket's broken GOP untouched (filter_corrupted's content pass names it)
     run_video_stage(preprocess, out, root_dir=root, scale=2, workers=1, engine="one-encode")
     layout = Layout(out)
     assert calls == ["badpacket.mp4"], calls
     rejects = {r["id"]: r["reason"] for r in read_jsonl(layout.rejects_file("preprocess"))}
-    assert rejects == {"badpacket": "dropped frames (timestamp holes)"}
+    assert rejects == {"badpacket": "source does not decode"}
     ann = NormalAnnotation.from_dict(read_json(layout.normal_annotation("noeditlist")))
     got = read_frame_ids(layout.root / ann.video)
     for c, (a, b) in zip(ann.clips, wild.THREE):

@@ -41,8 +41,8 @@ def encoders() -> str:
 
 
 def render(path: Path, n: int, *, times: Optional[str] = None, rate: str = "30", codec: list[str] = None,
-           out_opts: list[str] = (), size=SIZE, rotate: int = 0) -> None:
-    """Frames 0..n-1 (numbered) at ``rate``; ``times`` is an optional setpts expression (in seconds of N).
+           out_opts: list[str] = (), size=SIZE, rotate: int = 0, first: int = 0) -> None:
+    """Frames first..first+n-1 (numbered) at ``rate``; ``times`` is an optional setpts expression (in seconds of N).
 
     ``rotate`` (90 or 180) stores each frame turned back by that many degrees: upright once a
     decoder applies a display matrix of ``rotate`` degrees."""
@@ -54,7 +54,7 @@ def render(path: Path, n: int, *, times: Optional[str] = None, rate: str = "30",
         cmd += ["-vf", "setpts='(" + times.replace(",", "\\,") + ")/TB'", "-fps_mode", "passthrough", "-enc_time_base", "1/30"]
     cmd += list(codec or ["-c:v", "libx264", "-bf", "2", "-g", "24", "-pix_fmt", "yuv420p"]) + list(out_opts) + [str(path)]
     frames = []
-    for k in range(n):
+    for k in range(first, first + n):
         img = draw_frame(w, h, k, (40, 70, 220) if k % 60 < 30 else (220, 40, 40), "square", (k % 30) / 29)
         frames.append(np.ascontiguousarray(np.rot90(img, -rotate // 90)) if rotate else img)
     res = subprocess.run(cmd, input=b"".join(f.tobytes() for f in frames), capture_output=True)
@@ -65,6 +65,20 @@ def remux(src: Path, dst: Path, *opts: str, before: list[str] = ()) -> None:
     res = subprocess.run([ffmpeg_exe(), "-hide_banner", "-v", "error", "-y", *before, "-i", str(src), "-c", "copy",
                           *opts, str(dst)], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-500:]
+
+
+def joined(path: Path, second: dict, first: Optional[dict] = None) -> None:
+    """Frames 0..74 and 75..149 encoded as two files (``render`` options each), joined by
+    ``ffmpeg -f concat -c copy``: the second part's parameters (size, colour range, profile, B-frames)
+    change mid-stream, as in files people join from recordings made with other settings."""
+    parts = [path.with_suffix(".a.mp4"), path.with_suffix(".b.mp4")]
+    render(parts[0], 75, **(first or {}))
+    render(parts[1], 75, first=75, **second)
+    listing = path.with_suffix(".txt")
+    listing.write_text("".join(f"file '{p.resolve()}'\n" for p in parts))
+    remux(listing, path, before=["-f", "concat", "-safe", "0"])
+    for p in [*parts, listing]:
+        p.unlink()
 
 
 def destroy_packet(path: Path, index: int) -> None:
@@ -145,17 +159,37 @@ def cases() -> list[Case]:
                                       remux(p.with_suffix(".raw.mp4"), p, "-use_editlist", "0"),
                                       p.with_suffix(".raw.mp4").unlink()),
              cfr(Fraction(30)), THREE, fps="30"),
-        # one packet's bytes destroyed: its timestamps are fine, the decoder drops the frame
-        # smart-cut copies that GOP's packets untouched (it decodes only GOPs a cut falls into), so its
-        # normal video has the same broken packet and filter_corrupted's full decode sends it to quarantine
+        # one packet's bytes destroyed: its timestamps are fine, the decoder reports errors and drops the frame.
+        # The same reason with either engine: one-encode decodes the source in preprocess; smart-cut copies
+        # that GOP untouched and filter_corrupted's content pass decodes the source's used range
         Case("badpacket", lambda p: (render(p, 90), destroy_packet(p, 10)),
-             cfr(Fraction(30)), THREE, reject="dropped frames (timestamp holes)",
-             smartcut_reject=("filter_corrupted", "video does not decode")),
+             cfr(Fraction(30)), THREE, reject="source does not decode",
+             smartcut_reject=("filter_corrupted", "source does not decode")),
+        # trimmed by stream copy (-ss 1 -c copy -t 3.5, very common): an edit list at the start, and two frames
+        # missing in the last 0.2 s, after every clip: that hole is no reason to lose the video
+        Case("trimcopy", lambda p: (render(p.with_suffix(".raw.mp4"), 180),
+                                    remux(p.with_suffix(".raw.mp4"), p, "-t", "3.5", before=["-ss", "1"]),
+                                    p.with_suffix(".raw.mp4").unlink()),
+             cfr(Fraction(30), first=30), THREE, fps="30"),
         Case("editlist", lambda p: (render(p.with_suffix(".raw.mp4"), 120), remux(p.with_suffix(".raw.mp4"), p, before=["-ss", "1"]),
                                     p.with_suffix(".raw.mp4").unlink()),
              cfr(Fraction(30), first=30), THREE, fps="30"),
         Case("startpts", lambda p: (render(p.with_suffix(".raw.mp4"), 90), remux(p.with_suffix(".raw.mp4"), p, before=["-itsoffset", "2.5"]),
                                     p.with_suffix(".raw.mp4").unlink()),
+             cfr(Fraction(30)), THREE, fps="30"),
+        # parts joined by stream copy, each change of parameters at frame 75 (2.5 s, inside the third clip):
+        # ffmpeg rebuilds its filter graph there (a frame counter behind setpts restarted at 0 and the
+        # one-encode output lost 2 s of frames), and a dts jump at a join of a part with B-frames to one
+        # without made -fps_mode cfr repeat the last frame before it three times
+        Case("join_size", lambda p: joined(p, {"size": (80, 48)}), cfr(Fraction(30)), THREE, fps="30"),
+        Case("join_range", lambda p: joined(p, {"codec": ["-c:v", "libx264", "-bf", "2", "-g", "24", "-pix_fmt",
+                                                          "yuvj420p", "-color_range", "pc"]}),
+             cfr(Fraction(30)), THREE, fps="30"),
+        Case("join_profile", lambda p: joined(p, {"codec": ["-c:v", "libx264", "-profile:v", "baseline", "-g", "24",
+                                                            "-pix_fmt", "yuv420p"]}),
+             cfr(Fraction(30)), THREE, fps="30"),
+        Case("join_bframes", lambda p: joined(p, {"codec": ["-c:v", "libx264", "-bf", "0", "-g", "24",
+                                                            "-pix_fmt", "yuv420p"]}),
              cfr(Fraction(30)), THREE, fps="30"),
         Case("tiny1x1", lambda p: subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i", "color=s=1x1:r=30:d=3",
                                                   "-c:v", "libx264", "-pix_fmt", "yuv444p", str(p)], check=True),
@@ -276,10 +310,10 @@ def _source_of(layout: Layout, ann: NormalAnnotation) -> Path:
 def test_an_ffmpeg_failure_says_why(tmp_path):
     """Not only ffmpeg's closing 'Conversion failed!': the line that names the problem."""
     from timewarp.errors import ItemError
-    from timewarp.video import _run_ffmpeg
+    from timewarp.video import run_ffmpeg
 
     with pytest.raises(ItemError) as err:
-        _run_ffmpeg(["-f", "lavfi", "-i", "color=s=64x48:d=0.2", "-c:v", "libx264", "-preset", "no-such-preset",
+        run_ffmpeg(["-f", "lavfi", "-i", "color=s=64x48:d=0.2", "-c:v", "libx264", "-preset", "no-such-preset",
                      str(tmp_path / "x.mp4")], "encode")
     assert "no-such-preset" in err.value.detail, err.value.detail
 
@@ -306,3 +340,21 @@ def test_smartcut_handles_or_declines_each_case(wild):
     counts = stats["counts"]
     assert counts.get("engine: smartcut", 0) >= 4, counts   # iphone600, editlist, noeditlist, startpts, badpacket
     assert counts.get("smartcut fell back to one-encode: rotated video (display matrix)") == 2, counts
+
+
+def test_an_irregularity_after_every_used_frame_is_cut_off_not_rejected():
+    """A rate change or hole after the last frame a clip uses costs only the frames after it; inside, a reject."""
+    from timewarp.errors import ItemError
+    from timewarp.video import VideoInfo, frame_rate, regular_part
+
+    tb = Fraction(1, 15360)
+    for name, times in (("variable frame rate", [Fraction(k, 30) for k in range(90)] + [3 + Fraction(k, 10) for k in range(1, 11)]),
+                        ("dropped frames (timestamp holes)", [Fraction(k + 2 * (k >= 90), 30) for k in range(100)])):
+        fps, irregular = frame_rate(times, Fraction(30), tb)
+        assert irregular[0] == name
+        info = VideoInfo(fps, len(times), 96, 64, tuple(times), tb, irregular=irregular)
+        kept = regular_part(info, 2.9)
+        assert (kept.fps, kept.frame_count, kept.irregular, kept.times) == (30, 90, None, tuple(times[:90]))
+        with pytest.raises(ItemError) as exc:
+            regular_part(info, 3.05)
+        assert exc.value.reason == name

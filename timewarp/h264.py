@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 PROFILES = {66: "baseline", 77: "main", 100: "high"}
-NAL_SLICE, NAL_IDR, NAL_SEI, NAL_SPS, NAL_PPS, NAL_AUD = 1, 5, 6, 7, 8, 9
+NAL_SLICE, NAL_IDR, NAL_SPS, NAL_PPS, NAL_AUD = 1, 5, 7, 8, 9
 
 
 class Unsupported(Exception):

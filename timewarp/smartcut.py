@@ -36,7 +36,7 @@ from timewarp.errors import DiskFullError, ItemError, UsageError
 from timewarp.h264 import (NAL_AUD, NAL_IDR, NAL_PPS, NAL_SLICE, NAL_SPS, PROFILES, AvcC, Sps, Unsupported,
                            length_prefixed, parse_sps, pps_ids, scan_packets, split_annexb, split_length_prefixed)
 from timewarp.store import atomic_path, disk_full_message
-from timewarp.video import _SHOWINFO, EncodeSettings, _run_ffmpeg, first_frame, output_size
+from timewarp.video import SHOWINFO, EncodeSettings, first_frame, output_size, run_ffmpeg
 
 log = logging.getLogger(__name__)
 MIN_TICKS_PER_FRAME = 64  # output time base: room for the DTS steps inside one frame's duration
@@ -307,7 +307,7 @@ def normal_video(src: Path, dst: Path, fps: Fraction, n_frames: int, cuts: Seque
         res = smart_cut(src, video_only, fps, n_frames, cuts, settings)
         with atomic_path(dst) as tmp:
             try:
-                _run_ffmpeg(["-i", video_only, "-i", src, "-map", "0:v:0", "-map", "1:a:0?", "-c:v", "copy",
+                run_ffmpeg(["-i", video_only, "-i", src, "-map", "0:v:0", "-map", "1:a:0?", "-c:v", "copy",
                              "-c:a", "aac", "-b:a", "128k", "-t", f"{float(n_frames / fps):.6f}",
                              "-map_metadata", "-1", tmp], "smart-cut audio")
             except ItemError as exc:
@@ -405,10 +405,10 @@ def _encode_ranges(src: Source, plan: Plan, fps: Fraction, settings: EncodeSetti
     if forced_out:
         args += ["-force_key_frames", ",".join(f"{float((Fraction(i) - Fraction(1, 2)) / fps):.6f}" for i in forced_out)]
     try:
-        res = _run_ffmpeg([*args, "-f", "h264", out], "smart-cut encode")
+        res = run_ffmpeg([*args, "-f", "h264", out], "smart-cut encode")
     except ItemError as exc:
         raise Unsupported("re-encoding the cut GOPs failed", exc.detail)
-    got = len(_SHOWINFO.findall(res.stderr))
+    got = len(SHOWINFO.findall(res.stderr))
     if got != decoded:
         raise Unsupported("a cut GOP does not decode whole", f"{got} frames decoded from {decoded} packets")
     aus: list[list[bytes]] = []  # access units: a new one starts after a slice, at a non-slice NAL or a first slice

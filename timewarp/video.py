@@ -27,10 +27,6 @@ from timewarp.errors import DiskFullError, ItemError, UsageError
 from timewarp.store import atomic_path, disk_full_message
 from timewarp.timestamps import SNAP_TOLERANCE, parse_rate
 
-# OpenCV's bundled FFmpeg would print libav errors ("moov atom not found") for every bad file;
-# we report those ourselves as rejects, one line each.
-os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-
 FFMPEG_TIMEOUT = 1800  # seconds for one ffmpeg call; a stuck decode must not hold a night's run
 
 
@@ -53,7 +49,7 @@ def ffmpeg_exe() -> str:
     return exe
 
 
-def _run_ffmpeg(args: Sequence[str], what: str, timeout: int = FFMPEG_TIMEOUT) -> subprocess.CompletedProcess:
+def run_ffmpeg(args: Sequence[str], what: str, timeout: int = FFMPEG_TIMEOUT) -> subprocess.CompletedProcess:
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", *map(str, args)]
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout)
@@ -92,13 +88,38 @@ class VideoInfo:
         return float(self.frame_count / self.fps)
 
 
-_SHOWINFO = re.compile(r"\] n:\s*(\d+) pts:\s*(-?\d+) .*? s:(\d+)x(\d+) ")
+SHOWINFO = re.compile(r"\] n:\s*(\d+) pts:\s*(-?\d+) .*? s:(\d+)x(\d+) ")
 _CONFIG = re.compile(r"config in time_base: (\d+)/(\d+), frame_rate: (\d+)/(\d+)")
 _DURATION = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
 # ffmpeg's closing lines that say only that something failed, never why
 _GENERIC = ("Conversion failed!", "Error opening output files", "Error opening output file",
             "Nothing was written", "Error while filtering", "Terminating thread", "Error while processing",
             "Task finished with error code", "Could not open encoder before EOF", "Error sending frames to consumers")
+
+
+# with "-loglevel level+info" every line says its level: "[h264 @ 0x55..] [error] error while decoding MB 0 8"
+_LEVEL = re.compile(r"^\[([^\]]*) @ 0x[0-9a-fA-F]+\]\s*\[(error|fatal|panic)\]\s*(.*)$")
+
+
+def error_lines(stderr: str) -> list[str]:
+    """What a decoder reported at level error or worse, ffmpeg run with ``-loglevel level+info``.
+
+    Only decoders' lines ("[h264 @ ...]", "[vist#0:0/h264 @ ...]"): a muxer's complaint about
+    timestamps ("non monotonically increasing dts") says nothing about the frames."""
+    out = []
+    for m in map(_LEVEL.match, stderr.splitlines()):
+        if m and (m.group(1).startswith("vist#") or m.group(1) in _decoder_names()):
+            out.append(m.group(3).strip())
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _decoder_names() -> frozenset:
+    try:
+        import av
+        return frozenset(av.codecs_available) - {"rawvideo", "wrapped_avframe", "null"}  # also muxers' names
+    except ImportError:  # pragma: no cover - requirements.txt installs it
+        return frozenset({"h264", "hevc", "vp9", "vp8", "av1", "libdav1d", "mpeg4", "mpeg2video"})
 
 
 def timing_tolerance(time_base: Fraction) -> Fraction:
@@ -234,7 +255,7 @@ def decode_probe(path: Path, until: Optional[float] = None) -> VideoInfo:
     path = Path(path)
     if not path.is_file() or path.stat().st_size == 0:
         raise ItemError("empty or missing video file", str(path))
-    args = [ffmpeg_exe(), "-hide_banner", "-nostdin"]
+    args = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "level+info"]
     if until is not None:
         args += ["-t", f"{until:.3f}"]
     args += ["-i", str(path), "-map", "0:v:0", "-vf", "showinfo=checksum=0", "-fps_mode", "passthrough",
@@ -245,7 +266,7 @@ def decode_probe(path: Path, until: Optional[float] = None) -> VideoInfo:
         raise ItemError("video does not decode", f"{path}: ffmpeg timed out after {FFMPEG_TIMEOUT}s")
     err = res.stderr
     pts, size = [], None
-    for m in _SHOWINFO.finditer(err):
+    for m in SHOWINFO.finditer(err):
         pts.append(int(m.group(2)))
         size = size or (int(m.group(3)), int(m.group(4)))
     cfg = _CONFIG.search(err)
@@ -269,6 +290,9 @@ def decode_probe(path: Path, until: Optional[float] = None) -> VideoInfo:
     nopts = re.search(r"\] n:\s*(\d+) pts:\s*NOPTS", err)
     if nopts:  # a frame ffmpeg cannot place in time: counting it or not would both be a guess
         irregular = ("frame times missing", f"{path}: decoded frame {nopts.group(1)} has no timestamp")
+    errors = error_lines(err)
+    if errors:  # a damaged packet: whatever the frames' times look like, they are not the source's frames
+        irregular = ("source does not decode", f"{path}: {errors[0]}")
     width, height = size
     if width < 2 or height < 2:
         irregular = irregular or ("video too small to encode",
@@ -316,6 +340,26 @@ def frame_rate(times: Sequence[Fraction], nominal: Optional[Fraction],
                   f"a constant rate")
 
 
+def regular_part(info: VideoInfo, need: float) -> VideoInfo:
+    """``info`` cut to its frames before the first irregularity when those reach ``need`` seconds (the last
+    time a clip uses); ``info`` itself when it is regular. A hole or rate change after every used frame
+    (``ffmpeg -ss 1 -i in.mp4 -c copy -t 3.5`` leaves one in its last 0.2 s) is no reason to lose the
+    video; one inside it is: ItemError with the irregularity."""
+    if not info.irregular:
+        return info
+    times, tol = info.times, timing_tolerance(info.time_base)
+    best = 0
+    rates = [info.fps] + ([parse_rate(float(1 / (times[1] - times[0])))] if len(times) > 1 and times[1] > times[0] else [])
+    for rate in rates:
+        n = next((k for k, t in enumerate(times) if abs(t - Fraction(k) / rate) > tol), len(times))
+        if n > best and frame_rate(times[:n], rate, info.time_base)[1] is None:
+            best, fps = n, rate
+    if best < 2 or Fraction(best) / fps < Fraction(need) - SNAP_TOLERANCE:
+        raise ItemError(*info.irregular)
+    return VideoInfo(fps, best, info.width, info.height, tuple(times[:best]), info.time_base, info.start_time,
+                     info.container_duration, None, info.decoded)
+
+
 def ffmpeg_error(stderr: str, returncode: int) -> str:
     """The line of ffmpeg's stderr that says why it failed: its first error, not its closing 'Conversion failed!'."""
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip() and not ln[:1].isspace()]
@@ -324,7 +368,10 @@ def ffmpeg_error(stderr: str, returncode: int) -> str:
               and not ln.startswith(("Input #", "Output #", "Stream #", "frame="))]
     pick = marked[:1] or useful[-1:] or lines[-1:]
     # "[in#0 @ 0x5564...] moov atom not found": the address differs per run; the message must not
-    return re.sub(r"\[[^\]]*@ 0x[0-9a-fA-F]+\]\s*", "", pick[0])[:300] if pick else f"exit {returncode}"
+    if not pick:
+        return f"exit {returncode}"
+    line = re.sub(r"\[[^\]]*@ 0x[0-9a-fA-F]+\]\s*", "", pick[0])
+    return re.sub(r"^\[(?:info|warning|error|fatal|panic|verbose)\]\s*", "", line)[:300]
 
 
 def output_size(width: int, height: int, max_height: Optional[int]) -> tuple[int, int]:
@@ -372,14 +419,13 @@ def encode_normal(src: Path, dst: Path, fps: Fraction, n_frames: int, keyframes:
     ranges = [tuple(r) for r in (ranges or [(0, n_frames)])]
     cut = ranges != [(0, n_frames)]
     filters = ["showinfo=checksum=0"] if expect_times is not None else []
-    if cut:
-        filters.append("select=" + "+".join(f"between(n\\,{a}\\,{b - 1})" for a, b in ranges))
-    filters.append(f"setpts=N*{fps.denominator}/{fps.numerator}/TB")
-    if (out_w, out_h) != (width, height):
-        if out_h != height - height % 2 or out_w != width - width % 2:
-            filters.append(f"scale={out_w}:{out_h}")
-        else:
-            filters.append(f"crop={out_w}:{out_h}:0:0")
+    filters += frame_index_filters(fps, start_time, ranges)
+    if out_h != height - height % 2 or out_w != width - width % 2:
+        filters.append(f"scale={out_w}:{out_h}")
+    elif (out_w, out_h) != (width, height):
+        filters.append(f"crop={out_w}:{out_h}:0:0")
+    else:  # a no-op at this size; frames after a mid-stream size change are scaled to it
+        filters.append(f"scale={out_w}:{out_h}")
     # half a frame before each keyframe's time: the first frame at or after it is exactly that frame
     kf = ",".join(f"{float((Fraction(k) - Fraction(1, 2)) / fps):.6f}" for k in sorted(set(keyframes)) if k > 0)
     args = ["-i", src, "-map", "0:v:0"]
@@ -397,13 +443,13 @@ def encode_normal(src: Path, dst: Path, fps: Fraction, n_frames: int, keyframes:
     else:
         args += ["-an"]
     args += ["-sn", "-dn", "-map_metadata", "-1", "-vf", ",".join(filters),
-             "-frames:v", n_frames, "-r", f"{fps.numerator}/{fps.denominator}", "-fps_mode", "cfr",
+             "-frames:v", n_frames, "-fps_mode", "passthrough", "-enc_time_base:v", f"{fps.denominator}/{fps.numerator}",
              "-c:v", "libx264", "-preset", settings.preset, "-crf", settings.crf, "-bf", 0,
              "-pix_fmt", "yuv420p", "-threads", settings.threads]
     if kf:
         args += ["-force_key_frames", kf]
     with atomic_path(dst) as tmp:
-        res = _run_ffmpeg([*args, "-progress", "pipe:1", "-nostats", tmp], "encode")
+        res = run_ffmpeg([*args, "-progress", "pipe:1", "-nostats", tmp], "encode")
         produced = _progress_frames(res.stdout)
         if expect_times is not None:
             _check_decoded_times(res.stderr, expect_times, max(b for _, b in ranges), src)
@@ -413,12 +459,38 @@ def encode_normal(src: Path, dst: Path, fps: Fraction, n_frames: int, keyframes:
     return produced
 
 
+def frame_index_filters(fps: Fraction, start_time: Fraction, ranges: Sequence[Sequence[int]]) -> list[str]:
+    """``select`` + ``setpts``: keep source frames ``ranges`` ([a, b) each) and place them back to back at j/fps.
+
+    A frame's index is read from its own timestamp, k = round((t - start_time) * fps) (``probe`` found
+    frame k at start_time + k/fps), never from a frame counter: ffmpeg rebuilds its filter graph where a
+    source's parameters change mid-stream (a join of parts with another size, colour range or profile),
+    and every counter in it (select's and setpts' ``n``/``N``) starts again at 0 there.
+    """
+    def k(var: str) -> str:
+        return f"round(({var}-{float(start_time):.9f})*{fps.numerator}/{fps.denominator})"
+
+    select = "+".join(f"between({k('t')}\\,{a}\\,{b - 1})" for a, b in ranges)
+    place, pos = "", 0
+    shifts = []
+    for a, b in ranges:
+        shifts.append((b, pos - a))
+        pos += b - a
+    for b, shift in reversed(shifts):
+        place = f"{k('T')}+{shift}" if not place else f"if(lt({k('T')}\\,{b})\\,{k('T')}+{shift}\\,{place})"
+    # settb: times in frames; the encode then passes them through (-fps_mode passthrough): -fps_mode cfr
+    # would also read each frame's duration, kept from the packets, which is 3 frames where the dts jumps
+    # at a join of a part with B-frames to one without, and show that frame three times
+    return [f"select={select}", f"setpts=({place})*{fps.denominator}/{fps.numerator}/TB",
+            f"settb={fps.denominator}/{fps.numerator}"]
+
+
 def _check_decoded_times(stderr: str, expect: Sequence[Fraction], needed: int, src: Path) -> None:
     """The first ``needed`` decoded frames (showinfo lines) are at the ``expect`` times, or FramesDiffer.
 
     Absolute times, not times since the first frame: a first frame that does not decode shifts all."""
     cfg = _CONFIG.search(stderr)
-    pts = [int(m.group(2)) for m in _SHOWINFO.finditer(stderr)]
+    pts = [int(m.group(2)) for m in SHOWINFO.finditer(stderr)]
     if cfg is None or not pts:
         raise FramesDiffer("decoded frames differ from the packets", f"{src}: the encode logged no frame times")
     tb = Fraction(int(cfg.group(1)), int(cfg.group(2)))
@@ -490,7 +562,7 @@ def concat_copy(src: Path, fps: Fraction, jobs: Sequence[tuple[Path, Sequence[tu
             tmp = stack.enter_context(atomic_path(Path(dst)))
             args += ["-map", f"{i}:v:0"] + (["-map", f"{i}:a:0?"] if keep_audio else [])
             args += ["-c", "copy", "-map_metadata", "-1", "-avoid_negative_ts", "make_zero", tmp]
-        _run_ffmpeg(args, "stream copy")
+        run_ffmpeg(args, "stream copy")
 
 
 def decode_errors(path: Path, timeout: int = FFMPEG_TIMEOUT) -> Optional[str]:
@@ -505,17 +577,3 @@ def decode_errors(path: Path, timeout: int = FFMPEG_TIMEOUT) -> Optional[str]:
     if res.returncode != 0 or lines:
         return (lines[0] if lines else f"ffmpeg exit {res.returncode}")[:300]
     return None
-
-
-def count_frames(path: Path) -> int:
-    """Frames actually decoded from the file (OpenCV, sequential)."""
-    import cv2
-
-    cap = cv2.VideoCapture(str(path))
-    n = 0
-    try:
-        while cap.grab():
-            n += 1
-    finally:
-        cap.release()
-    return n

@@ -1,14 +1,19 @@
-"""Stage 2: move every corrupted or unpaired normal item into quarantine (nothing is ever deleted).
+"""Stage 2: verify every normal item's frames against its source; move what fails into quarantine.
 
-For each id under normal/ the annotation must parse (schema, id = file name), and the normal video
-and any clip files under normal/clips/<id>/ must pass a fast container check (non-empty, opens,
-first frame decodes) and then a full decode. An item that fails, a video without annotation, an
-annotation without video and a clip folder without annotation are moved, with the id's shuffled
-outputs if any, to quarantine/filter_corrupted/ under their own relative paths, and each gets one
-reject with its reason in rejects/filter_corrupted.jsonl.
+For each id under normal/ the annotation must parse (schema, id = file name), and its normal video
+must show, frame by frame, the source frames its annotation names (``timewarp/verify.py``: the
+source decoded once to just past its last used frame, any decoder error there a reject; copied
+packets compared by their bytes, every other frame decoded and compared by pixels; the clips'
+metadata times checked against the source's decoded frame times); each clip file under
+normal/clips/<id>/ must be the normal video's packets of its clip, byte for byte. Without a
+reachable source (--source_root '') the normal video is only decoded whole. An item that fails, a
+video without annotation, an annotation without video and a clip folder without annotation are
+moved, with the id's shuffled outputs if any, to quarantine/filter_corrupted/ under their own
+relative paths, and each gets one reject with its reason in rejects/filter_corrupted.jsonl.
 
-Resume: files that passed are recorded (size and mtime) in state/filter_corrupted.json; a rerun
-does not decode them again while they are unchanged (--overwrite decodes everything again).
+Resume: files that passed are recorded (size, mtime and whether the source was compared) in
+state/filter_corrupted.json; a rerun does not check them again while they are unchanged
+(--overwrite checks everything again). final_assertions reads the same record.
 """
 from __future__ import annotations
 
@@ -17,22 +22,23 @@ import shutil
 import sys
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Optional
 
+from timewarp import verify
 from timewarp.errors import ItemError, UsageError
 from timewarp.layout import Layout, split_shuffled_id
 from timewarp.parallel import LOCAL, Executor, pmap
 from timewarp.schema import NormalAnnotation
 from timewarp.stage import (NO_SEED_HELP, StageConfig, StageRun, add_common_args, add_shuffled_dir_args, cli,
-                            executor_from_args, log, require_root)
+                            executor_from_args, log, option, require_root)
 from timewarp.store import read_json, write_json
-from timewarp.video import decode_errors, ffmpeg_exe, probe
+from timewarp.video import ffmpeg_exe
 
 STAGE = "filter_corrupted"
-RECORD_VERSION = 1
+RECORD_VERSION = 2   # 2: a file's stamp is [size, mtime_ns, the source it was checked against] (verify.py)
 CHECKPOINT_SECONDS = 30.0
 
 
@@ -62,7 +68,8 @@ def check_annotation(layout: Layout, vid: str) -> NormalAnnotation:
 
 @dataclass(frozen=True, kw_only=True)
 class Config(StageConfig):
-    """No options of its own: root_dir (with the shuffled folder names), --limit, --overwrite."""
+    """root_dir (with the shuffled folder names), --source_root, --limit, --overwrite."""
+    source_root: Optional[str] = option(None, verify.SOURCE_ROOT_HELP)
 
 
 @dataclass(frozen=True)
@@ -79,44 +86,66 @@ class Checked:
     problem: Optional[tuple[str, str, str]] = None     # (reason, detail, failing file rel to root)
 
 
-def _stat_key(path: Path) -> list[int]:
+def stat_key(path: Path, source: str = "") -> list:
+    """[size, mtime_ns, ``source``]: ``source`` is ``verify.source_stamp`` of what the file was checked
+    against ('' = nothing: decoded alone, or a copy checked against the normal video)."""
     st = path.stat()
-    return [st.st_size, st.st_mtime_ns]
+    return [st.st_size, st.st_mtime_ns, source]
+
+
+def is_verified(before: Optional[list], now: list) -> bool:
+    """A recorded check still holds: same size and mtime, checked against the same source (unchanged), if any."""
+    return isinstance(before, list) and len(before) == 3 and before[:2] == now[:2] and now[2] in ("", before[2])
 
 
 def verify_item(cfg: Config, job: tuple[str, dict]) -> Checked:
     """Check one id that has both annotation and video; ``job`` = (id, its files verified by an earlier run)."""
     vid, verified_before = job
     layout = cfg.layout
-    counts = {"videos decoded": 0, "videos already verified": 0,
-              "clip files decoded": 0, "clip files already verified": 0}
+    counts = {"videos verified": 0, "videos already verified": 0, "clip files verified": 0,
+              "clip files already verified": 0, "frames proven by packet bytes": 0,
+              "frames compared by pixels": 0, "source frames decoded": 0, "videos without a reachable source": 0}
     source = layout.rel(layout.normal_annotation(vid))
     try:
-        check_annotation(layout, vid)
-        clip_dir = layout.clip_dir(vid)
-        files = [("videos", "", layout.normal_video(vid))] + [
-            ("clip files", "clip: ", clip_dir / f"{k}.mp4") for k in layout.item_ids(clip_dir, ".mp4")]
-        todo, verified = [], {}
-        for kind, prefix, path in files:
-            rel = layout.rel(path)
-            verified[rel] = _stat_key(path)
-            if not cfg.overwrite and verified_before.get(rel) == verified[rel]:
-                counts[f"{kind} already verified"] += 1
-            else:
-                todo.append((kind, prefix, path, rel))
-        # fast container checks of every file first, then the full decodes
-        for kind, prefix, path, rel in todo:
-            source = rel
+        ann = check_annotation(layout, vid)
+        video, clip_dir = layout.normal_video(vid), layout.clip_dir(vid)
+        stamp = verify.source_stamp(ann, cfg.source_root, cfg.layout)
+        verified = {layout.rel(video): stat_key(video, stamp)}
+        clips = [(clip_dir / f"{k}.mp4", k) for k in layout.item_ids(clip_dir, ".mp4")]
+        verified.update({layout.rel(p): stat_key(p) for p, _ in clips})
+        rel = source = layout.rel(video)
+        again = cfg.overwrite or not is_verified(verified_before.get(rel), verified[rel])
+        if not again:
+            counts["videos already verified"] += 1
+        else:
+            with verify.open_source(ann, cfg.source_root, cfg.layout) as found:
+                try:
+                    res = verify.verify_normal(ann, video, *(found or (None, "")), rel=rel)
+                except ItemError as exc:
+                    raise ItemError(exc.reason, exc.detail.replace(str(video), rel) or rel)
+            if found is None:
+                verified[rel][2] = ""
+            counts["videos verified"] += 1
+            counts["videos without a reachable source"] += found is None
+            counts["frames proven by packet bytes"] += res.by_bytes
+            counts["frames compared by pixels"] += res.by_pixels
+            counts["source frames decoded"] += res.source_frames_decoded
+        by_index = {str(c.index): c for c in ann.clips}
+        normal_packets = None
+        for path, k in clips:
+            rel = source = layout.rel(path)
+            if not again and is_verified(verified_before.get(rel), verified[rel]):  # (its normal video unchanged)
+                counts["clip files already verified"] += 1
+                continue
+            if k not in by_index:
+                raise ItemError("clip file without clip", f"{rel} names no clip of the annotation")
+            c = by_index[k]
             try:
-                probe(path, until=1.0)  # opens and its first second decodes, by ffmpeg (any codec it reads)
+                normal_packets = normal_packets or verify.read_packets(video)
+                verify.verify_copy(video, path, [(c.start_frame, c.end_frame)], rel, normal_packets)
             except ItemError as exc:
-                raise ItemError(prefix + exc.reason, exc.detail.replace(str(path), rel) or rel)
-        for kind, prefix, path, rel in todo:
-            source = rel
-            err = decode_errors(path)
-            counts[f"{kind} decoded"] += 1
-            if err:
-                raise ItemError(prefix + "video does not decode", f"{rel}: {err}")
+                raise ItemError("clip: " + exc.reason, exc.detail.replace(str(path), rel) or rel)
+            counts["clip files verified"] += 1
         return Checked(counts, verified)
     except ItemError as exc:
         return Checked(counts, {}, (exc.reason, exc.detail, source))
@@ -200,6 +229,7 @@ def run(cfg: Config, executor: Executor = LOCAL) -> dict:
     if not ann_ids:
         raise UsageError(f"no normal annotations in {layout.normal_annotations_dir}: run preprocess.py first")
     ffmpeg_exe()
+    cfg = replace(cfg, source_root=verify.resolve_source_root(layout, cfg.source_root))
     video_ids = set(layout.item_ids(layout.normal_videos_dir, ".mp4"))
     clip_ids = subdirs(layout.normal_clips_dir)
     ids = sorted(ann_ids | video_ids | clip_ids)
@@ -256,9 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="filter_corrupted.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root_dir", required=True, help="output root_dir of preprocess.py")
+    Config.add_arguments(p)
     add_shuffled_dir_args(p)  # a quarantined id's shuffled outputs move along with it
     add_common_args(p, seed_help=NO_SEED_HELP,
-                    overwrite_help="decode every file again, even those verified unchanged before")
+                    overwrite_help="check every file again, even those verified unchanged before")
     return p
 
 

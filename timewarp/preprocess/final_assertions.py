@@ -3,15 +3,17 @@
 Normal items: the annotation parses and its id is its file name; at least --min_clips clips, indexed
 0..n-1, ordered and non-overlapping, each start/end equal to start_frame/end_frame / fps within 1 ms
 and inside the video, the video ending at the last clip; the video's fps, size and frame count
-match the annotation and its frames are at k/fps (one ffmpeg decode pass reads every frame's time;
---decode also fails any decode error); every clip holds exactly the source frames whose time lies
-in its metadata [start, end) (normal frames mapped through source_ranges; the source's frame times
-decoded from the source when --source_root, by default preprocess's root_dir, has it); each clip
-file present has end_frame - start_frame frames (within 1). Across items: no two annotations share
-a source_id, and no source_id is in both splits. Shuffled items (if any): the permutation is a
-non-identity permutation of the normal clips, each clip carries the caption, length and times of
-the normal clip it names, the shuffled timeline is contiguous, and the shuffled video has the sum
-of the clip lengths in frames.
+match the annotation and its frames are at k/fps (read from its packets; --decode also decodes it
+and fails any decode error). What the frames show: an item whose files filter_corrupted verified
+(same size and mtime in state/filter_corrupted.json, against the source) is not checked again;
+any other gets the same content pass here (``timewarp/verify.py``: every frame against the source
+frame its annotation names, clip times against the source's decoded frame times, when --source_root,
+by default preprocess's root_dir, has the source; else the clips' frames only against the metadata
+times by the source's frame times or k/fps); each clip file is the normal video's packets of its
+clip. Across items: no two annotations share a source_id, and no source_id is in both splits.
+Shuffled items (if any): the permutation is a non-identity permutation of the normal clips, each
+clip carries the caption, length and times of the normal clip it names, the shuffled timeline is
+contiguous, and the shuffled video is packet for packet the normal video's clips in that order.
 
 Violations are printed as a table (id, check, detail), written as rejects/final_assertions.jsonl,
 and make the exit status 1; with none, one summary line and exit status 0. Nothing is modified.
@@ -29,6 +31,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Optional
 
+from timewarp import verify
 from timewarp.errors import ItemError, UsageError
 from timewarp.layout import Layout
 from timewarp.parallel import LOCAL, Executor, pmap
@@ -37,8 +40,9 @@ from timewarp.schema import NormalAnnotation, ShuffledAnnotation
 from timewarp.stage import (NO_SEED_HELP, StageConfig, StageRun, add_common_args, add_shuffled_dir_args, cli,
                             executor_from_args, option, require_root)
 from timewarp.store import read_json
-from timewarp.timestamps import SNAP_TOLERANCE, parse_rate
-from timewarp.video import decode_errors, probe
+from timewarp.timestamps import parse_rate
+from timewarp.preprocess.filter_corrupted import is_verified, load_record, stat_key
+from timewarp.video import decode_errors, frame_rate, probe
 
 STAGE = "final_assertions"
 TIME_TOLERANCE = 0.001      # seconds: times are frame times rounded for JSON
@@ -57,12 +61,9 @@ class Violation:
 
 @dataclass(frozen=True, kw_only=True)
 class Config(StageConfig):
-    decode: bool = option(False, "also fail a video on any error ffmpeg reports while decoding it (frame counts "
-                                 "and frame times are always decoded)")
-    source_root: Optional[str] = option(None, "input root of preprocess's --source (a folder, a .parquet file or an "
-                                        "hf:// path): every clip's frames are checked against its metadata times by "
-                                        "the source's decoded frame times (none: preprocess's --root_dir from "
-                                        "stats/preprocess.json; '' = only against k/fps)")
+    decode: bool = option(False, "also decode every video and fail it on any error ffmpeg reports (frame counts and "
+                                 "times are read from the packets; what frames show is checked against the source)")
+    source_root: Optional[str] = option(None, verify.SOURCE_ROOT_HELP)
     min_clips: int = option(2, "fewest clips an annotation may have")
 
 
@@ -74,6 +75,7 @@ class Checked:
     violations: list
     source_id: Optional[str] = None
     split: Optional[str] = None
+    content: str = ""     # how the frames were checked: "filter_corrupted", "source", "times" (no source)
 
 
 @dataclass
@@ -122,22 +124,23 @@ def _load(path: Path, cls, item_id: str, ck: Checker, prefix: str = ""):
 
 
 def _video_facts(path: Path, decode: bool, ck: Checker, check: str, rel: str):
-    """(fps, frames, width, height) of a video from one ffmpeg decode pass, or None with a violation.
+    """(fps, frames, width, height) of a video from its packets (no decoding), or None with a violation.
 
     The frame times are read, not assumed: a video whose frames are not at k/fps fails "video frame
-    times". With ``decode`` any error ffmpeg reports while decoding is a violation too.
+    times". With ``decode`` the video is decoded and any error ffmpeg reports is a violation too.
     """
     try:
-        info = probe(path)
+        pk = verify.read_packets(path)
     except ItemError as exc:
         ck.fail(check, f"{exc.reason}: {rel}", rel)
         return None
-    if info.irregular:
-        ck.fail("video frame times", f"{rel}: {info.irregular[0]}: {info.irregular[1].replace(str(path), rel)}", rel)
+    fps, irregular = frame_rate(pk.times(), pk.nominal, pk.time_base)
+    if irregular:
+        ck.fail("video frame times", f"{rel}: {irregular[0]}: {irregular[1]}", rel)
     if decode:
         err = decode_errors(path)
         ck.expect(err is None, "video decodes cleanly", f"{rel}: {err}", rel)
-    return info.fps, info.frame_count, info.width, info.height
+    return fps, len(pk), pk.width, pk.height
 
 
 def _recorded_video(video: Path, recorded: str, rel: str, decode: bool, ck: Checker, prefix: str):
@@ -161,21 +164,49 @@ def _near(a: float, b: float, tol: float = TIME_TOLERANCE) -> bool:
     return abs(a - b) <= tol + 1e-9
 
 
-def check_normal(cfg: Config, vid: str) -> Checked:
-    """All checks of one normal item that need only its own files."""
+def check_normal(cfg: Config, vid: str, verified: Optional[dict] = None) -> Checked:
+    """All checks of one normal item that need only its own files (and its source); ``verified``: what
+    filter_corrupted's record says it verified of this id ({rel path: stamp})."""
     layout = cfg.layout
     ck = Checker(vid, layout.rel(layout.normal_annotation(vid)), "normal")
     ann = _load(layout.normal_annotation(vid), NormalAnnotation, vid, ck)
     if ann is None:
         return Checked(ck.found)
+    content = ""
     try:
-        _check_normal(ann, layout, cfg, ck)
+        content = _check_normal(ann, layout, cfg, ck, verified or {})
     except (TypeError, AttributeError, ValueError) as exc:  # a field of the wrong type
         ck.fail("annotation field types", f"{type(exc).__name__}: {exc}")
-    return Checked(ck.found, ann.source_id, ann.split)
+    return Checked(ck.found, ann.source_id, ann.split, content)
 
 
-def _check_normal(ann: NormalAnnotation, layout: Layout, cfg: Config, ck: Checker) -> None:
+def _check_content(ann: NormalAnnotation, layout: Layout, cfg: Config, ck: Checker, verified: dict) -> str:
+    """What the normal video's frames show, unless filter_corrupted verified these very files against the
+    source; returns how it was checked ("filter_corrupted", "source" or "times": no source reachable, the
+    clips' frames checked against the metadata times only, and the video decoded whole unless
+    filter_corrupted did that already)."""
+    video = layout.normal_video(ann.id)
+    rel = layout.rel(video)
+    files = [video] + sorted(layout.clip_dir(ann.id).glob("*.mp4"))
+    stamp = verify.source_stamp(ann, cfg.source_root, cfg.layout)
+    recorded = False
+    with contextlib.suppress(OSError):
+        recorded = all(is_verified(verified.get(layout.rel(p)), stat_key(p, stamp if p == video else ""))
+                       for p in files)
+    if recorded and stamp:
+        return "filter_corrupted"
+    with verify.open_source(ann, cfg.source_root, cfg.layout) as found:
+        if found is None:
+            _check_clip_times(ann, parse_rate(ann.fps_rational), cfg, ck)
+        try:
+            if found is not None or not recorded:
+                verify.verify_normal(ann, video, *(found or (None, "")), rel=rel)
+        except ItemError as exc:
+            ck.fail(exc.reason, exc.detail.replace(str(video), rel), rel)
+    return "source" if found else "times"
+
+
+def _check_normal(ann: NormalAnnotation, layout: Layout, cfg: Config, ck: Checker, verified: dict) -> str:
     ck.expect(ann.split in ("train", "test"), "split", f"split is {ann.split!r}, not train or test")
     fps = _rate(ann.fps_rational, ck, "fps")
     if fps is None:
@@ -209,19 +240,24 @@ def _check_normal(ann: NormalAnnotation, layout: Layout, cfg: Config, ck: Checke
     video = layout.normal_video(ann.id)
     rel = layout.rel(video)
     facts = _recorded_video(video, ann.video, rel, cfg.decode, ck, "")
+    matches = False
     if facts:
         v_fps, v_frames, v_w, v_h = facts
-        ck.expect(_near(float(v_fps), float(fps), FPS_TOLERANCE), "video fps",
-                  f"{rel} runs at {float(v_fps):.6f} fps, annotation says {ann.fps_rational}", rel)
-        ck.expect((v_w, v_h) == (ann.width, ann.height), "video size",
-                  f"{rel} is {v_w}x{v_h}, annotation says {ann.width}x{ann.height}", rel)
-        ck.expect(v_frames == ann.frame_count, "video frame count",
-                  f"{rel} has {v_frames} frames, annotation frame_count is {ann.frame_count}", rel)
-
-    _check_clip_times(ann, fps, cfg, ck)
+        matches = all([
+            ck.expect(_near(float(v_fps), float(fps), FPS_TOLERANCE), "video fps",
+                      f"{rel} runs at {float(v_fps):.6f} fps, annotation says {ann.fps_rational}", rel),
+            ck.expect((v_w, v_h) == (ann.width, ann.height), "video size",
+                      f"{rel} is {v_w}x{v_h}, annotation says {ann.width}x{ann.height}", rel),
+            ck.expect(v_frames == ann.frame_count, "video frame count",
+                      f"{rel} has {v_frames} frames, annotation frame_count is {ann.frame_count}", rel)])
+    # what the frames show (a video that does not match its annotation already failed)
+    content = _check_content(ann, layout, cfg, ck, verified) if matches else ""
+    if not content:
+        _check_clip_times(ann, fps, cfg, ck)
 
     # clip files (optional)
     folder = layout.clip_dir(ann.id)
+    normal_packets: dict = {}
     if folder.is_dir():
         by_index = {str(c.index): c for c in clips}
         for stem in layout.item_ids(folder, ".mp4"):
@@ -233,8 +269,24 @@ def _check_normal(ann: NormalAnnotation, layout: Layout, cfg: Config, ck: Checke
             facts = _video_facts(path, cfg.decode, ck, "clip file opens", crel)
             if facts:
                 want = c.end_frame - c.start_frame
-                ck.expect(abs(facts[1] - want) <= CLIP_FRAME_TOLERANCE, "clip file frames",
-                          f"{crel} has {facts[1]} frames, clip {c.index} spans {want}", crel)
+                if ck.expect(abs(facts[1] - want) <= CLIP_FRAME_TOLERANCE, "clip file frames",
+                             f"{crel} has {facts[1]} frames, clip {c.index} spans {want}", crel):
+                    _check_copy(video, rel, path, [(c.start_frame, c.end_frame)], crel, ck,
+                                "clip file is the clip's frames", normal_packets)
+    return content
+
+
+def _check_copy(normal: Path, normal_rel: str, copy: Path, spans, rel: str, ck: Checker, check: str,
+                cache: Optional[dict] = None) -> None:
+    """``copy`` is packet for packet the normal video's frames ``spans``, or a violation ``check``;
+    ``cache`` keeps the normal video's packets for the next copy of the same item."""
+    cache = {} if cache is None else cache
+    try:
+        if "normal" not in cache:
+            cache["normal"] = verify.read_packets(normal)
+        verify.verify_copy(normal, copy, spans, rel, cache["normal"])
+    except ItemError as exc:
+        ck.fail(check, f"{exc.reason}: {exc.detail.replace(str(copy), rel).replace(str(normal), normal_rel)}", rel)
 
 
 def source_times(ann: NormalAnnotation, source_root: str, until: float,
@@ -280,19 +332,9 @@ def _check_clip_times(ann: NormalAnnotation, fps: Fraction, cfg: Config, ck: Che
         ck.fail("source decodes", f"{exc.reason}: {exc.detail}")
         return
     times, where = found if found else ([Fraction(k) / fps for k in range(max(src_of, default=-1) + 1)], "")
-    for c in ann.clips:
-        lo = Fraction(c.meta_start if c.meta_start is not None else c.start) - SNAP_TOLERANCE
-        hi = Fraction(c.meta_end if c.meta_end is not None else c.end) - SNAP_TOLERANCE
-        frames = src_of[c.start_frame:c.end_frame]
-        inside = [k for k in range(len(times)) if lo <= times[k] < hi]
-        if frames != inside:
-            bad = next((k for k in frames if k >= len(times) or not lo <= times[k] < hi), None)
-            what = (f"source frame {bad} at {float(times[bad]):.6f}s" if bad is not None and bad < len(times)
-                    else f"source frame {bad} (past the source end)" if bad is not None
-                    else f"it lacks source frame(s) {sorted(set(inside) - set(frames))[:5]}")
-            ck.fail("clip frames inside metadata times",
-                    f"clip {c.index} should hold the source frames in [{float(lo + SNAP_TOLERANCE):.3f}s, "
-                    f"{float(hi + SNAP_TOLERANCE):.3f}s) but holds {what}" + (f" (times decoded from {where})" if where else ""))
+    why = verify.clip_times_problem(ann, src_of, times, where)
+    if why:
+        ck.fail("clip frames inside metadata times", why)
 
 
 def check_shuffled(cfg: Config, sid: str) -> Checked:
@@ -367,8 +409,10 @@ def _check_shuffled(sh: ShuffledAnnotation, layout: Layout, cfg: Config, ck: Che
     if facts:
         ck.expect(_near(float(facts[0]), float(fps), FPS_TOLERANCE), "shuffled video fps",
                   f"{rel} runs at {float(facts[0]):.6f} fps, annotation says {sh.fps_rational}", rel)
-        ck.expect(facts[1] == total, "shuffled video frame count",
-                  f"{rel} has {facts[1]} frames, the clips sum to {total}", rel)
+        if ck.expect(facts[1] == total, "shuffled video frame count",
+                     f"{rel} has {facts[1]} frames, the clips sum to {total}", rel):
+            _check_copy(layout.root / ann.video, ann.video, video, [(ann.clips[i].start_frame, ann.clips[i].end_frame)
+                                                         for i in perm], rel, ck, "shuffled video is the clips' frames")
 
 
 def cross_checks(normal: dict[str, Checked], shuffled: dict[str, Checked], layout: Layout) -> list[Violation]:
@@ -409,6 +453,10 @@ def format_table(violations: list[Violation]) -> str:
     return "\n".join(lines)
 
 
+def _call(fn, cfg: Config, job: tuple):
+    return fn(cfg, *job)
+
+
 def run(cfg: Config, executor: Executor = LOCAL) -> Report:
     layout = cfg.layout
     require_root(layout.root, "--root_dir")
@@ -419,22 +467,20 @@ def run(cfg: Config, executor: Executor = LOCAL) -> Report:
         raise UsageError(f"no normal annotations in {layout.normal_annotations_dir}: run preprocess.py first")
     all_shuffled = layout.item_ids(layout.shuffled_annotations_dir, ".json")
     normal_ids, shuffled_ids = all_normal[:cfg.limit or None], all_shuffled[:cfg.limit or None]
-    source_root = cfg.source_root
-    if source_root is None:  # the sources preprocess read, when its stats say where and they are still there
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            source_root = str(read_json(layout.stats_file("preprocess"))["options"]["root_dir"])
-    elif source_root:   # any root the recorded source reads (a folder, a .parquet file, an hf:// path)
-        sources.open_source(sources.recorded(layout)[0], source_root).check("--source_root")
-    cfg = replace(cfg, source_root=source_root or "")
+    cfg = replace(cfg, source_root=verify.resolve_source_root(layout, cfg.source_root))
     stage = StageRun(STAGE, layout, cfg.options())
     violations: list[Violation] = []
     results: dict[str, dict[str, Checked]] = {"normal": {}, "shuffled": {}}
     internal = StageRun(STAGE, layout, {})  # only collects what stage.succeeded turns into rejects
+    record = load_record(layout)   # what filter_corrupted verified against the sources
     for kind, ids, fn in (("normal", normal_ids, check_normal), ("shuffled", shuffled_ids, check_shuffled)):
-        checked = pmap(partial(fn, cfg), ids, executor, desc=f"{STAGE} ({kind})", unit="item")
+        jobs = [(i, record.get(i, {})) for i in ids] if kind == "normal" else [(i,) for i in ids]
+        checked = pmap(partial(_call, fn, cfg), jobs, executor, desc=f"{STAGE} ({kind})", unit="item")
         for item_id, res in internal.succeeded(ids, checked):
             results[kind][item_id] = res
             violations += res.violations
+            if res.content:
+                stage.counts[f"normal videos' frames checked by {res.content}"] += 1
         # a check that crashed is a bug, not a verdict: it must not pass for a clean item
         violations += [Violation(r.id, r.reason, r.detail, kind=kind) for r in internal.rejects]
         internal.rejects.clear()

@@ -34,7 +34,7 @@ from timewarp.stage import StageConfig, StageRun, add_common_args, cli, executor
 from timewarp.store import remove_stale_temp, write_json
 from timewarp.timestamps import SNAP_TOLERANCE, frame_to_time, time_to_frame
 from timewarp.video import (EncodeSettings, FramesDiffer, VideoInfo, concat_copy, encode_normal, ffmpeg_exe,
-                            output_size, probe)
+                            output_size, probe, regular_part)
 from timewarp import smartcut
 
 log = logging.getLogger(__name__)
@@ -231,8 +231,7 @@ def process_video(cfg: Config, sv: SourceVideo) -> dict:
 def _write_item(cfg: Config, sv: SourceVideo, src: Path, info: VideoInfo) -> dict:
     """Plan the clips on ``info``'s frame times, write the normal video (and clips) and the annotation."""
     layout = cfg.layout
-    if info.irregular:
-        raise ItemError(*info.irregular)
+    info = regular_part(info, max(sp.end for sp in sv.spans))  # an irregularity where clips are: ItemError
     clips, skipped, ranges = plan_frames(sv, info.fps, info.frame_count, cfg.duration_tolerance,
                                          cfg.clip.min_clips)
     n_frames = clips[-1].end_frame

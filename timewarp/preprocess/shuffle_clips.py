@@ -2,7 +2,8 @@
 
 The permutation comes from an RNG seeded by ``--seed`` and the video id (same result whatever
 ``--workers`` is). The shuffled video is one concat-demuxer stream copy of the normal video's clip
-frame spans in permuted order (gaps dropped): no re-encode, frame-identical to the normal video.
+frame spans in permuted order (gaps dropped): no re-encode, frame-identical to the normal video
+(checked packet by packet against it before the annotation is written).
 The shuffled annotation records the permutation, each clip's source index and its start/end on
 the shuffled timeline; it is written after the video, so its presence marks the item done.
 """
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Optional
 
+from timewarp import verify
 from timewarp.errors import ItemError, UsageError
 from timewarp.layout import Layout, shuffled_id, split_shuffled_id
 from timewarp.parallel import LOCAL, Executor, pmap
@@ -124,9 +126,18 @@ def shuffle_video(cfg: Config, vid: str) -> Shuffled:
     if not cfg.overwrite and all(is_done(layout, s) for s in shuffled):
         return Shuffled(len(shuffled), skipped=True)
     layout.shuffled_videos_dir.mkdir(parents=True, exist_ok=True)
-    concat_copy(video, parse_rate(ann.fps_rational),
-                [(layout.shuffled_video(s.id), [(ann.clips[i].start_frame, ann.clips[i].end_frame) for i in s.permutation])
-                 for s in shuffled], keep_audio=cfg.keep_audio)
+    jobs = [(layout.shuffled_video(s.id), [(ann.clips[i].start_frame, ann.clips[i].end_frame) for i in s.permutation])
+            for s in shuffled]
+    concat_copy(video, parse_rate(ann.fps_rational), jobs, keep_audio=cfg.keep_audio)
+    try:  # packet for packet the normal video's clips (verify.py; no decode)
+        normal_packets = verify.read_packets(video)
+        for path, spans in jobs:
+            verify.verify_copy(video, path, spans, layout.rel(path), normal_packets)
+    except ItemError:  # nothing of this video's shuffles is left to look done
+        for sh in shuffled:
+            layout.shuffled_video(sh.id).unlink(missing_ok=True)
+            layout.shuffled_annotation(sh.id).unlink(missing_ok=True)
+        raise
     for s in shuffled:
         write_json(layout.shuffled_annotation(s.id), s.to_dict())
     return Shuffled(len(shuffled), skipped=False)

@@ -1,0 +1,506 @@
+"""Content verification: every output frame is the source frame its annotation names, by bytes or pixels.
+
+One pass per item, independent of the engine (it never reads what the engine probed or planned,
+only the annotation, the source file and the outputs):
+
+* the source is decoded once, from its first frame to just past the last frame a clip uses, by the
+  bundled ffmpeg: every frame's real timestamp (``showinfo``), a small grey thumbnail of every frame,
+  and every error the decoder reports. A decode error there is a named reject ("source does not
+  decode"), whatever engine made the outputs and wherever their cuts fall. The decoded times say
+  which source frames lie inside each clip's metadata [start, end); the annotation's frames must be
+  exactly those ("clip frames inside metadata times").
+* the normal video's packets are read without decoding. A run of packets that starts at an IDR and
+  is byte for byte a run of the source's packets starting at an IDR (same parameter sets), each shown
+  at the output position whose source frame it is, is a copy of those source frames: nothing to decode.
+  Every other frame (re-encoded, or a copy in the wrong place) is decoded, in whole output GOPs, and
+  its thumbnail compared with the source frame it must show: the mean absolute difference must be
+  small and smaller than to each neighbouring source frame that differs from the expected one
+  ("frame differs from its source frame").
+* clip files and shuffled videos are stream copies of the normal video: their packets must be the
+  normal video's packets of those clips, in order, byte for byte, each at its position (no decode).
+
+``docs/verification.md`` says why and what it costs.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+
+from timewarp.errors import ItemError
+from timewarp.timestamps import SNAP_TOLERANCE
+
+THUMB_SIZE = 128         # pixels, the longer side: thumbnails keep the id blocks and shapes, cost little to hold
+MAX_DIFFERENCE = 6.0     # mean absolute luma difference (0-255) a re-encoded frame may have from its source frame
+NEIGHBOUR_MARGIN = 1.0   # a neighbouring source frame closer to the expected one than this cannot be told apart
+
+_SHOWINFO = re.compile(r"\] n:\s*(\d+) pts:\s*(-?\d+|NOPTS)")
+_CONFIG = re.compile(r"config in time_base: (\d+)/(\d+)")
+
+
+# ------------------------------------------------------------------ packets (no decoding)
+
+@dataclass
+class Packets:
+    """The first video stream's packets in decode order, with what a check needs of each."""
+    pts: list[int]
+    digest: list[bytes]
+    idr: list[bool]
+    time_base: Fraction
+    width: int
+    height: int
+    codec: str
+    nominal: Optional[Fraction] = None           # the container's frame rate
+    params: dict = field(default_factory=dict)   # ("sps"|"pps", id) -> NAL bytes from the avcC
+    in_band: bool = False                        # some packet carries its own SPS/PPS
+    length_size: int = 4
+    extradata: bytes = b""
+
+    def __len__(self) -> int:
+        return len(self.pts)
+
+    def ranks(self) -> list[int]:
+        """Presentation position of each packet (by pts)."""
+        order = sorted(range(len(self.pts)), key=lambda i: self.pts[i])
+        rank = [0] * len(order)
+        for r, i in enumerate(order):
+            rank[i] = r
+        return rank
+
+    def times(self) -> list[Fraction]:
+        """Presentation times in seconds from the first frame, sorted."""
+        pts = sorted(self.pts)
+        return [(p - pts[0]) * self.time_base for p in pts] if pts else []
+
+
+def read_packets(path: Path, until: Optional[float] = None) -> Packets:
+    """Demux ``path``'s first video stream (PyAV); ``until``: stop at packets decoded that many seconds in.
+
+    ItemError when the file does not open, has no video stream or a packet without a pts.
+    """
+    import av
+    from timewarp import h264
+
+    if not Path(path).is_file() or Path(path).stat().st_size == 0:
+        raise ItemError("empty or missing video file", str(path))
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise ItemError("no video stream", str(path))
+            st = container.streams.video[0]
+            cc = st.codec_context
+            tb = Fraction(st.time_base)
+            rate = st.guessed_rate or st.average_rate
+            out = Packets([], [], [], tb, cc.width, cc.height, cc.name, Fraction(rate) if rate else None,
+                          extradata=bytes(cc.extradata or b""))
+            avcc = None
+            if cc.name == "h264":
+                with contextlib.suppress(h264.Unsupported, IndexError):
+                    avcc = h264.AvcC.parse(out.extradata)
+            if avcc is not None:
+                out.length_size = avcc.length_size
+                out.params = {**{("sps", h264.parse_sps(n).sps_id): n for n in avcc.sps},
+                              **{("pps", h264.pps_ids(n)[0]): n for n in avcc.pps}}
+            same_sets = set(out.params.values())
+            limit = None if until is None else int(Fraction(until) / tb)
+            first_dts = None
+            for pkt in container.demux(st):
+                if pkt.size == 0 and pkt.pts is None:
+                    continue
+                if pkt.pts is None:
+                    raise ItemError("packet without timestamp", f"{path}: packet {len(out)}")
+                dts = pkt.dts if pkt.dts is not None else pkt.pts
+                first_dts = dts if first_dts is None else first_dts
+                if limit is not None and dts - first_dts > limit:
+                    break
+                data = bytes(pkt)
+                idr = False
+                if avcc is not None:
+                    with contextlib.suppress(h264.Unsupported):
+                        nals = h264.split_length_prefixed(data, avcc.length_size)
+                        idr = any(n[0] & 0x1F == h264.NAL_IDR for n in nals)
+                        # a stream copy may repeat the avcC's own parameter sets before a keyframe: no change
+                        kept = [n for n in nals if n not in same_sets]
+                        out.in_band |= any(n[0] & 0x1F in (h264.NAL_SPS, h264.NAL_PPS) for n in kept)
+                        data = h264.length_prefixed(kept, avcc.length_size)
+                out.pts.append(pkt.pts)
+                out.digest.append(hashlib.blake2b(data, digest_size=16).digest())
+                out.idr.append(idr)
+    except av.FFmpegError as exc:
+        raise ItemError("video does not open", f"{path}: {exc}")
+    if not out.pts:
+        raise ItemError("video has no frames", str(path))
+    return out
+
+
+# ------------------------------------------------------------------ decoding (ffmpeg, thumbnails)
+
+@dataclass
+class Decoded:
+    times: list[Fraction]      # each decoded frame's pts in seconds from the first one
+    thumbs: np.ndarray         # (frames, h, w) uint8 luma
+    errors: list[str]          # what the decoder reported at level error or worse
+
+
+def thumb_size(width: int, height: int) -> tuple[int, int]:
+    """Thumbnail size for frames of ``width`` x ``height``: the longer side at most THUMB_SIZE, even sides."""
+    scale = min(1.0, THUMB_SIZE / max(width, height))
+    return max(2, int(width * scale / 2) * 2), max(2, int(height * scale / 2) * 2)
+
+
+def decode_thumbs(path: Path, size: tuple[int, int], until: Optional[float] = None,
+                  crop: Optional[tuple[int, int]] = None) -> Decoded:
+    """Decode ``path``'s first video stream (to ``until`` seconds) once: frame times, thumbnails, errors.
+
+    ``crop`` (w, h) takes the top-left of every frame first (how the one-encode engine makes odd sizes even).
+    """
+    from timewarp.video import FFMPEG_TIMEOUT, error_lines, ffmpeg_exe
+
+    w, h = size
+    vf = "showinfo=checksum=0," + (f"crop={crop[0]}:{crop[1]}:0:0," if crop else "") + \
+         f"scale={w}:{h}:flags=area,format=gray"
+    args = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "level+info"]
+    if until is not None:
+        args += ["-t", f"{until:.6f}"]
+    args += ["-i", str(path), "-map", "0:v:0", "-an", "-sn", "-dn", "-vf", vf, "-fps_mode", "passthrough",
+             "-enc_time_base:v", "demux", "-f", "rawvideo", "-pix_fmt", "gray", "pipe:1"]
+    try:
+        res = subprocess.run(args, capture_output=True, timeout=FFMPEG_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return Decoded([], np.zeros((0, h, w), np.uint8), [f"decode timed out after {FFMPEG_TIMEOUT}s"])
+    err = res.stderr.decode("utf-8", "replace")
+    errors = error_lines(err)
+    if res.returncode != 0 and not errors:
+        errors.append(f"ffmpeg exit {res.returncode}")
+    cfg = _CONFIG.search(err)
+    tb = Fraction(int(cfg.group(1)), int(cfg.group(2))) if cfg else Fraction(0)
+    pts = [m.group(2) for m in _SHOWINFO.finditer(err)]
+    n = len(res.stdout) // (w * h)
+    thumbs = np.frombuffer(res.stdout[:n * w * h], np.uint8).reshape(n, h, w)
+    if "NOPTS" in pts:
+        errors.append(f"decoded frame {pts.index('NOPTS')} has no timestamp")
+        pts = [p for p in pts if p != "NOPTS"]
+    times = [(int(p) - int(pts[0])) * tb for p in pts] if pts else []
+    return Decoded(times, thumbs, errors)
+
+
+def difference(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean absolute difference of two thumbnails (0-255)."""
+    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+
+
+def frame_problem(out: np.ndarray, src: np.ndarray, k: int) -> Optional[str]:
+    """Why thumbnail ``out`` is not source frame ``k`` (src[k]), or None when it is.
+
+    It must be close to src[k] (MAX_DIFFERENCE), and closer to src[k] than to a neighbour src[n] wherever
+    the two can be told apart: they differ by more than NEIGHBOUR_MARGIN and by more than twice the
+    output's distance to the nearer of them (a shifted or repeated frame is much nearer its true
+    source frame; an output as far from both as they are from each other, e.g. film grain re-encoded,
+    says nothing either way).
+    """
+    d = difference(out, src[k])
+    if d > MAX_DIFFERENCE:
+        return f"mean difference {d:.2f} (at most {MAX_DIFFERENCE} allowed)"
+    for n in (k - 1, k + 1):
+        if not 0 <= n < len(src):
+            continue
+        dn = difference(out, src[n])
+        apart = difference(src[n], src[k])
+        if apart > max(NEIGHBOUR_MARGIN, 2 * min(d, dn)) and dn <= d:
+            return (f"it is closer to source frame {n} ({dn:.2f}) than to source frame {k} ({d:.2f}); "
+                    f"those two differ by {apart:.2f}")
+    return None
+
+
+# ------------------------------------------------------------------ the checks
+
+def source_frames(ann) -> list[int]:
+    """Source frame of each normal-video frame (through ``source_ranges``)."""
+    ranges = ann.source_ranges or [[0, ann.frame_count]]
+    return [k for a, b in ranges for k in range(a, b)]
+
+
+def clip_times_problem(ann, src_of: Sequence[int], times: Sequence[Fraction], where: str = "") -> Optional[str]:
+    """Why a clip does not hold exactly the source frames whose time t has meta_start <= t < meta_end
+    (times snapped by 1 ms), given the source's frame ``times``; None when every clip does."""
+    for c in ann.clips:
+        lo = Fraction(c.meta_start if c.meta_start is not None else c.start) - SNAP_TOLERANCE
+        hi = Fraction(c.meta_end if c.meta_end is not None else c.end) - SNAP_TOLERANCE
+        frames = list(src_of[c.start_frame:c.end_frame])
+        inside = [k for k in range(len(times)) if lo <= times[k] < hi]
+        if frames != inside:
+            bad = next((k for k in frames if k >= len(times) or not lo <= times[k] < hi), None)
+            what = (f"source frame {bad} at {float(times[bad]):.6f}s" if bad is not None and bad < len(times)
+                    else f"source frame {bad} (past the source end)" if bad is not None
+                    else f"it lacks source frame(s) {sorted(set(inside) - set(frames))[:5]}")
+            return (f"clip {c.index} should hold the source frames in [{float(lo + SNAP_TOLERANCE):.3f}s, "
+                    f"{float(hi + SNAP_TOLERANCE):.3f}s) but holds {what}" + (f" (times decoded from {where})"
+                                                                            if where else ""))
+    return None
+
+
+def output_times_problem(pk: Packets, fps: Fraction) -> Optional[str]:
+    """Why the output's frames are not at k/fps (within the time base), from its packets."""
+    from timewarp.video import timing_tolerance
+
+    tol = timing_tolerance(pk.time_base)
+    for k, t in enumerate(pk.times()):
+        if abs(t - Fraction(k) / fps) > tol:
+            return f"frame {k} is at {float(t):.6f}s, not {float(Fraction(k) / fps):.6f}s"
+    return None
+
+
+def copied_frames(out: Packets, src: Packets, src_of: Sequence[int]) -> list[bool]:
+    """Per output packet (decode order): it is, with every packet since its GOP's IDR, byte for byte the
+    source's packets since one of its IDRs, under the source's parameter sets, at the output position
+    whose source frame it shows (so it decodes to exactly that frame, no decoding needed)."""
+    copied = [False] * len(out)
+    if not src.params or any(out.params.get(k) != v for k, v in src.params.items()) or src.in_band:
+        return copied
+    src_rank, out_rank = src.ranks(), out.ranks()
+    idr_at: dict[bytes, list[int]] = {}
+    for k, (d, idr) in enumerate(zip(src.digest, src.idr)):
+        if idr:
+            idr_at.setdefault(d, []).append(k)
+    nxt = None
+    for i in range(len(out)):
+        if out.idr[i]:
+            nxt = next((k for k in idr_at.get(out.digest[i], [])
+                        if out_rank[i] < len(src_of) and src_rank[k] == src_of[out_rank[i]]),
+                       (idr_at.get(out.digest[i]) or [None])[0])
+        elif nxt is not None and (nxt >= len(src) or out.digest[i] != src.digest[nxt]):
+            nxt = None
+        if nxt is None:
+            continue
+        r = out_rank[i]
+        copied[i] = r < len(src_of) and src_rank[nxt] == src_of[r]
+        nxt += 1
+    return copied
+
+
+def _remux(path: Path, wanted: Sequence[int], dst: Path) -> None:
+    """Write packets ``wanted`` (decode order indices) of ``path``'s first video stream to ``dst`` (MP4),
+    timestamps and bytes as they are (PyAV): whole GOPs of it, to decode alone."""
+    import av
+
+    todo = set(wanted)
+    with av.open(str(path)) as container, av.open(str(dst), "w", format="mp4") as out:
+        st = container.streams.video[0]
+        ost = out.add_stream_from_template(st)
+        i = 0
+        for pkt in container.demux(st):
+            if pkt.size == 0 and pkt.pts is None:
+                continue
+            if i in todo:
+                pkt.stream = ost
+                out.mux(pkt)
+            i += 1
+
+
+def decode_output(path: Path, out: Packets, need: Sequence[bool], size, crop=None) -> tuple[list[int], Decoded]:
+    """Decode the output GOPs holding a packet with ``need`` set: (presentation position of each decoded frame, decoded)."""
+    gop, g = [], -1
+    for i in range(len(out)):
+        g += out.idr[i] or i == 0
+        gop.append(g)
+    gops = {gop[i] for i in range(len(out)) if need[i]}
+    wanted = [i for i in range(len(out)) if gop[i] in gops]
+    rank = out.ranks()
+    if len(wanted) == len(out) or not out.params:
+        return sorted(rank), decode_thumbs(path, size)
+    fd, name = tempfile.mkstemp(prefix=".tmp-verify-", suffix=".mp4", dir=Path(path).parent)
+    os.close(fd)
+    try:
+        _remux(path, wanted, Path(name))
+        dec = decode_thumbs(Path(name), size)
+    finally:
+        Path(name).unlink(missing_ok=True)
+    return sorted(rank[i] for i in wanted), dec
+
+
+@dataclass
+class Verified:
+    """What ``verify_normal`` did: frames proven by packet bytes, frames compared by pixels."""
+    frames: int
+    by_bytes: int
+    by_pixels: int
+    source_frames_decoded: int
+
+
+def verify_normal(ann, video: Path, source: Optional[Path], label: str = "", rel: str = "") -> Verified:
+    """Check the normal video of ``ann`` against its source, frame by frame; ItemError names the first problem.
+
+    ``source`` None (not reachable): the normal video is only decoded whole (errors, frame count).
+    """
+    from timewarp.timestamps import parse_rate
+
+    rel = rel or str(video)
+    label = label or str(source)
+    fps = parse_rate(ann.fps_rational)
+    out = read_packets(video)
+    if len(out) != ann.frame_count:
+        raise ItemError("video frame count", f"{rel} has {len(out)} frames, annotation frame_count is {ann.frame_count}")
+    bad = output_times_problem(out, fps)
+    if bad:
+        raise ItemError("video frame times", f"{rel}: {bad}")
+    size = thumb_size(out.width, out.height)
+    if source is None:
+        dec = decode_thumbs(video, size)
+        _decode_ok(dec, len(out), rel)
+        return Verified(len(out), 0, 0, 0)
+    src_of = source_frames(ann)
+    if len(src_of) != ann.frame_count:
+        raise ItemError("source ranges", f"source_ranges {ann.source_ranges} hold {len(src_of)} frames, "
+                                         f"the video has {ann.frame_count}")
+    if not ann.clips:
+        raise ItemError("clip count", "the annotation has no clips")
+    last_meta = max((c.meta_end if c.meta_end is not None else c.end) for c in ann.clips)
+    n_used = max(src_of) + 1
+    # the packets up to a little past what the clips use (a long source is not demuxed whole)
+    src_pk = read_packets(source, until=max(float(last_meta), n_used / float(fps)) + 3.0)
+    s_w, s_h = src_pk.width, src_pk.height
+    crop = (out.width, out.height) if (out.width, out.height) == (s_w - s_w % 2, s_h - s_h % 2) != (s_w, s_h) else None
+    # to just past the last frame used: its time, or the last clip's metadata end, plus a frame
+    src_times = src_pk.times()
+    end_t = max(Fraction(last_meta), src_times[n_used - 1] if n_used <= len(src_times) else Fraction(last_meta))
+    until = float(end_t + Fraction(3, 2) / fps)
+    src = decode_thumbs(source, size, until=until, crop=crop)
+    if src.errors:
+        raise ItemError("source does not decode", f"{label}: {src.errors[0]}")
+    if len(src.times) != len(src.thumbs):
+        raise ItemError("source does not decode", f"{label}: {len(src.times)} frame times for {len(src.thumbs)} frames")
+    if len(src.thumbs) < n_used:
+        raise ItemError("source shorter than its annotation",
+                        f"{label}: {len(src.thumbs)} frames decode, the clips use {n_used}")
+    why = clip_times_problem(ann, src_of, src.times, label)
+    if why:
+        raise ItemError("clip frames inside metadata times", why)
+    # the source's packets are its decoded frames (same count and times) in the used range: bytes may stand for pixels
+    same = src_pk.codec == "h264" and len(src_times) >= n_used and \
+        all(src_times[k] == src.times[k] for k in range(min(len(src.times), len(src_times))))
+    copied = copied_frames(out, src_pk, src_of) if same else [False] * len(out)
+    need = [not c for c in copied]
+    by_pixels = 0
+    if any(need):
+        positions, dec = decode_output(video, out, need, size)
+        _decode_ok(dec, len(positions), rel)
+        rank = out.ranks()
+        check = {rank[i] for i in range(len(out)) if need[i]}
+        for j, thumb in zip(positions, dec.thumbs):
+            if j not in check:
+                continue
+            problem = frame_problem(thumb, src.thumbs, src_of[j])
+            if problem:
+                raise ItemError("frame differs from its source frame",
+                                f"{rel}: frame {j} should show source frame {src_of[j]} of {label}: {problem}")
+            by_pixels += 1
+    return Verified(len(out), len(out) - sum(need), by_pixels, len(src.thumbs))
+
+
+def _decode_ok(dec: Decoded, frames: int, rel: str) -> None:
+    if dec.errors:
+        raise ItemError("video does not decode", f"{rel}: {dec.errors[0]}")
+    if len(dec.thumbs) != frames:
+        raise ItemError("video does not decode", f"{rel}: {len(dec.thumbs)} frames decode, its packets hold {frames}")
+
+
+def verify_copy(normal: Path, copy: Path, spans: Sequence[tuple[int, int]], rel: str = "",
+                normal_packets: Optional[Packets] = None) -> None:
+    """``copy`` is frames [a, b) of ``normal`` for each span, in order, by stream copy: packet by packet,
+    byte for byte, each at its position, the same parameter sets; no decoding. ItemError otherwise."""
+    rel = rel or str(copy)
+    src = normal_packets or read_packets(normal)
+    out = read_packets(copy)
+    if out.extradata != src.extradata:
+        raise ItemError("copy differs from the normal video", f"{rel}: its parameter sets (avcC) differ")
+    rank = src.ranks()
+    expect_digest, expect_rank = [], []
+    pos = 0
+    for a, b in spans:
+        run = [i for i in range(len(src)) if a <= rank[i] < b]
+        if len(run) != b - a or run != list(range(run[0], run[0] + len(run))) or not src.idr[run[0]]:
+            raise ItemError("normal video cannot be cut there",
+                            f"frames [{a}, {b}) of {normal} are not a run of packets starting at an IDR")
+        expect_digest += [src.digest[i] for i in run]
+        expect_rank += [pos + rank[i] - a for i in run]
+        pos += b - a
+    if len(out) != len(expect_digest):
+        raise ItemError("copy frame count", f"{rel} has {len(out)} frames, its clips hold {len(expect_digest)}")
+    out_rank = out.ranks()
+    for i in range(len(out)):
+        if out.digest[i] != expect_digest[i] or out_rank[i] != expect_rank[i]:
+            raise ItemError("copy differs from the normal video",
+                            f"{rel}: packet {i} (frame {out_rank[i]}) is not the normal video's frame it must be")
+
+
+SOURCE_ROOT_HELP = ("input root of preprocess's --source (a folder, a .parquet file or an hf:// path): every output "
+                    "frame is checked against the source frame its annotation names (none: preprocess's --root_dir "
+                    "from stats/preprocess.json; '' = no source: outputs are only decoded)")
+
+
+def resolve_source_root(layout, value: Optional[str]) -> str:
+    """``--source_root`` as given (checked by the recorded source: a folder, a .parquet file, an hf:// path),
+    or (None) the root preprocess read, from its stats; '' when there is none."""
+    from timewarp import sources
+    from timewarp.store import read_json
+
+    if value is None:
+        with contextlib.suppress(OSError, ValueError, AttributeError, KeyError, TypeError):
+            return str(read_json(layout.stats_file("preprocess"))["options"]["root_dir"] or "")
+        return ""
+    if value:
+        sources.open_source(sources.recorded(layout)[0], value).check("--source_root")
+    return value
+
+
+def _reopen(ann, source_root: Optional[str], layout):
+    """(source, reference) of the file an annotation names, through the protocol of the source preprocess
+    used (its cache of fetched bytes included); None when ``source_root`` is empty or the file is not there."""
+    from timewarp import sources
+
+    if not source_root:
+        return None
+    name = sources.recorded(layout)[0] if layout is not None else sources.DEFAULT
+    source = sources.open_source(name, source_root, cache_dir=sources.cache_dir(layout) if layout is not None else None)
+    ref = source.reopen(ann.source_file, ann.source_row)
+    return None if ref is None else (source, ref)
+
+
+def source_stamp(ann, source_root: Optional[str], layout=None) -> str:
+    """Which source file (and row) an annotation's check used, with its size and mtime (a remote file: its
+    address, whose bytes the output's cache pins); '' when unreachable."""
+    found = _reopen(ann, source_root, layout)
+    if found is None:
+        return ""
+    source, ref = found
+    row = "" if ref.row is None else f"#row{ref.row}"
+    path = Path(ref.path)
+    try:
+        st = path.stat()
+    except (OSError, ValueError):
+        return f"{ref.path}{row}" if "://" in str(ref.path) else ""
+    return f"{path.resolve()}{row}:{st.st_size}:{st.st_mtime_ns}"
+
+
+@contextlib.contextmanager
+def open_source(ann, source_root: Optional[str], layout=None) -> Iterator[Optional[tuple[Path, str]]]:
+    """(path, label) of a local file with the bytes of the source an annotation names (extracted from its
+    parquet row, or read from the output's cache of a remote source); None when ``source_root`` is empty
+    or the file is not there."""
+    found = _reopen(ann, source_root, layout)
+    if found is None:
+        yield None
+        return
+    source, ref = found
+    with tempfile.TemporaryDirectory(prefix=".tmp-verify-src-") as scratch:
+        suffix = Path(ref.path).suffix if ref.kind == "files" else ".mp4"
+        yield source.open(ref, Path(scratch) / f"src{suffix}"), ref.label()
