@@ -42,8 +42,6 @@ from timewarp.errors import UsageError
 from timewarp.store import read_json, write_json
 
 log = logging.getLogger("timewarp.llm")
-for _name in ("httpx", "httpx2"):  # the HTTP library under openai logs every request at INFO
-    logging.getLogger(_name).setLevel(logging.WARNING)
 
 T = TypeVar("T")
 

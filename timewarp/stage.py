@@ -161,6 +161,8 @@ def _shown(value) -> str:
 def setup_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level), format="%(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr, force=True)
+    for name in ("httpx", "httpx2", "urllib3"):  # HTTP libraries (openai, huggingface_hub) log every request at INFO
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def require_root(root_dir, what: str = "root_dir") -> Path:
