@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import http.server
 import json
 import os
 import re
 import shutil
+import socket
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -145,3 +149,52 @@ def test_worker_death_is_retried_by_ray(ray_local, tmp_path):
     res = list(pmap(_die_once, [str(tmp_path / "again"), str(tmp_path / "died")], Executor("ray", max_retries=0),
                     disable=True))
     assert isinstance(res[0], Failed) and "Worker" in res[0].error and isinstance(res[1], int)
+
+
+# ------------------------------------------------------------------ --ray_address that cannot be joined
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _preprocess_cli(fv_root: Path, out: Path, *options: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """preprocess as a user runs it, with ``--executor ray`` and ``options``; 120 s is a hang, not slowness."""
+    return subprocess.run([sys.executable, str(ROOT / "timewarp/preprocess/preprocess.py"), "--root_dir", str(fv_root),
+                           "--save_dir", str(out), "--scale", "2", "--workers", "1", "--executor", "ray", *options],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})})
+
+
+@pytest.fixture
+def not_ray(tmp_path):
+    """A real server on 127.0.0.1 that is not a Ray head (HTTP/1.1): it accepts the connection, then answers wrong."""
+    class Quiet(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
+
+def test_an_address_that_cannot_be_joined_is_one_line_naming_it(fv_root, tmp_path, not_ray):
+    """Before: Ray retried a closed port or a non-Ray server for minutes ("Failed to connect to GCS" every
+    few seconds) and the stage never said which --ray_address was wrong."""
+    closed = f"127.0.0.1:{_free_port()}"
+    cases = [(["--ray_address", closed], {}, f"--ray_address {closed}: Connection refused"),
+             (["--ray_address", not_ray], {}, f"--ray_address {not_ray}: something answers there, but not a Ray head "
+                                                                   "(no gRPC server)"),
+             (["--ray_address", "auto"], {"RAY_ADDRESS": closed}, f"{closed} (--ray_address auto): Connection refused")]
+    for k, (options, env, says) in enumerate(cases):
+        r = _preprocess_cli(fv_root, tmp_path / f"out{k}", *options, env=env)
+        errors = [line for line in r.stderr.splitlines() if "error" in line.lower() or "GCS" in line]
+        assert r.returncode == 2 and errors == [f"preprocess.py: error: cannot connect to Ray at {says}"], r.stderr
+        assert not list((tmp_path / f"out{k}").glob("normal/*/*")), "nothing written without a cluster"
