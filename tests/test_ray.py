@@ -6,11 +6,9 @@ Skipped when Ray is not installed (pip install -r requirements-ray.txt; CI insta
 from __future__ import annotations
 
 import copy
-import hashlib
 import http.server
 import json
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -28,9 +26,10 @@ from timewarp import parallel  # noqa: E402
 from timewarp.layout import Layout  # noqa: E402
 from timewarp.parallel import Executor, Failed, pmap  # noqa: E402
 from timewarp.preprocess import preprocess, shuffle_clips  # noqa: E402
-from timewarp.sample_data import read_frame_ids, write_shard  # noqa: E402
+from timewarp.sample_data import write_shard  # noqa: E402
 from timewarp.store import read_json, read_jsonl  # noqa: E402
 
+from same_outputs import assert_same_outputs, stats  # noqa: E402
 from stages import run_video_stage  # noqa: E402
 
 # functions defined here travel to Ray workers by value (workers cannot import this test module)
@@ -68,33 +67,6 @@ def _run(executor: str, src: Path, out: Path) -> None:
                                "--permutations_per_video", "2", "--log_level", "WARNING"]) == 0
 
 
-def _frames_digest(path: Path) -> str:
-    import cv2
-
-    cap, h = cv2.VideoCapture(str(path)), hashlib.sha256()
-    try:
-        while True:
-            ok, img = cap.read()
-            if not ok:
-                return h.hexdigest()
-            h.update(img.tobytes())
-    finally:
-        cap.release()
-
-
-def _stats(out: Path, stage: str) -> dict:
-    st = read_json(Layout(out).stats_file(stage))
-    st.pop("seconds")
-    st["options"] = {k: v for k, v in st["options"].items() if k not in ("root_dir", "save_dir")}
-    return st
-
-
-def _rejects(out: Path, stage: str) -> list:
-    """Rejects with the output root and preprocess's random temp-file suffix (mkstemp) masked."""
-    text = json.dumps(read_jsonl(Layout(out).rejects_file(stage))).replace(str(out), "<out>")
-    return json.loads(re.sub(r"(src-[^\"/]*-)[a-z0-9_]{8}\.mp4", r"\1XXXXXXXX.mp4", text))
-
-
 def test_ray_run_equals_local_run(ray_local, fv_root, tmp_path):
     local, remote = tmp_path / "local", tmp_path / "ray"
     t0 = time.monotonic()
@@ -103,26 +75,14 @@ def test_ray_run_equals_local_run(ray_local, fv_root, tmp_path):
     _run("ray", fv_root, remote)
     print(f"local {t1 - t0:.1f}s, ray {time.monotonic() - t1:.1f}s")
 
-    files = sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file())
-    assert files == sorted(p.relative_to(remote).as_posix() for p in remote.rglob("*") if p.is_file())
-    jsons = [f for f in files if f.endswith(".json") and not f.startswith(("stats/", "state/"))]
-    videos = [f for f in files if f.endswith(".mp4")]
+    jsons, videos = assert_same_outputs(local, remote, ("preprocess", "shuffle_clips"))
     assert len(jsons) == 4 + 8 and len(videos) == 4 + 8 + sum(
         len(read_json(local / f)["clips"]) for f in jsons if f.startswith("normal/"))
-    for f in jsons:
-        assert (local / f).read_bytes() == (remote / f).read_bytes(), f
-    for f in videos:
-        ids = read_frame_ids(local / f)
-        assert ids and ids == read_frame_ids(remote / f), f
-        assert _frames_digest(local / f) == _frames_digest(remote / f), f
-    for stage in ("preprocess", "shuffle_clips"):
-        assert _stats(local, stage) == _stats(remote, stage)
-        assert _rejects(local, stage) == _rejects(remote, stage)
     # the undecodable row is the same reject under both executors, and the run went on
     bad = [r for r in read_jsonl(Layout(remote).rejects_file("preprocess")) if r["id"] == "garbage"]
     assert len(bad) == 1 and bad[0]["reason"] in {"video does not open", "no video stream", "video does not decode"}
     assert "train-bad.parquet" in bad[0]["source"]
-    assert _stats(remote, "preprocess")["items_out"] == 4
+    assert stats(remote, "preprocess")["items_out"] == 4
 
 
 def test_exceptions_come_back_as_failed_in_input_order(ray_local):
@@ -198,3 +158,18 @@ def test_an_address_that_cannot_be_joined_is_one_line_naming_it(fv_root, tmp_pat
         errors = [line for line in r.stderr.splitlines() if "error" in line.lower() or "GCS" in line]
         assert r.returncode == 2 and errors == [f"preprocess.py: error: cannot connect to Ray at {says}"], r.stderr
         assert not list((tmp_path / f"out{k}").glob("normal/*/*")), "nothing written without a cluster"
+
+
+def test_ray_max_retries_is_checked():
+    from argparse import Namespace
+
+    from timewarp.errors import UsageError
+    from timewarp.stage import executor_from_args
+
+    given = dict(workers=1, ray_address=None)
+    assert executor_from_args(Namespace(executor="ray", ray_max_retries=0, **given)).max_retries == 0
+    assert executor_from_args(Namespace(executor="ray", ray_max_retries=None, **given)).max_retries == 3
+    with pytest.raises(UsageError, match="--ray_max_retries needs --executor ray"):
+        executor_from_args(Namespace(executor="local", ray_max_retries=0, **given))
+    with pytest.raises(UsageError, match="--ray_max_retries must be >= 0, got -1"):
+        executor_from_args(Namespace(executor="ray", ray_max_retries=-1, **given))

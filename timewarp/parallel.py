@@ -77,6 +77,8 @@ class Executor:
             raise UsageError(f"--executor must be one of {', '.join(EXECUTORS)}, got {self.kind!r}")
         if self.workers < 1:
             raise UsageError(f"--workers must be >= 1, got {self.workers}")
+        if self.max_retries < 0:
+            raise UsageError(f"--ray_max_retries must be >= 0, got {self.max_retries}")
         if self.kind == "ray":
             _import_ray()
         elif self.ray_address:
