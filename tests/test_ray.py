@@ -9,7 +9,9 @@ import copy
 import http.server
 import json
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -173,3 +175,42 @@ def test_ray_max_retries_is_checked():
         executor_from_args(Namespace(executor="local", ray_max_retries=0, **given))
     with pytest.raises(UsageError, match="--ray_max_retries must be >= 0, got -1"):
         executor_from_args(Namespace(executor="ray", ray_max_retries=-1, **given))
+
+
+# ------------------------------------------------------------------ one Ray instance per script run
+
+def _setup_dataset_ray(fv_root: Path, out: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k not in ("TIMEWARP_ARGS", "RAY_ADDRESS", "RAY_AUTH_MODE")}
+    env.update(TIMEWARP_ARGS="--executor ray --workers 2", TIMEWARP_PREPROCESS_ARGS="--test_fraction 0.5")
+    return subprocess.Popen([str(ROOT / "setup_dataset.sh"), str(fv_root), str(out), "2"], env=env, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+
+
+JOINED = re.compile(r"^INFO timewarp: ray: connected to (127\.0\.0\.1:\d+),")
+
+
+def test_setup_dataset_starts_ray_once_and_stops_it(fv_root, tmp_path):
+    """Before: each of the four stages started (and stopped) its own Ray instance, seconds each, and each
+    printed Ray's token-authentication notice."""
+    proc = _setup_dataset_ray(fv_root, tmp_path / "out")
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    joined = [m.group(1) for m in map(JOINED.match, err.splitlines()) if m]
+    assert len(joined) == 4 and len(set(joined)) == 1, err  # every stage joined the one instance
+    assert err.count("Token authentication is enabled") <= 1, err
+    assert parallel._check_reachable(joined[0]) is not None, "Ray outlived the script"
+
+
+def test_ctrl_c_in_setup_dataset_with_ray_stops_ray_too(fv_root, tmp_path):
+    proc = _setup_dataset_ray(fv_root, tmp_path / "out")
+    address = None
+    for line in proc.stderr:  # Ctrl-C once the first stage has joined the script's Ray instance
+        m = JOINED.match(line)
+        if m:
+            address = m.group(1)
+            break
+    assert address, "no stage joined Ray"
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal does: the whole foreground process group
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert parallel._check_reachable(address) is not None, "Ray outlived the interrupted script"

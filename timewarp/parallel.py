@@ -118,11 +118,13 @@ def start_ray(address: Optional[str] = None, **init_kwargs) -> bool:
         problem = _check_reachable(address)
         if problem:
             raise UsageError(f"cannot connect to Ray at {_named(address, given)}: {problem}")
-        env = dict(init_kwargs.pop("runtime_env", None) or {})
-        env.setdefault("py_modules", [str(PACKAGE_DIR)])
-        init_kwargs["runtime_env"] = env
-        if _is_loopback(_host_port(address)[0]):
-            init_kwargs.setdefault("_node_ip_address", _host_port(address)[0])
+        host = _host_port(address)[0]
+        if _is_loopback(host):  # every node is this machine: workers import its timewarp, as a local instance's do
+            init_kwargs.setdefault("_node_ip_address", host)
+        else:
+            env = dict(init_kwargs.pop("runtime_env", None) or {})
+            env.setdefault("py_modules", [str(PACKAGE_DIR)])
+            init_kwargs["runtime_env"] = env
     else:
         init_kwargs.setdefault("include_dashboard", False)
     try:
