@@ -11,7 +11,10 @@ through ``gated_ffmpeg`` (``TIMEWARP_FFMPEG``), which passes each call to the re
   ``<gates>/lost-<node>/pid`` and hangs; the test then removes that node (its task is running there,
   so Ray must re-run it elsewhere) and ends the hung process;
 - on every node, KILL_PATTERN: the first two calls whose arguments contain it kill the Ray worker
-  that made them (SIGKILL, as the kernel's OOM killer would); ``<gates>/kill-1``, ``kill-2`` record them.
+  that made them (SIGKILL, as the kernel's OOM killer would); ``<gates>/kill-1``, ``kill-2`` record them;
+- on the other nodes, HOLD_PATTERNS: a call whose arguments contain one of them waits until the node
+  to lose in that stage has hung in its gate. So those nodes cannot finish the stage's tasks alone:
+  the scheduler must give one to the node to lose, however fast the tasks are.
 
 Marked ``cluster`` (``pytest -m cluster``); all traffic stays on 127.0.0.1; about a minute here.
 """
@@ -55,6 +58,11 @@ if [ -n "$KILL_PATTERN" ]; then
     if mkdir "{gates}/kill-1" 2>/dev/null || mkdir "{gates}/kill-2" 2>/dev/null; then kill -9 "$PPID"; exit 1; fi;;
   esac
 fi
+for hold in $HOLD_PATTERNS; do  # "<pattern>=<node to lose>"
+  case "$*" in *"${{hold%=*}}"*)
+    i=0; while [ ! -e "{gates}/lost-${{hold#*=}}/pid" ] && [ $i -lt 3000 ]; do sleep 0.1; i=$((i + 1)); done;;
+  esac
+done
 if [ -n "$LOSE_PATTERN" ]; then
   case "$*" in *"$LOSE_PATTERN"*)
     if mkdir "{gates}/lost-$NODE" 2>/dev/null; then
@@ -98,10 +106,14 @@ class ThreeNodes:
         common = {"TIMEWARP_FFMPEG": str(wrapper), "PYTHONPATH": pythonpath,
                   "KILL_PATTERN": f"/normal/videos/{KILLED}.mp4 -map 0:v:0 -f null"}
         node = dict(node_ip_address="127.0.0.1", num_cpus=1, object_store_memory=80 * 1024 * 1024)
+        lose = {"lose_pre": "/normal/videos/", "lose_shuffle": "/shuffled_videos/"}  # node -> its gate's pattern
+        holds = {name: " ".join(f"{pattern}={other}" for other, pattern in lose.items() if other != name)
+                 for name in ("head", *lose)}
         self.cluster = Cluster(initialize_head=True, head_node_args=dict(
-            node, include_dashboard=False, env_vars={**common, "NODE": "head"}))
-        self.workers = {name: self.cluster.add_node(**node, env_vars={**common, "NODE": name, "LOSE_PATTERN": pattern})
-                        for name, pattern in (("lose_pre", "/normal/videos/"), ("lose_shuffle", "/shuffled_videos/"))}
+            node, include_dashboard=False, env_vars={**common, "NODE": "head", "HOLD_PATTERNS": holds["head"]}))
+        self.workers = {name: self.cluster.add_node(**node, env_vars={
+            **common, "NODE": name, "LOSE_PATTERN": pattern, "HOLD_PATTERNS": holds[name]})
+            for name, pattern in lose.items()}
 
     @property
     def address(self) -> str:
@@ -220,3 +232,15 @@ def test_a_worker_killed_twice_is_a_reject_with_retries_off_and_none_with_retrie
         assert [rj["id"] for rj in rejects] == rejected, rejects
         if rejected:  # (an internal error is no proof of a corrupt file: the video stays for the next run)
             assert rejects[0]["reason"] == "internal error" and "Worker" in rejects[0]["detail"], rejects
+
+
+def test_ray_address_auto_joins_the_loopback_cluster_that_RAY_ADDRESS_names(cluster_run, nodes, tmp_path):
+    """Before: Ray made RAY_ADDRESS=127.0.0.1:PORT the machine's own address, and the stage hung."""
+    out = shutil.copytree(cluster_run[0], tmp_path / "out")
+    env = {**os.environ, "RAY_ADDRESS": nodes.address,
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    r = subprocess.run([sys.executable, str(ROOT / "timewarp/preprocess/final_assertions.py"), "--root_dir",
+                        str(out), "--executor", "ray", "--ray_address", "auto", "--workers", "1"],
+                       capture_output=True, text=True, timeout=GATE_WAIT, env=env)
+    assert r.returncode == 0, r.stderr
+    assert f"INFO timewarp: ray: connected to {nodes.address}," in r.stderr, r.stderr
