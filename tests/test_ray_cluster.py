@@ -5,7 +5,7 @@ filter_corrupted. The output is the same as a local run's: byte-identical JSON (
 frame-exact videos. With retries off, the killed task is a reject instead (the check can fail).
 
 Each disruption is set off by the pipeline's own ffmpeg calls, not by a clock: every node runs ffmpeg
-through ``gated_ffmpeg`` (``TIMEWARP_FFMPEG``), which passes each call to the real ffmpeg except
+through the script ``GATED_FFMPEG`` (``TIMEWARP_FFMPEG``), which passes each call to the real ffmpeg except
 
 - on a node given LOSE_PATTERN: the first call whose arguments contain it writes its pid to
   ``<gates>/lost-<node>/pid`` and hangs; the test then removes that node (its task is running there,
@@ -45,9 +45,10 @@ pytestmark = pytest.mark.cluster
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("preprocess", "filter_corrupted", "final_assertions", "shuffle_clips")
 GATE_WAIT = 150  # seconds: a gate that never opens is a failed test, not a hang
-KILLED = "rand30"
+KILLED = "rand30"  # the video whose filter_corrupted task is killed twice (one of conftest's wild videos)
 # the video an ffmpeg call works on, from its source copy, scratch output or normal video: src-pal25-..., .tmp-pal25-...
-VIDEO_IN_ARGS = re.compile(r"/(?:src-|\.tmp-|normal/videos/)([A-Za-z0-9]+)[-.]")  # the video whose filter_corrupted task is killed twice (one of conftest's wild videos)
+VIDEO_IN_ARGS = re.compile(r"/(?:src-|\.tmp-|normal/videos/)([A-Za-z0-9]+)[-.]")
+PYTHONPATH = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])  # nodes and stages import this checkout
 
 GATED_FFMPEG = """#!/bin/sh
 # ffmpeg for one test node (tests/test_ray_cluster.py): see that module's docstring
@@ -102,8 +103,7 @@ class ThreeNodes:
         wrapper = gates / "ffmpeg"
         wrapper.write_text(GATED_FFMPEG.format(real=ffmpeg_exe(), gates=gates))
         wrapper.chmod(0o755)
-        pythonpath = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
-        common = {"TIMEWARP_FFMPEG": str(wrapper), "PYTHONPATH": pythonpath,
+        common = {"TIMEWARP_FFMPEG": str(wrapper), "PYTHONPATH": PYTHONPATH,
                   "KILL_PATTERN": f"/normal/videos/{KILLED}.mp4 -map 0:v:0 -f null"}
         node = dict(node_ip_address="127.0.0.1", num_cpus=1, object_store_memory=80 * 1024 * 1024)
         lose = {"lose_pre": "/normal/videos/", "lose_shuffle": "/shuffled_videos/"}  # node -> its gate's pattern
@@ -145,7 +145,7 @@ def _setup_dataset(src: Path, out: Path, timewarp_args: str = "") -> subprocess.
     env = {k: v for k, v in os.environ.items() if k not in ("TIMEWARP_ARGS", "TIMEWARP_PREPROCESS_ARGS", "RAY_ADDRESS")}
     env.update(TIMEWARP_ARGS=timewarp_args,
                TIMEWARP_PREPROCESS_ARGS="--test_fraction 0.5 --write_clips",
-               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+               PYTHONPATH=PYTHONPATH)
     return subprocess.Popen([str(ROOT / "setup_dataset.sh"), str(src), str(out), "4"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -212,10 +212,10 @@ def test_setup_dataset_on_three_nodes_losing_two_equals_a_local_run(cluster_run,
 
 
 def _filter_corrupted(out: Path, address: str, retries: int) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "timewarp/preprocess/filter_corrupted.py"), "--root_dir", str(out),
-                           "--overwrite", "--executor", "ray", "--ray_address", address, "--workers", "1",
+    return subprocess.run([sys.executable, str(ROOT / "timewarp/preprocess/filter_corrupted.py"), "--root_dir",
+                           str(out), "--overwrite", "--executor", "ray", "--ray_address", address, "--workers", "1",
                            "--ray_max_retries", str(retries)], capture_output=True, text=True, timeout=GATE_WAIT,
-                          env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])})
+                          env={**os.environ, "PYTHONPATH": PYTHONPATH})
 
 
 def test_a_worker_killed_twice_is_a_reject_with_retries_off_and_none_with_retries(cluster_run, nodes, tmp_path):
@@ -237,8 +237,7 @@ def test_a_worker_killed_twice_is_a_reject_with_retries_off_and_none_with_retrie
 def test_ray_address_auto_joins_the_loopback_cluster_that_RAY_ADDRESS_names(cluster_run, nodes, tmp_path):
     """Before: Ray made RAY_ADDRESS=127.0.0.1:PORT the machine's own address, and the stage hung."""
     out = shutil.copytree(cluster_run[0], tmp_path / "out")
-    env = {**os.environ, "RAY_ADDRESS": nodes.address,
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "RAY_ADDRESS": nodes.address, "PYTHONPATH": PYTHONPATH}
     r = subprocess.run([sys.executable, str(ROOT / "timewarp/preprocess/final_assertions.py"), "--root_dir",
                         str(out), "--executor", "ray", "--ray_address", "auto", "--workers", "1"],
                        capture_output=True, text=True, timeout=GATE_WAIT, env=env)
