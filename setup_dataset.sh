@@ -18,6 +18,7 @@ read -r -a preprocess_extra <<< "${TIMEWARP_PREPROCESS_ARGS:-}"
 # shellcheck source=timewarp/stage.sh
 . "$here/timewarp/stage.sh"
 stage() { local name="$1"; shift; run_stage "$name" "$here/timewarp/preprocess/$name.py" "$@"; }
+ray_once  # --executor ray: one Ray instance for all four stages (timewarp/stage.sh)
 stage preprocess --root_dir "$1" --save_dir "$2" --scale "$3" "${preprocess_extra[@]}"
 stage filter_corrupted --root_dir "$2"
 stage final_assertions --root_dir "$2"

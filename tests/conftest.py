@@ -91,3 +91,8 @@ def processed(tmp_path_factory, wild_dataset) -> Path:
 def processed_one_encode(tmp_path_factory, wild_dataset) -> Path:
     """The same with ``--engine one-encode`` (every frame decoded and encoded once; smart-cut's fallback)."""
     return _processed(tmp_path_factory, wild_dataset, engine="one-encode")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cluster: a multi-node Ray cluster on 127.0.0.1 (tests/test_ray_cluster.py); "
+                                       "run alone with -m cluster, leave out with -m 'not cluster'")

@@ -6,12 +6,16 @@ Skipped when Ray is not installed (pip install -r requirements-ray.txt; CI insta
 from __future__ import annotations
 
 import copy
-import hashlib
+import http.server
 import json
 import os
 import re
 import shutil
+import signal
+import socket
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -24,9 +28,10 @@ from timewarp import parallel  # noqa: E402
 from timewarp.layout import Layout  # noqa: E402
 from timewarp.parallel import Executor, Failed, pmap  # noqa: E402
 from timewarp.preprocess import preprocess, shuffle_clips  # noqa: E402
-from timewarp.sample_data import read_frame_ids, write_shard  # noqa: E402
+from timewarp.sample_data import write_shard  # noqa: E402
 from timewarp.store import read_json, read_jsonl  # noqa: E402
 
+from same_outputs import assert_same_outputs, stats  # noqa: E402
 from stages import run_video_stage  # noqa: E402
 
 # functions defined here travel to Ray workers by value (workers cannot import this test module)
@@ -64,33 +69,6 @@ def _run(executor: str, src: Path, out: Path) -> None:
                                "--permutations_per_video", "2", "--log_level", "WARNING"]) == 0
 
 
-def _frames_digest(path: Path) -> str:
-    import cv2
-
-    cap, h = cv2.VideoCapture(str(path)), hashlib.sha256()
-    try:
-        while True:
-            ok, img = cap.read()
-            if not ok:
-                return h.hexdigest()
-            h.update(img.tobytes())
-    finally:
-        cap.release()
-
-
-def _stats(out: Path, stage: str) -> dict:
-    st = read_json(Layout(out).stats_file(stage))
-    st.pop("seconds")
-    st["options"] = {k: v for k, v in st["options"].items() if k not in ("root_dir", "save_dir")}
-    return st
-
-
-def _rejects(out: Path, stage: str) -> list:
-    """Rejects with the output root and preprocess's random temp-file suffix (mkstemp) masked."""
-    text = json.dumps(read_jsonl(Layout(out).rejects_file(stage))).replace(str(out), "<out>")
-    return json.loads(re.sub(r"(src-[^\"/]*-)[a-z0-9_]{8}\.mp4", r"\1XXXXXXXX.mp4", text))
-
-
 def test_ray_run_equals_local_run(ray_local, fv_root, tmp_path):
     local, remote = tmp_path / "local", tmp_path / "ray"
     t0 = time.monotonic()
@@ -99,26 +77,14 @@ def test_ray_run_equals_local_run(ray_local, fv_root, tmp_path):
     _run("ray", fv_root, remote)
     print(f"local {t1 - t0:.1f}s, ray {time.monotonic() - t1:.1f}s")
 
-    files = sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file())
-    assert files == sorted(p.relative_to(remote).as_posix() for p in remote.rglob("*") if p.is_file())
-    jsons = [f for f in files if f.endswith(".json") and not f.startswith(("stats/", "state/"))]
-    videos = [f for f in files if f.endswith(".mp4")]
+    jsons, videos = assert_same_outputs(local, remote, ("preprocess", "shuffle_clips"))
     assert len(jsons) == 4 + 8 and len(videos) == 4 + 8 + sum(
         len(read_json(local / f)["clips"]) for f in jsons if f.startswith("normal/"))
-    for f in jsons:
-        assert (local / f).read_bytes() == (remote / f).read_bytes(), f
-    for f in videos:
-        ids = read_frame_ids(local / f)
-        assert ids and ids == read_frame_ids(remote / f), f
-        assert _frames_digest(local / f) == _frames_digest(remote / f), f
-    for stage in ("preprocess", "shuffle_clips"):
-        assert _stats(local, stage) == _stats(remote, stage)
-        assert _rejects(local, stage) == _rejects(remote, stage)
     # the undecodable row is the same reject under both executors, and the run went on
     bad = [r for r in read_jsonl(Layout(remote).rejects_file("preprocess")) if r["id"] == "garbage"]
     assert len(bad) == 1 and bad[0]["reason"] in {"video does not open", "no video stream", "video does not decode"}
     assert "train-bad.parquet" in bad[0]["source"]
-    assert _stats(remote, "preprocess")["items_out"] == 4
+    assert stats(remote, "preprocess")["items_out"] == 4
 
 
 def test_exceptions_come_back_as_failed_in_input_order(ray_local):
@@ -145,3 +111,106 @@ def test_worker_death_is_retried_by_ray(ray_local, tmp_path):
     res = list(pmap(_die_once, [str(tmp_path / "again"), str(tmp_path / "died")], Executor("ray", max_retries=0),
                     disable=True))
     assert isinstance(res[0], Failed) and "Worker" in res[0].error and isinstance(res[1], int)
+
+
+# ------------------------------------------------------------------ --ray_address that cannot be joined
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _preprocess_cli(fv_root: Path, out: Path, *options: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """preprocess as a user runs it, with ``--executor ray`` and ``options``; 120 s is a hang, not slowness."""
+    return subprocess.run([sys.executable, str(ROOT / "timewarp/preprocess/preprocess.py"), "--root_dir", str(fv_root),
+                           "--save_dir", str(out), "--scale", "2", "--workers", "1", "--executor", "ray", *options],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})})
+
+
+@pytest.fixture
+def not_ray(tmp_path):
+    """A real server on 127.0.0.1 that is not a Ray head (HTTP/1.1): it accepts the connection, then answers wrong."""
+    class Quiet(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
+
+def test_an_address_that_cannot_be_joined_is_one_line_naming_it(fv_root, tmp_path, not_ray):
+    """Before: Ray retried a closed port or a non-Ray server for minutes ("Failed to connect to GCS" every
+    few seconds) and the stage never said which --ray_address was wrong."""
+    closed = f"127.0.0.1:{_free_port()}"
+    cases = [(["--ray_address", closed], {}, f"--ray_address {closed}: Connection refused"),
+             (["--ray_address", not_ray], {}, f"--ray_address {not_ray}: something answers there, but not a Ray head "
+                                                                   "(no gRPC server)"),
+             (["--ray_address", "auto"], {"RAY_ADDRESS": closed}, f"{closed} (--ray_address auto): Connection refused")]
+    for k, (options, env, says) in enumerate(cases):
+        r = _preprocess_cli(fv_root, tmp_path / f"out{k}", *options, env=env)
+        errors = [line for line in r.stderr.splitlines() if "error" in line.lower() or "GCS" in line]
+        assert r.returncode == 2 and errors == [f"preprocess.py: error: cannot connect to Ray at {says}"], r.stderr
+        assert not list((tmp_path / f"out{k}").glob("normal/*/*")), "nothing written without a cluster"
+
+
+def test_ray_max_retries_is_checked():
+    from argparse import Namespace
+
+    from timewarp.errors import UsageError
+    from timewarp.stage import executor_from_args
+
+    given = dict(workers=1, ray_address=None)
+    assert executor_from_args(Namespace(executor="ray", ray_max_retries=0, **given)).max_retries == 0
+    assert executor_from_args(Namespace(executor="ray", ray_max_retries=None, **given)).max_retries == 3
+    with pytest.raises(UsageError, match="--ray_max_retries needs --executor ray"):
+        executor_from_args(Namespace(executor="local", ray_max_retries=0, **given))
+    with pytest.raises(UsageError, match="--ray_max_retries must be >= 0, got -1"):
+        executor_from_args(Namespace(executor="ray", ray_max_retries=-1, **given))
+
+
+# ------------------------------------------------------------------ one Ray instance per script run
+
+def _setup_dataset_ray(fv_root: Path, out: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k not in ("TIMEWARP_ARGS", "RAY_ADDRESS", "RAY_AUTH_MODE")}
+    env.update(TIMEWARP_ARGS="--executor ray --workers 2", TIMEWARP_PREPROCESS_ARGS="--test_fraction 0.5")
+    return subprocess.Popen([str(ROOT / "setup_dataset.sh"), str(fv_root), str(out), "2"], env=env, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+
+
+JOINED = re.compile(r"^INFO timewarp: ray: connected to (127\.0\.0\.1:\d+),")
+
+
+def test_setup_dataset_starts_ray_once_and_stops_it(fv_root, tmp_path):
+    """Before: each of the four stages started (and stopped) its own Ray instance, seconds each, and each
+    printed Ray's token-authentication notice."""
+    proc = _setup_dataset_ray(fv_root, tmp_path / "out")
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    joined = [m.group(1) for m in map(JOINED.match, err.splitlines()) if m]
+    assert len(joined) == 4 and len(set(joined)) == 1, err  # every stage joined the one instance
+    assert err.count("Token authentication is enabled") <= 1, err
+    assert parallel._check_reachable(joined[0]) is not None, "Ray outlived the script"
+
+
+def test_ctrl_c_in_setup_dataset_with_ray_stops_ray_too(fv_root, tmp_path):
+    proc = _setup_dataset_ray(fv_root, tmp_path / "out")
+    address = None
+    for line in proc.stderr:  # Ctrl-C once the first stage has joined the script's Ray instance
+        m = JOINED.match(line)
+        if m:
+            address = m.group(1)
+            break
+    assert address, "no stage joined Ray"
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal does: the whole foreground process group
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert parallel._check_reachable(address) is not None, "Ray outlived the interrupted script"

@@ -16,8 +16,11 @@ Two executors, an ``Executor`` value every ``run`` takes explicitly (stage scrip
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import multiprocessing
+import os
+import socket
 import traceback
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -36,6 +39,7 @@ log = logging.getLogger("timewarp")
 EXECUTORS = ("local", "ray")
 RAY_MISSING = "--executor ray needs the ray package, which is not installed: pip install -r requirements-ray.txt"
 PACKAGE_DIR = Path(__file__).resolve().parent          # .../timewarp
+CONNECT_TIMEOUT = 5.0                                  # seconds to reach a --ray_address before giving up
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,8 @@ class Executor:
             raise UsageError(f"--executor must be one of {', '.join(EXECUTORS)}, got {self.kind!r}")
         if self.workers < 1:
             raise UsageError(f"--workers must be >= 1, got {self.workers}")
+        if self.max_retries < 0:
+            raise UsageError(f"--ray_max_retries must be >= 0, got {self.max_retries}")
         if self.kind == "ray":
             _import_ray()
         elif self.ray_address:
@@ -94,29 +100,135 @@ def _import_ray():
 def start_ray(address: Optional[str] = None, **init_kwargs) -> bool:
     """Connect to Ray at ``address`` or start a local instance; False (and nothing done) if already connected.
 
-    Workers must import ``timewarp``: a local instance's workers import the installed package
-    (``pip install -e .``); a cluster gets the package shipped as a runtime_env ``py_modules`` (its
-    dependencies, requirements.txt, must be installed on every node). The caller owns the connection it made
-    (``ray.shutdown()``); ``pmap`` calls this itself when Ray is not running.
+    ``address`` is host:port or ``auto`` ($RAY_ADDRESS, else the cluster last started on this machine);
+    it is checked first (``_check_reachable``: a few seconds at most), so a wrong address stops the run
+    with one line naming it instead of Ray's minutes of retries. A loopback address is joined as given
+    (``_as_given``). Workers must import ``timewarp``: a local instance's workers import the installed
+    package (``pip install -e .``); a cluster gets the package shipped as a runtime_env ``py_modules``
+    (its dependencies, requirements.txt, must be installed on every node). The caller owns the
+    connection it made (``ray.shutdown()``); ``pmap`` calls this itself when Ray is not running.
     """
     ray = _import_ray()
     if ray.is_initialized():
         return False
     init_kwargs.setdefault("logging_level", logging.WARNING)
+    given = address
     if address:
-        env = dict(init_kwargs.pop("runtime_env", None) or {})
-        env.setdefault("py_modules", [str(PACKAGE_DIR)])
-        init_kwargs["runtime_env"] = env
+        address = cluster_address(address)
+        problem = _check_reachable(address)
+        if problem:
+            raise UsageError(f"cannot connect to Ray at {_named(address, given)}: {problem}")
+        host = _host_port(address)[0]
+        if _is_loopback(host):  # every node is this machine: workers import its timewarp, as a local instance's do
+            init_kwargs.setdefault("_node_ip_address", host)
+        else:
+            env = dict(init_kwargs.pop("runtime_env", None) or {})
+            env.setdefault("py_modules", [str(PACKAGE_DIR)])
+            init_kwargs["runtime_env"] = env
     else:
         init_kwargs.setdefault("include_dashboard", False)
     try:
-        ray.init(address=address or "local", **init_kwargs)  # "local": a new instance, never a stale cluster
-    except (ConnectionError, RuntimeError) as exc:  # unreachable, or a Ray/Python version mismatch
-        raise UsageError(f"cannot {'connect to Ray at --ray_address ' + address if address else 'start Ray'}: "
+        with _as_given(init_kwargs.get("_node_ip_address")):
+            ray.init(address=address or "local", **init_kwargs)  # "local": a new instance, never a stale cluster
+    except (ConnectionError, RuntimeError, ValueError) as exc:  # a Ray/Python version mismatch, a bad address
+        raise UsageError(f"cannot {'connect to Ray at ' + _named(address, given) if address else 'start Ray'}: "
                          f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
     log.info("ray: %s, %d CPUs in %d node(s)", f"connected to {address}" if address else "started a local instance",
              ray.cluster_resources().get("CPU", 0), len([n for n in ray.nodes() if n.get("Alive")]))
     return True
+
+
+def cluster_address(address: str) -> str:
+    """The host:port ``--ray_address`` names: ``auto`` is $RAY_ADDRESS, else the cluster that ``ray start``
+    (or a ``ray.cluster_utils.Cluster``) last started on this machine, as Ray itself resolves ``auto``."""
+    if address != "auto":
+        return address
+    found = os.environ.get("RAY_ADDRESS")
+    if not found:
+        with contextlib.suppress(Exception):  # Ray's own record of the latest cluster (a private helper)
+            from ray._private.utils import read_ray_address
+
+            found = read_ray_address()
+    if not found:
+        raise UsageError("--ray_address auto: no Ray cluster is running on this machine (start one with "
+                         "`ray start --head`, or give --ray_address host:port)")
+    return found
+
+
+def _named(address: str, given: Optional[str]) -> str:
+    return f"{address} (--ray_address auto)" if given == "auto" else f"--ray_address {address}"
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise UsageError(f"--ray_address must be auto or host:port, got {address!r}")
+    return host.strip("[]"), int(port)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+# An HTTP/2 client's first bytes (connection preface + an empty SETTINGS frame); a gRPC server, as Ray's
+# GCS is, answers with a SETTINGS frame (type 4 in the 4th byte of its 9-byte frame header).
+_H2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+def _check_reachable(address: str, timeout: float = CONNECT_TIMEOUT) -> Optional[str]:
+    """Why Ray's head cannot be reached at host:port (None if it answers as a gRPC server), in ``timeout``
+    seconds at most: Ray itself retries an unreachable or wrong address for minutes, quietly or with a
+    "Failed to connect to GCS" warning every few seconds. (A non-host:port address goes to Ray as given.)"""
+    if "://" in address:  # ray://... (Ray client) and the like: Ray's own business
+        return None
+    host, port = _host_port(address)
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+                return None  # a TLS head answers only after a handshake: the TCP connection is the check
+            sock.settimeout(timeout)
+            sock.sendall(_H2_HELLO)
+            head = b""
+            while len(head) < 9:
+                chunk = sock.recv(9 - len(head))
+                if not chunk:
+                    break
+                head += chunk
+    except socket.timeout:
+        return f"no answer within {timeout:g} s"
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if len(head) < 9 or head[3] != 4:
+        return "something answers there, but not a Ray head (no gRPC server)"
+    return None
+
+
+@contextlib.contextmanager
+def _as_given(node_ip: Optional[str]):
+    """Let Ray use a loopback address as given. Ray (2.x, on Linux) replaces 127.0.0.1 / localhost in the
+    address to join and in ``_node_ip_address`` by the machine's own network address
+    (``services.resolve_ip_for_localhost``; ray-project/ray#59110), where a cluster bound to loopback does not
+    listen: Ray then retries for minutes. Ray keeps loopback as it is when its cluster mode is off
+    (``ray_constants.ENABLE_RAY_CLUSTER``, the RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER switch); turn it off while
+    ``ray.init`` runs, when this node's address is loopback. Workers are unaffected (their raylet tells them
+    its address)."""
+    if node_ip is None or not _is_loopback(node_ip):
+        yield
+        return
+    from ray._private import ray_constants
+
+    if not hasattr(ray_constants, "ENABLE_RAY_CLUSTER"):
+        yield
+        return
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
 
 
 def shutdown() -> None:

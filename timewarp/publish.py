@@ -242,7 +242,7 @@ def _size_category(n: int) -> str:
     return "1M<n<10M"
 
 
-RUN_OPTIONS = {"workers", "executor", "ray_address", "overwrite", "log_level"}  # how a stage ran, not what it made
+RUN_OPTIONS = {"workers", "executor", "ray_address", "ray_max_retries", "overwrite", "log_level"}  # how a stage ran, not what it made
 
 
 def _clean_options(options: dict) -> dict:

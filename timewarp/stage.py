@@ -44,6 +44,10 @@ def add_common_args(parser: argparse.ArgumentParser, *, workers: bool = True, se
         g.add_argument("--ray_address", default=None,
                        help="with --executor ray: the cluster to join ('auto' or host:port); root_dir and the "
                             "input must be on a path every node sees (default: start a local Ray instance)")
+        g.add_argument("--ray_max_retries", type=int, default=None,
+                       help="with --executor ray: times Ray re-runs a task whose worker process or node died, "
+                            f"before the item becomes an 'internal error' reject "
+                            f"(default: {parallel.Executor.max_retries})")
     if seed:
         g.add_argument("--seed", type=int, default=42,
                        help=seed_help or "random seed; outputs are a function of it (default: 42)")
@@ -83,9 +87,14 @@ def layout_from_args(args: argparse.Namespace) -> Layout:
 
 
 def executor_from_args(args: argparse.Namespace) -> parallel.Executor:
-    """The ``Executor`` of --executor / --workers / --ray_address (in-process for a stage without them)."""
+    """The ``Executor`` of --executor / --workers / --ray_address / --ray_max_retries (in-process for a stage
+    without them)."""
+    retries = getattr(args, "ray_max_retries", None)
+    if retries is not None and getattr(args, "executor", "local") != "ray":
+        raise UsageError("--ray_max_retries needs --executor ray")
     return parallel.Executor(getattr(args, "executor", "local"), getattr(args, "workers", 1),
-                             getattr(args, "ray_address", None))
+                             getattr(args, "ray_address", None),
+                             parallel.Executor.max_retries if retries is None else retries)
 
 
 def option(default=MISSING, help: str = "", **argparse_kw):

@@ -22,3 +22,26 @@ run_stage() {
     exit 1
   fi
 }
+
+# ray_once: with --executor ray and no --ray_address in TIMEWARP_ARGS, one local Ray instance for the whole
+# script run, started here once (timewarp/ray_head.py, bound to 127.0.0.1) and joined by every stage, instead of
+# each stage starting its own. It ends with the script however the script ends: its stdin is a pipe from here.
+ray_once() {
+  local a wants_ray=0 prev=""
+  for a in "${extra[@]}"; do
+    case "$prev $a" in "--executor ray"|*" --executor=ray") wants_ray=1;; esac
+    case "$a" in --ray_address|--ray_address=*) return 0;; esac
+    prev="$a"
+  done
+  [ "$wants_ray" -eq 1 ] || return 0
+  coproc RAY_HEAD { exec "$py" "$(dirname "${BASH_SOURCE[0]}")/ray_head.py"; }
+  local address mode
+  if ! read -r address mode <&"${RAY_HEAD[0]}"; then
+    [ "$interrupted" -eq 0 ] || exit 130  # Ctrl-C while Ray started: no stage has run
+    echo "$0: could not start Ray (see above)" >&2
+    exit 1
+  fi
+  trap 'exec {RAY_HEAD[1]}>&-; wait "$RAY_HEAD_PID" 2>/dev/null || true' EXIT
+  [ -z "$mode" ] || export RAY_AUTH_MODE="$mode"
+  extra+=(--ray_address "$address")
+}
