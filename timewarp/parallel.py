@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import signal
 import traceback
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence, TypeVar
 
 from tqdm import tqdm
 
+from timewarp.checkpoints import checkpoint
 from timewarp.errors import ItemError, UsageError
 
 T = TypeVar("T")
@@ -129,6 +131,16 @@ def shutdown() -> None:
     _ray_started = False
 
 
+def _ignore(signum, frame) -> None:
+    pass
+
+
+def _worker_init() -> None:
+    """A pool worker leaves Ctrl-C to the main process, which stops the pool (no traceback per worker);
+    a handler, not SIG_IGN, so that the ffmpeg a worker runs still gets the default and stops at once."""
+    signal.signal(signal.SIGINT, _ignore)
+
+
 def _call(fn, item):
     try:
         return fn(item)
@@ -160,9 +172,10 @@ def pmap(fn: Callable[[T], R], items: Sequence[T], executor: Executor = LOCAL, d
                 bar.update(1)
             return
         ctx = multiprocessing.get_context("fork")
-        pool = ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=ctx)
+        pool = ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=ctx, initializer=_worker_init)
         try:
             futures = [pool.submit(_call, fn, item) for item in items]
+            checkpoint("worker processes started")
             for fut in futures:
                 yield fut.result()
                 bar.update(1)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from timewarp import parallel
+from timewarp.checkpoints import checkpoint
 from timewarp.errors import UsageError
 from timewarp.layout import Layout
 from timewarp.schema import Reject
@@ -222,6 +223,7 @@ def cli(run_from_args: Callable[[argparse.Namespace], object], parser: argparse.
     setup_logging(getattr(args, "log_level", "INFO"))
     try:
         try:
+            checkpoint("start of the run")
             with locked_output(args):
                 result = run_from_args(args)
         finally:
@@ -229,8 +231,9 @@ def cli(run_from_args: Callable[[argparse.Namespace], object], parser: argparse.
     except UsageError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted; rerun the same command to resume", file=sys.stderr)
+    except KeyboardInterrupt:  # run by a shell script (timewarp/stage.sh), which prints the one line itself
+        if not os.environ.get("TIMEWARP_SHELL_SCRIPT"):
+            print(f"{parser.prog}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     return result if isinstance(result, int) else 0
 

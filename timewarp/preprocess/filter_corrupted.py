@@ -28,6 +28,7 @@ from timewarp.parallel import LOCAL, Executor, pmap
 from timewarp.schema import NormalAnnotation
 from timewarp.stage import (NO_SEED_HELP, StageConfig, StageRun, add_common_args, add_shuffled_dir_args, cli,
                             executor_from_args, log, require_root)
+from timewarp.checkpoints import checkpoint
 from timewarp.store import read_json, write_json
 from timewarp.video import decode_errors, ffmpeg_exe, probe
 
@@ -160,6 +161,7 @@ def quarantine(layout: Layout, paths: list[Path]) -> list[str]:
         dst = free_path(layout.quarantine_path(STAGE, src))
         layout.check_inside(dst)
         dst.parent.mkdir(parents=True, exist_ok=True)
+        checkpoint(f"before moving {src.name}")
         shutil.move(str(src), str(dst))
         moved.append(layout.rel(dst))
     return moved
