@@ -404,3 +404,40 @@ def test_ctrl_c_that_a_stage_ignores_still_stops_the_script(tmp_path):
     said = [line for line in proc.stderr.strip().splitlines() if not line.startswith("== ")]
     assert proc.returncode == 130 and len(said) == 1 and "interrupted; rerun" in said[0], proc.stderr
     assert len(calls.read_text().splitlines()) == 1
+
+
+# ------------------------------------------------------------------ 8. pipes and failed first runs
+
+def test_evaluate_into_a_closed_pipe_ends_quietly(tmp_path):
+    """Before: `evaluate.py ... | head` ended in a BrokenPipeError traceback. The reading end is closed
+    before the process starts, so its first write fails whatever the timing."""
+    bench = tmp_path / "b.jsonl"
+    bench.write_text("".join(json.dumps({"qid": f"x/mcq/{i}", "options": ["a", "b", "c", "d"], "answer": "B"}) + "\n"
+                             for i in range(50)))
+    preds = tmp_path / "p.jsonl"
+    preds.write_text("".join(json.dumps({"qid": f"x/mcq/{i}", "prediction": "B"}) + "\n" for i in range(50)))
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        r = subprocess.run([sys.executable, str(ROOT / "timewarp/benchmark/evaluate.py"), "--benchmark", str(bench),
+                            "--predictions", str(preds)], stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert r.stderr == "" and r.returncode == 141, r.stderr
+    ok = subprocess.run([sys.executable, str(ROOT / "timewarp/benchmark/evaluate.py"), "--benchmark", str(bench),
+                         "--predictions", str(preds)], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and "100.0" in ok.stdout  # the check can fail: with a reader, it prints its table
+
+
+def test_a_run_that_fails_on_its_input_leaves_no_output_folder(tmp_path):
+    """Before: preprocess made --save_dir (for its lock), failed on the input, and left the folder with
+    only .timewarp.lock in it. A folder that existed before is kept (with its lock file)."""
+    empty_input = tmp_path / "fv"
+    empty_input.mkdir()
+    out = tmp_path / "new" / "out"
+    r = _stage("preprocess/preprocess.py", "--root_dir", str(empty_input), "--save_dir", str(out), "--scale", "1")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "new").exists()
+    out.mkdir(parents=True)
+    r = _stage("preprocess/preprocess.py", "--root_dir", str(empty_input), "--save_dir", str(out), "--scale", "1")
+    assert r.returncode == 2 and out.is_dir()
