@@ -5,17 +5,18 @@ The script runs as ``python <stage script> [options]`` would (same ``sys.argv``,
 libraries, ends it quietly with status 130, and the shell script prints the one line
 "interrupted; rerun the same command to resume" (timewarp/stage.sh).
 """
-try:
-    import os
-    import runpy
-    import sys
+if __name__ == "__main__":  # (a module importing every file of the package runs nothing)
+    try:
+        import os
+        import runpy
+        import sys
 
-    from timewarp.checkpoints import checkpoint
+        from timewarp.checkpoints import checkpoint
 
-    script = sys.argv[1]
-    sys.argv = sys.argv[1:]
-    sys.path[0] = os.path.dirname(os.path.abspath(script))
-    checkpoint("start, before the stage's imports")
-    runpy.run_path(script, run_name="__main__")
-except KeyboardInterrupt:
-    raise SystemExit(130)
+        script = sys.argv[1]
+        sys.argv = sys.argv[1:]
+        sys.path[0] = os.path.dirname(os.path.abspath(script))
+        checkpoint("start, before the stage's imports")
+        runpy.run_path(script, run_name="__main__")
+    except KeyboardInterrupt:
+        raise SystemExit(130)
