@@ -201,3 +201,38 @@ def test_the_comparison_sees_a_missing_or_changed_output(reference, tmp_path):
     video = sorted(layout.shuffled_videos_dir.glob("*.mp4"))
     shutil.copy(video[1], video[0])  # another video's frames under the first one's name
     assert outputs(out) != outputs(ref)
+
+
+def test_ctrl_c_between_two_quarantine_moves_resumes(reference, tmp_path):
+    """filter_corrupted moves a bad item's files one by one; Ctrl-C before each move, rerun: the same
+    files end in quarantine/ as without the interrupt, and final_assertions passes (before: a Ctrl-C after
+    the normal files left the item's shuffled files behind, and final_assertions failed every rerun)."""
+    ref_setup, _, _ = reference
+    base = tmp_path / "base"
+    shutil.copytree(ref_setup, base)
+    video = Layout(base).normal_video("v1")
+    video.write_bytes(video.read_bytes()[:len(video.read_bytes()) // 2])  # v1 no longer opens
+    stage = [sys.executable, str(ROOT / "timewarp/preprocess/filter_corrupted.py"), "--workers", "1", "--root_dir"]
+    check = [sys.executable, str(ROOT / "timewarp/preprocess/final_assertions.py"), "--workers", "1", "--root_dir"]
+    want = tmp_path / "want"
+    shutil.copytree(base, want)
+    listing = tmp_path / "checkpoints"
+    assert run(stage + [str(want)], TIMEWARP_TEST_CHECKPOINTS=str(listing)).returncode == 0
+    moves = [int(n) for _, n, phase in (line.split(" ", 2) for line in listing.read_text().splitlines())
+             if phase.startswith("before moving")]
+    assert len(moves) == 4  # v1's shuffled video and annotation, normal video and annotation
+
+    def placed(root: Path) -> list[str]:
+        return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
+                      if p.is_file() and p.relative_to(root).parts[0] in ("quarantine", "normal", "shuffled"))
+
+    assert "quarantine/filter_corrupted/shuffled/shuffled_annotations/v1.json" in placed(want)
+    for n in moves:
+        out = tmp_path / f"m{n}"
+        shutil.copytree(base, out)
+        r = run(stage + [str(out)], TIMEWARP_TEST_SIGINT_AT=f"filter_corrupted:{n}")
+        assert r.returncode == 130, r.stderr
+        assert run(stage + [str(out)]).returncode == 0
+        assert placed(out) == placed(want), n
+        r = run(check + [str(out)])
+        assert r.returncode == 0, (n, r.stdout[-1500:])

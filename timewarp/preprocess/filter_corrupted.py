@@ -168,11 +168,13 @@ def quarantine(layout: Layout, paths: list[Path]) -> list[str]:
 
 
 def item_paths(layout: Layout, vid: str, shuffled: dict[str, list[str]]) -> list[Path]:
-    """Everything of one id, in the order it is moved."""
-    paths = [layout.normal_annotation(vid), layout.normal_video(vid), layout.clip_dir(vid)]
+    """Everything of one id, in the order it is moved: what was made from the normal item first and its
+    annotation last, so that a run interrupted between two moves leaves the item for the rerun to find
+    (before, a Ctrl-C after the normal files left its shuffled item behind, and final_assertions failed)."""
+    paths = []
     for sid in shuffled.get(vid, []):
-        paths += [layout.shuffled_annotation(sid), layout.shuffled_video(sid)]
-    return paths
+        paths += [layout.shuffled_video(sid), layout.shuffled_annotation(sid)]
+    return paths + [layout.clip_dir(vid), layout.normal_video(vid), layout.normal_annotation(vid)]
 
 
 def load_record(layout: Layout) -> dict[str, dict]:
