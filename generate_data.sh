@@ -31,5 +31,6 @@ stage pref_data/generate_pref_explicit.py --root_dir "$out" \
     --shuffled_dir_name shuffled --annotation_dir_name shuffled_annotations --video_dir_name shuffled_videos
 stage benchmark/generate_normal_benchmark.py --root_dir "$out"
 stage benchmark/generate_shuffled_benchmark.py --root_dir "$out"
-echo "done: captions in $out/captions, SFT data in $out/sft, preference pairs in $out/pref," \
-     "benchmarks in $out/benchmark (rejects in $out/rejects, stats in $out/stats)" >&2
+script_done "done: captions in $out/captions, SFT data in $out/sft, preference pairs in $out/pref," \
+     "benchmarks in $out/benchmark (rejects in $out/rejects, stats in $out/stats); to look at them:" \
+     "python3 timewarp/report.py --root_dir $out && python3 timewarp/viewer.py --root_dir $out"

@@ -23,4 +23,4 @@ stage preprocess --root_dir "$1" --save_dir "$2" --scale "$3" "${preprocess_extr
 stage filter_corrupted --root_dir "$2"
 stage final_assertions --root_dir "$2"
 stage shuffle_clips --root_dir "$2"
-echo "done: normal videos in $2/normal, shuffled videos in $2/shuffled" >&2
+script_done "done: normal videos in $2/normal, shuffled videos in $2/shuffled; next: ./generate_data.sh $2"

@@ -34,3 +34,31 @@ def test_ci_runs_the_readme_test_command():
     assert block in ci and "pip install" in block and "-e ." in block and "pytest" in block
     first = re.search(r"# 1\. [^\n]*\n([^\n]+)\n", README).group(1)
     assert first.startswith("python3 -m pip install -e . && ")  # a fresh checkout installs the package first
+
+
+def test_command_1_ends_with_the_report_and_the_viewer_and_says_where_they_are(tmp_path):
+    """README command 1 as a new user runs it (the install left out, 3 sample videos instead of 12, run
+    from this checkout): its last lines name the two pages, and both exist (before: it made nothing to
+    look at)."""
+    import os
+    import subprocess
+
+    first = re.search(r"# 1\. [^\n]*\n([^\n]+)\n", README).group(1)
+    steps = first.split(" && ")
+    assert steps[0] == "python3 -m pip install -e ." and steps[-2:] == [
+        "python3 timewarp/report.py --root_dir sample_out", "python3 timewarp/viewer.py --root_dir sample_out"]
+    cmd = " && ".join(steps[1:])
+    cmd = cmd.replace("sample_data sample_finevideo", "sample_data sample_finevideo --videos 3")
+    cmd = cmd.replace("sample_finevideo sample_out 12", "sample_finevideo sample_out 3")
+    cmd = cmd.replace("./", f"{ROOT}/").replace("python3 timewarp/", f"python3 {ROOT}/timewarp/")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIMEWARP_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    r = subprocess.run(["bash", "-c", cmd], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    last = r.stdout.strip().splitlines()[-2:]
+    pages = ["sample_out/report/index.html", "sample_out/report/viewer/index.html"]
+    for line, page in zip(last, pages):
+        assert line.endswith("open in a browser: " + (tmp_path / page).as_uri()), last
+        assert (tmp_path / page).is_file()
+    for page in pages:
+        assert f"`{page}`" in README

@@ -20,6 +20,7 @@ import ipaddress
 import logging
 import multiprocessing
 import os
+import signal
 import socket
 import traceback
 from concurrent.futures import ProcessPoolExecutor
@@ -29,6 +30,7 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence, TypeVar
 
 from tqdm import tqdm
 
+from timewarp.checkpoints import checkpoint
 from timewarp.errors import ItemError, UsageError
 
 T = TypeVar("T")
@@ -241,6 +243,17 @@ def shutdown() -> None:
     _ray_started = False
 
 
+def _ignore(signum, frame) -> None:
+    pass
+
+
+def _worker_init() -> None:
+    """A pool worker leaves Ctrl-C to the main process, which stops the pool (no traceback per worker);
+    a handler, not SIG_IGN, so that the ffmpeg a worker runs still gets the default and stops at once."""
+    signal.signal(signal.SIGINT, _ignore)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked while pmap forked this worker
+
+
 def _call(fn, item):
     try:
         return fn(item)
@@ -272,9 +285,16 @@ def pmap(fn: Callable[[T], R], items: Sequence[T], executor: Executor = LOCAL, d
                 bar.update(1)
             return
         ctx = multiprocessing.get_context("fork")
-        pool = ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=ctx)
+        pool = ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=ctx, initializer=_worker_init)
         try:
-            futures = [pool.submit(_call, fn, item) for item in items]
+            # workers are forked here: with Ctrl-C blocked, so that none can get it before _worker_init (a
+            # traceback per worker); one that comes meanwhile reaches this process when it is unblocked
+            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            try:
+                futures = [pool.submit(_call, fn, item) for item in items]
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            checkpoint("worker processes started")
             for fut in futures:
                 yield fut.result()
                 bar.update(1)

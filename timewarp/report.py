@@ -259,7 +259,8 @@ def run(cfg: Config) -> Path:
     with atomic_path(layout.report_dir / "data.json") as tmp:
         tmp.write_text(json.dumps({k: v for k, v in data.items() if k != "stats"}, indent=2, default=list) + "\n",
                        encoding="utf-8")
-    print(f"[report] {len(figures)} plots and the stats of {len(data['stats'])} stages in {layout.report_file}")
+    print(f"[report] {len(figures)} plots and the stats of {len(data['stats'])} stages; open in a browser: "
+          f"{layout.report_file.resolve().as_uri()}")
     return layout.report_file
 
 

@@ -1,6 +1,7 @@
 """A small FineVideo-shaped dataset, generated (no download): ``python -m timewarp.sample_data DIR``.
 
-Each video is a sequence of scenes, each scene a distinct background colour and shape; every frame
+Each video is a sequence of scenes, each scene a distinct background colour and a shape drawn in the
+colour farthest from it, as its caption says ("An orange circle ... on a blue background"); every frame
 also carries its own frame number as a row of black/white blocks, so a test (or a curious user)
 can read back from any decoded frame which source frame it shows (``read_frame_ids``).
 The shard is written as ``DIR/data/train-00000-of-00001.parquet`` with the hub's columns
@@ -39,11 +40,22 @@ COLORS = {
 }
 SHAPES = ("square", "circle", "bar", "cross")
 ACTIONS = {
-    "square": "A {color} square slides from the left edge to the right edge",
-    "circle": "A {color} circle bounces up and down in the middle of the frame",
-    "bar": "A {color} vertical bar sweeps across the frame",
-    "cross": "A {color} cross grows from the centre until it fills the frame",
+    "square": "{a} {color} square slides from the left edge to the right edge",
+    "circle": "{a} {color} circle bounces up and down in the middle of the frame",
+    "bar": "{a} {color} vertical bar sweeps across the frame",
+    "cross": "{a} {color} cross grows from the centre until it fills the frame",
 }
+
+
+def article(word: str) -> str:
+    """"An" before a vowel sound ("an orange circle"), else "A" (the colour names here have no silent h)."""
+    return "An" if word[:1].lower() in "aeiou" else "A"
+
+
+def contrast_color(background: str) -> str:
+    """The named colour farthest from ``background`` (in RGB): the colour a scene's shape is drawn in."""
+    bg = COLORS[background]
+    return max(sorted(COLORS), key=lambda name: sum((a - b) ** 2 for a, b in zip(COLORS[name], bg)))
 
 
 def _cell(width: int, height: int, bit: int) -> tuple[int, int, int, int]:
@@ -53,7 +65,10 @@ def _cell(width: int, height: int, bit: int) -> tuple[int, int, int, int]:
     return c * cw, r * ch, cw, ch
 
 
-def draw_frame(width: int, height: int, frame_id: int, background, shape: str, phase: float) -> np.ndarray:
+def draw_frame(width: int, height: int, frame_id: int, background, shape: str, phase: float,
+               foreground=None) -> np.ndarray:
+    """One frame: the frame number as blocks in the top band, below it ``shape`` in ``foreground`` (RGB;
+    default: the inverse of ``background``) on ``background``, at ``phase`` (0..1) of its movement."""
     img = np.empty((height, width, 3), np.uint8)
     img[:] = background
     band = int(height * ID_BAND)
@@ -67,7 +82,7 @@ def draw_frame(width: int, height: int, frame_id: int, background, shape: str, p
     size = max(4, min(width, span_h) // 3)
     cx = int(size + phase * (width - 2 * size))
     cy = lo + span_h // 2
-    fg = tuple(255 - v for v in background)
+    fg = tuple(255 - v for v in background) if foreground is None else foreground
     if shape == "square":
         img[cy - size // 2:cy + size // 2, cx - size // 2:cx + size // 2] = fg
     elif shape == "circle":
@@ -117,6 +132,11 @@ class SceneSpec:
     shape: str
     # activities as frame offsets inside the scene: (start, end) pairs; None = whole scene
     activities: Optional[list[tuple[int, int]]] = None
+    shape_color: Optional[str] = None  # the shape's colour name; None: contrast_color(color)
+
+    @property
+    def foreground(self) -> str:
+        return self.shape_color or contrast_color(self.color)
 
 
 @dataclass
@@ -152,7 +172,8 @@ def render_video(spec: VideoSpec, path: Path, ffmpeg: Optional[str] = None) -> i
         for scene in spec.scenes:
             bg = COLORS[scene.color]
             for i in range(scene.frames):
-                proc.stdin.write(draw_frame(w, h, frame_id, bg, scene.shape, i / max(1, scene.frames - 1)).tobytes())
+                proc.stdin.write(draw_frame(w, h, frame_id, bg, scene.shape, i / max(1, scene.frames - 1),
+                                            COLORS[scene.foreground]).tobytes())
                 frame_id += 1
         proc.stdin.close()
     except BrokenPipeError:
@@ -175,9 +196,11 @@ def metadata_for(spec: VideoSpec) -> dict:
     start = 0
     for n, scene in enumerate(spec.scenes):
         acts = scene.activities if scene.activities is not None else [(0, scene.frames)]
+        fg, bg = scene.foreground, scene.color
         activities = [{
-            "description": ACTIONS[scene.shape].format(color=scene.color) + f" on a {scene.color}-tinted background."
-            if k == 0 else f"The {scene.color} {scene.shape} stops and the frame holds still (part {k + 1}).",
+            "description": ACTIONS[scene.shape].format(a=article(fg), color=fg)
+            + f" on {article(bg).lower()} {bg} background."
+            if k == 0 else f"The {fg} {scene.shape} stops and the frame holds still (part {k + 1}).",
             "timestamp": {"start_timestamp": _ts(start + a, fps), "end_timestamp": _ts(start + b, fps)},
         } for k, (a, b) in enumerate(acts)]
         scenes.append({
@@ -193,7 +216,7 @@ def metadata_for(spec: VideoSpec) -> dict:
             "sceneId": n + 1,
             "thematicElements": "",
             "timestamps": {"start_timestamp": _ts(start, fps), "end_timestamp": _ts(start + scene.frames - 1, fps)},
-            "title": f"The {scene.color} {scene.shape}",
+            "title": f"The {fg} {scene.shape} on {bg}",
             "videoEditingDetails": [],
         })
         start += scene.frames

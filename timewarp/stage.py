@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import shutil
 import sys
 import time
 from dataclasses import MISSING, dataclass, field, fields
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from timewarp import parallel
+from timewarp.checkpoints import checkpoint
 from timewarp.errors import UsageError
 from timewarp.layout import Layout
 from timewarp.schema import Reject
@@ -190,12 +192,18 @@ def output_lock(out_dir, create: bool = False) -> Iterator[None]:
 
     A second run on the same output folder gets a UsageError "another run is using <out_dir>". The
     kernel drops the lock when the process ends, however it ends (no stale lock after a crash or
-    kill -9). ``create``: make the folder first (preprocess's --save_dir). Without a usable folder
+    kill -9). ``create``: make the folder first (preprocess's --save_dir); a run that fails before it
+    writes anything there removes it again (and the parents it made). Without a usable folder
     (missing, read-only) the run goes on unlocked and the stage itself reports what is wrong with it.
     """
     out = Path(out_dir)
+    made = []  # the folders made here (innermost first): removed again if the run fails and leaves them empty
     try:
         if create:
+            for folder in (out, *out.parents):
+                if folder.exists():
+                    break
+                made.append(folder)
             out.mkdir(parents=True, exist_ok=True)
         fh = open(out / LOCK_NAME, "a+", encoding="utf-8")
     except OSError as exc:
@@ -214,7 +222,21 @@ def output_lock(out_dir, create: bool = False) -> Iterator[None]:
         fh.truncate()
         fh.write(f"pid {os.getpid()}, {Path(sys.argv[0]).name}")
         fh.flush()
-        yield  # the lock goes with the file's closing (or the process's end)
+        try:
+            yield  # the lock goes with the file's closing (or the process's end)
+        except BaseException:
+            if made and _holds_no_output(out):  # failed before writing anything: leave no output folder behind
+                shutil.rmtree(out, ignore_errors=True)
+                for folder in made[1:]:
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()
+            raise
+
+
+def _holds_no_output(out: Path) -> bool:
+    """Nothing in ``out`` but the lock file, empty folders and the stages' resume records (state/)."""
+    state = Layout(out).state_dir
+    return all(p.name == LOCK_NAME or p.parent == state for p in out.rglob("*") if not p.is_dir())
 
 
 def locked_output(args: argparse.Namespace):
@@ -233,15 +255,21 @@ def cli(run_from_args: Callable[[argparse.Namespace], object], parser: argparse.
     setup_logging(getattr(args, "log_level", "INFO"))
     try:
         try:
+            checkpoint("start of the run")
             with locked_output(args):
                 result = run_from_args(args)
+            sys.stdout.flush()  # a closed pipe fails here, inside the try, and not at exit
         finally:
             parallel.shutdown()
     except UsageError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted; rerun the same command to resume", file=sys.stderr)
+    except BrokenPipeError:  # stdout went away (`... | head`): stop quietly, as a process killed by SIGPIPE would
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (the exit's own flush must not fail)
+        return 141
+    except KeyboardInterrupt:  # run by a shell script (timewarp/stage.sh), which prints the one line itself
+        if not os.environ.get("TIMEWARP_SHELL_SCRIPT"):
+            print(f"{parser.prog}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     return result if isinstance(result, int) else 0
 

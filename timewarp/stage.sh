@@ -1,8 +1,19 @@
 # Sourced by setup_dataset.sh and generate_data.sh: run one stage script, stop the pipeline when it fails.
-# Needs $py (the python), the array extra (TIMEWARP_ARGS, for every stage) and the script's name in $0.
+# Needs $py (the python), $here (the repository), the array extra (TIMEWARP_ARGS, for every stage) and the script's name in $0.
 
 interrupted=0
 trap 'interrupted=1' INT  # Ctrl-C reaches the stage too (same process group); handled after it ends
+
+stop_interrupted() {
+  echo "$0: interrupted; rerun the same command to resume (finished work is kept)" >&2
+  exit 130
+}
+
+# script_done <message>: the last line of a script that ran every stage (unless Ctrl-C came after the last one)
+script_done() {
+  [ "$interrupted" -eq 0 ] || stop_interrupted
+  echo "$@" >&2
+}
 
 # run_stage <label> <script.py> [options...]: the options, then every TIMEWARP_ARGS option, go to the script.
 run_stage() {
@@ -10,12 +21,12 @@ run_stage() {
   local rc=0
   if [ "$interrupted" -eq 0 ]; then  # (Ctrl-C between two stages: run no further stage)
     echo "== $name" >&2
-    "$py" "$script" "$@" "${extra[@]}" || rc=$?
+    # run_script.py: Ctrl-C even while the stage imports is status 130 without a traceback; the stage
+    # prints nothing about it (TIMEWARP_SHELL_SCRIPT): the one line is this script's, below
+    TIMEWARP_SHELL_SCRIPT="$0" "$py" "$here/timewarp/run_script.py" "$script" "$@" "${extra[@]}" || rc=$?
   fi
   if [ "$rc" -eq 130 ] || [ "$interrupted" -eq 1 ]; then
-    # a stage that caught Ctrl-C said "interrupted; rerun the same command to resume" (status 130)
-    [ "$rc" -eq 130 ] || echo "$0: interrupted; rerun the same command to resume (finished work is kept)" >&2
-    exit 130
+    stop_interrupted
   fi
   if [ "$rc" -ne 0 ]; then
     echo "$0: stage $name failed; fix the error above and rerun (finished work is kept)" >&2

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from timewarp.checkpoints import checkpoint
 from timewarp.errors import DiskFullError
 
 
@@ -38,7 +39,9 @@ def atomic_path(final: Path, suffix: str | None = None) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        checkpoint(f"before writing {final.name}")
         os.replace(tmp_path, final)
+        checkpoint(f"after writing {final.name}")
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise DiskFullError(disk_full_message(final)) from None

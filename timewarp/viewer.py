@@ -177,7 +177,8 @@ def run(cfg: Config, executor: Executor = LOCAL) -> Path:
     text = text.replace("</", "<\\/").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
     write_text(page_dir / "data.js", "window.TIMEWARP_DATA = " + text + ";\n")
     index = page_dir / "index.html"
-    print(f"[viewer] {len(data['videos'])} videos ({len(data['videos']) - len(ok_thumbs)} without thumbnails) in {index}; open it in a browser")
+    print(f"[viewer] {len(data['videos'])} videos ({len(data['videos']) - len(ok_thumbs)} without thumbnails); "
+          f"open in a browser: {index.resolve().as_uri()}")
     return index
 
 

@@ -34,6 +34,7 @@ from timewarp.parallel import LOCAL, Executor, pmap
 from timewarp.schema import NormalAnnotation
 from timewarp.stage import (NO_SEED_HELP, StageConfig, StageRun, add_common_args, add_shuffled_dir_args, cli,
                             executor_from_args, log, option, require_root)
+from timewarp.checkpoints import checkpoint
 from timewarp.store import read_json, write_json
 from timewarp.video import ffmpeg_exe
 
@@ -189,17 +190,20 @@ def quarantine(layout: Layout, paths: list[Path]) -> list[str]:
         dst = free_path(layout.quarantine_path(STAGE, src))
         layout.check_inside(dst)
         dst.parent.mkdir(parents=True, exist_ok=True)
+        checkpoint(f"before moving {src.name}")
         shutil.move(str(src), str(dst))
         moved.append(layout.rel(dst))
     return moved
 
 
 def item_paths(layout: Layout, vid: str, shuffled: dict[str, list[str]]) -> list[Path]:
-    """Everything of one id, in the order it is moved."""
-    paths = [layout.normal_annotation(vid), layout.normal_video(vid), layout.clip_dir(vid)]
+    """Everything of one id, in the order it is moved: what was made from the normal item first and its
+    annotation last, so that a run interrupted between two moves leaves the item for the rerun to find
+    (before, a Ctrl-C after the normal files left its shuffled item behind, and final_assertions failed)."""
+    paths = []
     for sid in shuffled.get(vid, []):
-        paths += [layout.shuffled_annotation(sid), layout.shuffled_video(sid)]
-    return paths
+        paths += [layout.shuffled_video(sid), layout.shuffled_annotation(sid)]
+    return paths + [layout.clip_dir(vid), layout.normal_video(vid), layout.normal_annotation(vid)]
 
 
 def load_record(layout: Layout) -> dict[str, dict]:

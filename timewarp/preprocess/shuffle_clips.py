@@ -162,6 +162,10 @@ def run(cfg: Config, executor: Executor = LOCAL) -> dict:
         stage.counts["shuffled videos"] += res.count
         if res.skipped:
             stage.counts["already done"] += 1
+    if not cfg.limit:  # a video whose annotation was never written (an interrupted or failed item) is not output
+        for sid in set(layout.item_ids(layout.shuffled_videos_dir, ".mp4")) - set(layout.shuffled_ids()):
+            layout.shuffled_video(sid).unlink(missing_ok=True)
+            stage.counts["unfinished shuffled videos removed"] += 1
     return stage.finish(len(ids), out, f"{stage.counts['shuffled videos']} shuffled videos of {out} videos "
                                          f"in {layout.shuffled_dir}")
 
