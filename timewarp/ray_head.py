@@ -19,7 +19,7 @@ from timewarp import parallel
 from timewarp.errors import UsageError
 
 
-def main(argv: Optional[list] = None) -> int:
+def serve(argv: Optional[list] = None) -> int:
     parser = argparse.ArgumentParser(prog="ray_head.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--num_cpus", type=int, default=None,
                         help="CPUs the instance offers to tasks (default: Ray's count of this machine's)")
@@ -39,4 +39,4 @@ def main(argv: Optional[list] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(serve())
