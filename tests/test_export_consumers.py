@@ -125,6 +125,58 @@ def test_trl_dpo_trainer_feeds_every_frame_to_the_model(exported, tmp_path):
     assert torch.isfinite(out.logits).all()
 
 
+def card_trl_code(card: str) -> str:
+    """The Python block under the card's "DPO with TRL" line, as a user copies it."""
+    import re
+
+    m = re.search(r"DPO with TRL[^\n]*\n+```python\n(.*?)```", card, re.S)
+    assert m, "the card shows no TRL code"
+    return m.group(1)
+
+
+@pytest.mark.parametrize("frames", [8, None], ids=["frames", "mp4"])
+def test_published_cards_trl_code_gives_trl_the_frames(generated, tmp_path, monkeypatch, frames):
+    """The card's TRL recipe run as written (the hub download answered by the local folder), then TRL's own
+    DPOTrainer collator: every batch carries the pixels of each pair's 8 uniform frames, in time order."""
+    import datasets
+    import huggingface_hub
+    import torch
+    from trl import DPOConfig, DPOTrainer
+
+    from timewarp import publish
+
+    dest = tmp_path / "hub"
+    publish.run(publish.Config(layout=Layout(generated), dest=str(dest), frames=frames))
+    calls = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo, **kw: calls.append(repo) or str(dest))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    datasets.disable_progress_bars()
+    scope: dict = {}
+    exec(card_trl_code((dest / "README.md").read_text(encoding="utf-8")), scope)
+    assert calls == ["<user>/<repo>"]
+    pairs = scope["pairs"]
+    videos = [r["video"] for r in read_jsonl(Layout(generated).pref_explicit_file)]
+    assert len(pairs) == len(videos)
+    known = facts(generated)
+    for r, v in zip(pairs, videos):
+        assert ids_of(r["images"]) == sample_indices(known[v][0], n=8)
+    proc, model = tiny_vlm()
+    args = DPOConfig(output_dir=str(tmp_path / "dpo"), per_device_train_batch_size=2, report_to=[], max_length=None,
+                     use_cpu=True, seed=0)
+    trainer = DPOTrainer(model=model, ref_model=copy.deepcopy(model), args=args, train_dataset=pairs, processing_class=proc)
+    expect = [proc.image_processor(images=r["images"], return_tensors="pt")["pixel_values"] for r in pairs]
+    batches = list(trainer.get_train_dataloader())
+    assert len(batches) == (len(pairs) + 1) // 2
+    seen = []
+    for batch in batches:
+        assert "pixel_values" in batch, "TRL took the text path: the frames never reach the model"
+        n = batch["input_ids"].shape[0] // 2
+        got = batch["pixel_values"].reshape(2 * n, 8, *batch["pixel_values"].shape[1:])
+        seen += [next(videos[i] for i, e in enumerate(expect) if torch.equal(g, e)) for g in got[:n]]
+        assert torch.equal(got[:n], got[n:])  # chosen and rejected see the same frames
+    assert sorted(seen) == sorted(videos)  # every pair's own frames, each pair once
+
+
 # ------------------------------------------------------------------ MVBench
 
 def mvbench_read_frame(video_path, num_segments=8, bound=None, fps=3):

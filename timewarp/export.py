@@ -60,6 +60,7 @@ from timewarp.stage import (StageConfig, StageRun, add_common_args, add_shuffled
                             log, option, require_root)
 from timewarp.store import atomic_path, read_json, read_jsonl, write_json, write_jsonl
 from timewarp.temporal import LETTERS
+from timewarp.trl_messages import assistant_message, user_message
 
 STAGE = "export"
 DEFAULT_FRAMES = 8          # the method trains on 8 frames per video
@@ -210,16 +211,6 @@ def sample_video(cfg: "Config", sampling: Sampling, item: tuple) -> FrameFolder:
 
 def _n_tokens(token: str, media: Media) -> str:
     return token * (len(media.frames) if media.frames else 1)
-
-
-def user_message(n_images: int, text: str) -> list:
-    """TRL's conversational vision prompt: ``n_images`` image blocks (filled from "images" in order by
-    trl.data_utils.prepare_multimodal_messages), then the text. Training and inference build the same."""
-    return [{"role": "user", "content": [{"type": "image"} for _ in range(n_images)] + [{"type": "text", "text": text}]}]
-
-
-def assistant_message(text: str) -> list:
-    return [{"role": "assistant", "content": [{"type": "text", "text": text}]}]
 
 
 def trl_dpo(row: dict, m: Media) -> dict:

@@ -34,7 +34,7 @@ import cv2
 
 from timewarp import frames as framelib
 from timewarp.errors import ItemError, UsageError
-from timewarp.export import assistant_message, user_message
+from timewarp.trl_messages import assistant_message, user_message
 from timewarp.store import parse_json_rows
 
 log = logging.getLogger("timewarp.train")
