@@ -209,9 +209,31 @@ def test_mvbench_frame_reader_opens_every_frame(exported_frames):
             picked, frames = mvbench_read_frame(r["video"])  # FileNotFoundError unless named 00001.jpg ...
             assert len(frames) == 8
             if name == "normal":  # a normal video's frame k shows source frame k; file k is the k-th sampled
-                want = sample_indices(known[s["video"]][0], n=8)
-                assert ids_of(frames) == [want[k - 1] for k in picked]  # (its get_index repeats 5, skips 8)
+                count, vfps = known[s["video"]]
+                want = sample_indices(count, fps=3.0, video_fps=vfps)  # the folder is 3 fps, as read_frame assumes
+                assert len(os.listdir(r["video"])) == len(want)
+                assert ids_of(frames) == [want[k - 1] for k in picked]
             assert mvbench_answer_index(r) == s["answer_index"]
+
+
+@pytest.mark.parametrize("eval_fps", [1, 3])  # evaluation/evaluate.py: --fps default 1
+def test_videollama3_mvbench_evaluator_reads_the_frames_real_times(exported_frames, eval_fps):
+    """DAMO-NLP-SG/VideoLLaMA3 evaluation/benchmarks/mvbench.py MVBenchDataset.load_data (video_path =
+    os.path.join(video_folder, data["video"]), no start/end for video tasks) and base.py
+    BaseVideoEvalDataset.__getitem__ -> mm_utils.load_video -> load_video_from_ids for a folder (3 fps)."""
+    layout = Layout(exported_frames)
+    src = read_jsonl(layout.benchmark_normal_file)
+    rows = read_json(layout.export_dir("mvbench") / "normal.json")
+    known = facts(exported_frames)
+    for r, s in zip(rows, src):
+        video_path = os.path.join("/unused-data-root/video/task/", r["video"])
+        count, vfps = known[s["video"]]
+        files, stamps = videollama3_frame_folder(video_path, fps=eval_fps, max_frames=180)
+        real = [i / vfps for i in ids_of(files)]  # normal videos: the drawn number is the frame's index
+        assert np.allclose(stamps, real, atol=1.0 / vfps + 1e-6), (stamps, real)
+        every = sorted(os.listdir(video_path))
+        assert len(files) == (len(every) if eval_fps == 3 else len(range(1, len(every), 3)))
+        assert real[-1] > count / vfps - 1.0  # the whole video, not its first seconds
 
 
 # ------------------------------------------------------------------ VideoLLaMA3

@@ -28,7 +28,9 @@ or re-states that loader). Formats (files under <out>/exports/<format>/, one per
                    a frame folder (so its timestamps are the frames' real times). Source: sft/*.jsonl
   mvbench          the benchmarks MVBench-style: a JSON array per benchmark of {"video", "question",
                    "candidates", "answer" (the correct candidate's text)} plus qid, kind, answer_letter,
-                   key_changed, normal_answer (what evaluate.py needs). Source: benchmark/*.jsonl
+                   key_changed, normal_answer (what evaluate.py needs); the mp4 by default, with --frames/--fps
+                   a folder sampled at exactly 3 fps (MVBench's frame reader and VideoLLaMA3's MVBench
+                   evaluator both read a frame folder as 3 fps). Source: benchmark/*.jsonl
 
 Video paths: absolute by default; with --video_root DIR, relative to DIR, and the consumer must be told
 DIR: LLaMA-Factory `media_dir: DIR`, ms-swift `ROOT_IMAGE_DIR=DIR` (environment), LLaVA-NeXT /
@@ -307,9 +309,10 @@ RENAMED = {"llava_sft": "llava_next_video_sft (LLaVA-NeXT-Video: <image> + mp4) 
 # LLaVA-NeXT only an mp4, VideoLLaMA3's frame form only 3 fps (any other rate would give it wrong times).
 FRAMES_ONLY = ("trl_dpo", "llava_hound_dpo", "llava_hound_sft")
 MP4_ONLY = ("llava_next_video_sft",)
-FIXED_RATE = {"videollama3_sft": Sampling(fps=VIDEOLLAMA3_FPS)}
+FIXED_RATE = {"videollama3_sft": Sampling(fps=VIDEOLLAMA3_FPS), "mvbench": Sampling(fps=VIDEOLLAMA3_FPS)}
 WHY = {"llava_next_video_sft": "LLaVA-NeXT decodes the mp4 itself and reads a frame folder only for its own data",
-       "videollama3_sft": "VideoLLaMA3 reads a frame folder as 3 fps; another rate would give it wrong times"}
+       "videollama3_sft": "VideoLLaMA3 reads a frame folder as 3 fps; another rate would give it wrong times",
+       "mvbench": "MVBench's readers (Ask-Anything's read_frame, VideoLLaMA3's evaluator) take a frame folder as 3 fps"}
 
 
 def llamafactory_entry(file_name: str, source: str, frames: bool) -> dict:
