@@ -337,7 +337,7 @@ def llamafactory_check(row: dict, entry: dict, media_dir: Path):
     images, videos = row.get(cols.get("images", ""), []) or [], row.get(cols.get("videos", ""), []) or []
     assert text.count("<image>") == len(images) and text.count("<video>") == len(videos)
     assert images or videos
-    for p in images + videos:
+    for p in images + [f for v in videos for f in (v if isinstance(v, list) else [v])]:  # a video: file or frames
         assert os.path.isfile(os.path.join(media_dir, p)), p
 
 
@@ -348,7 +348,7 @@ def ms_swift_check(row: dict, root_image_dir: str | None):
     text = row["messages"][0]["content"]
     images, videos = row.get("images", []), row.get("videos", [])
     assert text.count("<image>") == len(images) and text.count("<video>") == len(videos) and (images or videos)
-    for p in images + videos:
+    for p in images + [f for v in videos for f in (v if isinstance(v, list) else [v])]:  # a video: file or frames
         assert os.path.exists(p if root_image_dir is None else os.path.join(root_image_dir, p)), p
 
 
@@ -363,15 +363,25 @@ def test_llamafactory_and_ms_swift_rules(exported, exported_frames, generated, t
     lf = layout.export_dir("llamafactory")
     info = read_json(lf / "dataset_info.json")
     media_dir = root if form == "video_root" else lf  # data_args.py: media_dir defaults to dataset_dir
+    known = facts(root)
+
+    def one_video(r, src):  # the --frames form: the 8 sampled frames as one video, in time order
+        if form == "frames":
+            (frames,) = r["videos"]
+            assert ids_of(frames) == sample_indices(known[src["video"]][0], n=8)
+        else:
+            assert isinstance(r["videos"][0], str) and r["videos"][0].endswith(".mp4")
+
     for name, entry in info.items():
         rows = read_json(lf / entry["file_name"])
-        assert rows
-        for r in rows:
+        src = read_jsonl(layout.pref_explicit_file if entry.get("ranking") else layout.sft_explicit_file)
+        assert len(rows) == len(src)
+        for r, s in zip(rows, src):
             llamafactory_check(r, entry, media_dir)
-    for r in read_jsonl(layout.export_dir("ms_swift") / "pref_explicit.jsonl"):
+            one_video(r, s)
+    for r, s in zip(read_jsonl(layout.export_dir("ms_swift") / "pref_explicit.jsonl"), read_jsonl(layout.pref_explicit_file)):
         ms_swift_check(r, str(root) if form == "video_root" else None)
-        if form == "frames":
-            assert len(r["images"]) == 8
+        one_video(r, s)
 
 
 def test_video_root_help_names_each_consumers_setting(capsys):

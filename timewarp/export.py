@@ -12,12 +12,14 @@ or re-states that loader). Formats (files under <out>/exports/<format>/, one per
   llamafactory     LLaMA-Factory sharegpt ranking records {"conversations": [{"from": "human", "value":
                    "<video>..."}], "chosen": {"from": "gpt", ...}, "rejected": {...}, "videos": [path]}, the
                    SFT records, and dataset_info.json (entries timewarp_<source>; set --dataset_dir to this
-                   folder). With frames: "<image>" tokens and "images". Source: pref/*.jsonl, sft/*.jsonl
+                   folder). With frames: "videos": [[frame, ...]], the frames as one video (one "<video>").
+                   Source: pref/*.jsonl, sft/*.jsonl
   llava_hound_dpo  LLaVA-Hound-DPO JSONL {id, video, prompt, answer, chosen, rejected, chosen_score,
                    rejected_score}; video = a folder of sampled frames (default --frames 8);
                    chosen is right by construction: scores 5.0 / 1.0 on the 1-5 scale. Source: pref/*.jsonl
   ms_swift         ms-swift DPO/RLHF JSONL {"messages": [user "<video>...", assistant chosen],
-                   "rejected_response": ..., "videos": [path]} (with frames: "<image>" tokens, "images").
+                   "rejected_response": ..., "videos": [path]} (with frames: "videos": [[frame, ...]], one
+                   video). Source: pref/*.jsonl
   llava_next_video_sft  LLaVA-NeXT(-Video) SFT JSON array {"id", "video": mp4, "conversations": [{"from":
                    "human", "value": "<image>\\n..."}, {"from": "gpt", ...}]}: LLaVA-NeXT knows only <image>
                    and decodes the mp4 itself (always the mp4). Source: sft/*.jsonl
@@ -211,10 +213,6 @@ def sample_video(cfg: "Config", sampling: Sampling, item: tuple) -> FrameFolder:
 
 # ---------------------------------------------------------------- record builders (row, media) -> dict
 
-def _n_tokens(token: str, media: Media) -> str:
-    return token * (len(media.frames) if media.frames else 1)
-
-
 def trl_dpo(row: dict, m: Media) -> dict:
     """TRL's vision preference form (trl/trainer/dpo_trainer.py DataCollatorForVisionPreference): one image
     block per frame."""
@@ -223,21 +221,21 @@ def trl_dpo(row: dict, m: Media) -> dict:
             "chosen": assistant_message(row["chosen"]), "rejected": assistant_message(row["rejected"])}
 
 
-def _lf_media(m: Media) -> dict:
-    return {"images": m.frames} if m.frames else {"videos": [m.video]}
+def _one_video(m: Media) -> list:
+    """The "videos" list of LLaMA-Factory and ms-swift: one video, the mp4 or its frames as one list (both read
+    a list of frame files as one video, so a model with a video path gets a video, not N unrelated images)."""
+    return [m.frames] if m.frames else [m.video]
 
 
 def llamafactory_pref(row: dict, m: Media) -> dict:
-    token = "<image>" if m.frames else "<video>"
-    return {"conversations": [{"from": "human", "value": _n_tokens(token, m) + row["question"]}],
+    return {"conversations": [{"from": "human", "value": "<video>" + row["question"]}],
             "chosen": {"from": "gpt", "value": row["chosen"]},
-            "rejected": {"from": "gpt", "value": row["rejected"]}, **_lf_media(m)}
+            "rejected": {"from": "gpt", "value": row["rejected"]}, "videos": _one_video(m)}
 
 
 def llamafactory_sft(row: dict, m: Media) -> dict:
-    token = "<image>" if m.frames else "<video>"
-    return {"conversations": [{"from": "human", "value": _n_tokens(token, m) + row["question"]},
-                              {"from": "gpt", "value": row["answer"]}], **_lf_media(m)}
+    return {"conversations": [{"from": "human", "value": "<video>" + row["question"]},
+                              {"from": "gpt", "value": row["answer"]}], "videos": _one_video(m)}
 
 
 def llava_hound_dpo(row: dict, m: Media) -> dict:
@@ -246,12 +244,9 @@ def llava_hound_dpo(row: dict, m: Media) -> dict:
 
 
 def ms_swift(row: dict, m: Media) -> dict:
-    token = "<image>" if m.frames else "<video>"
-    rec = {"messages": [{"role": "user", "content": _n_tokens(token, m) + row["question"]},
-                        {"role": "assistant", "content": row["chosen"]}],
-           "rejected_response": row["rejected"]}
-    rec.update({"images": m.frames} if m.frames else {"videos": [m.video]})
-    return rec
+    return {"messages": [{"role": "user", "content": "<video>" + row["question"]},
+                         {"role": "assistant", "content": row["chosen"]}],
+            "rejected_response": row["rejected"], "videos": _one_video(m)}
 
 
 def _conversation(row: dict, token: str = "<video>") -> list:
@@ -315,8 +310,8 @@ WHY = {"llava_next_video_sft": "LLaVA-NeXT decodes the mp4 itself and reads a fr
        "mvbench": "MVBench's readers (Ask-Anything's read_frame, VideoLLaMA3's evaluator) take a frame folder as 3 fps"}
 
 
-def llamafactory_entry(file_name: str, source: str, frames: bool) -> dict:
-    media = {"images": "images"} if frames else {"videos": "videos"}
+def llamafactory_entry(file_name: str, source: str) -> dict:
+    media = {"videos": "videos"}
     if source == "pref":
         return {"file_name": file_name, "formatting": "sharegpt", "ranking": True,
                 "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected", **media}}
@@ -471,7 +466,7 @@ def run(cfg: Config, executor: Executor = LOCAL) -> dict:
         stage.counts[f"{fmt} records"] += len(out_rows)
         written.append(out)
         if fmt == "llamafactory":
-            lf_info[f"timewarp_{src.stem}"] = llamafactory_entry(out.name, part.source, samp is not None)
+            lf_info[f"timewarp_{src.stem}"] = llamafactory_entry(out.name, part.source)
     if lf_info:
         info_path = layout.export_dir("llamafactory") / "dataset_info.json"
         write_json(info_path, dict(sorted(lf_info.items())))
