@@ -265,3 +265,33 @@ def test_options_that_would_do_nothing_are_refused(generated, tmp_path, capsys):
     assert "not both" in capsys.readouterr().err
     assert "--seed" not in export.build_parser().format_help()
     assert "seed" not in export_to(out, "mvbench")["options"]
+
+
+def tree(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_adding_a_format_is_one_record_and_changes_no_existing_output(generated, tmp_path, monkeypatch):
+    out = fresh_copy(generated, tmp_path / "out")
+    layout = Layout(out)
+    export_to(out, "all", frames=4)
+    before = tree(layout.exports_dir)
+    assert any(k.startswith("llamafactory/dataset_info.json") for k in before) and len(before) > 20
+
+    def plain_qa(row: dict, m: export.Media) -> dict:
+        return {"question": row["question"], "answer": row["answer"], "frames": m.frames}
+
+    new = export.Format("plain_qa", (export.Part("sft", plain_qa, ".jsonl"),), "question, answer and frames.",
+                        video_root="plain_qa: nothing", needs="nothing",
+                        index=lambda written: ("index.json", [out.name for _, _, out in written]))
+    monkeypatch.setitem(export.FORMATS, "plain_qa", new)
+    assert "plain_qa" in export.format_list() and "plain_qa: nothing" in export.video_roots()
+    export_to(out, "all", frames=4)
+    after = tree(layout.exports_dir)
+    added = {k: v for k, v in after.items() if k.startswith("plain_qa/")}
+    assert sorted(added) == ["plain_qa/index.json", "plain_qa/sft_explicit.jsonl"]
+    sft = read_jsonl(layout.sft_explicit_file)
+    assert [(r["question"], r["answer"], len(r["frames"])) for r in read_jsonl(layout.export_dir("plain_qa") / "sft_explicit.jsonl")] \
+        == [(s["question"], s["answer"], 4) for s in sft]
+    changed = sorted(k for k in before if after.get(k) != before[k])
+    assert changed == [] and {k: v for k, v in after.items() if k not in added} == before
