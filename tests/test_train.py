@@ -274,3 +274,30 @@ def test_dpo_full_finetune_keeps_a_frozen_reference(trl_root, tmp_path):
         "--learning_rate", "1e-3", "--output_dir", str(out)]))
     assert summary["settings"]["lora"] is False and summary["steps"] == 2 and summary["all_losses_finite"]
     assert summary["first_loss"] == pytest.approx(math.log(2), abs=1e-4) and summary["last_loss"] < summary["first_loss"]
+
+
+@pytest.mark.parametrize("typo", ["runs/explicitt", "./explicit-run", "/nowhere/model", "~/no-such-model-folder"])
+def test_a_missing_local_model_folder_fails_at_once_without_asking_the_hub(trl_root, tmp_path, monkeypatch, capsys, typo):
+    """A typo in a local --model path: one line naming it, exit 2, and the hub is never asked (its retries cost
+    about a minute of warnings). Hub names (org/name) still go to the hub."""
+    import transformers
+
+    from timewarp.benchmark import predict
+    from timewarp.train import models, train_dpo
+
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    asked = []
+    monkeypatch.setattr(transformers.AutoModelForImageTextToText, "from_pretrained",
+                        lambda name, **kw: asked.append(name) or (_ for _ in ()).throw(OSError("offline")))
+    assert train_dpo.main(["--root_dir", str(trl_root), "--model", typo, "--max_steps", "1",
+                           "--output_dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"--model {typo}: no such folder" in err
+    bench = Layout(trl_root).benchmark_normal_file
+    assert predict.main(["--benchmark", str(bench), "--output", str(tmp_path / "p.jsonl"), "--model", typo]) == 2
+    assert f"--model {typo}: no such folder" in capsys.readouterr().err
+    assert asked == []
+    with pytest.raises(UsageError, match="not a loadable hub name"):  # a hub name is asked for
+        models.load("Qwen/Qwen2-VL-2B-Instruct")
+    assert asked == ["Qwen/Qwen2-VL-2B-Instruct"]

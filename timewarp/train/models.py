@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -53,8 +54,29 @@ def set_max_pixels(processor, max_pixels: Optional[int]) -> None:
     ip.size = {"shortest_edge": min(int(min_pixels), int(max_pixels)), "longest_edge": int(max_pixels)}
 
 
+def looks_local(name: str) -> bool:
+    """A ``--model`` that can only mean a folder: a path form (/, ./, ../, ~, more than one /, a backslash),
+    a path whose parent folder is here (runs/explicitt when runs/ exists), or text that is no hub id (org/name
+    of letters, digits, -, _, .)."""
+    if "/" in name and Path(name).expanduser().parent.is_dir():
+        return True
+    if name.startswith(("/", "./", "../", "~", ".\\")) or name in (".", "..") or "\\" in name or name.count("/") > 1 \
+            or name.endswith("/"):
+        return True
+    return re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name) is None or ".." in name or name.startswith(("-", "."))
+
+
+def check_model_name(name: str) -> None:
+    """A missing local folder fails at once (the hub would be asked, with retries, for a name that is a path)."""
+    if name != TINY and looks_local(name) and not Path(name).expanduser().exists():
+        raise UsageError(f"--model {name}: no such folder (a hub model is named org/name, e.g. Qwen/Qwen2-VL-2B-Instruct)")
+
+
 def load(name: str, seed: int = 0, dtype: Optional[str] = None, max_pixels: Optional[int] = None):
     """(model, processor) for ``--model``: ``tiny``, a folder written by save_pretrained, or a hub name."""
+    check_model_name(name)
+    if name != TINY and looks_local(name):
+        name = str(Path(name).expanduser())
     if name == TINY:
         from timewarp.train import tiny
 

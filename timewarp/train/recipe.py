@@ -173,12 +173,13 @@ def run(trainer: str, args: argparse.Namespace, callbacks: Optional[list] = None
     model_name = args.model or cfg.get("model")
     if not model_name:
         raise UsageError("--model is required (the config names none)")
+    from timewarp.train import models
+
+    models.check_model_name(model_name)  # before any data is read
     examples, report = load_examples(trainer, cfg, layout, args, s["frames"])
 
     import torch
     from transformers import set_seed
-
-    from timewarp.train import models
 
     set_seed(args.seed)
     model, processor = models.load(model_name, seed=args.seed, dtype=s["dtype"], max_pixels=s["max_pixels"])
