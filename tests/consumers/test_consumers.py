@@ -24,14 +24,14 @@ HERE = Path(__file__).resolve().parent
 FORMS = {"mp4": {}, "frames8": {"frames": 8}, "fps2": {"fps": 2.0}, "video_root": {"video_root": True}}
 
 
-def run_in(env: str, script: str, tmp: Path, jobs: dict) -> dict:
+def run_in(env: str, script: str, tmp: Path, jobs: dict, extra_env: dict | None = None) -> dict:
     """``script`` (tests/consumers/) run once by consumer ``env``'s Python on ``jobs``; its last stdout line is JSON."""
     python = venv_python(env)
     (tmp / "jobs.json").write_text(json.dumps(jobs))
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
     res = subprocess.run([str(python), str(HERE / script), str(tmp / "jobs.json")], capture_output=True, text=True,
                          cwd=tmp, env={**clean, "HF_HOME": str(tmp / "hf"), "HF_HUB_OFFLINE": "1",
-                                       "MODELSCOPE_CACHE": str(tmp / "ms")})
+                                       "MODELSCOPE_CACHE": str(tmp / "ms"), **(extra_env or {})})
     assert res.returncode == 0, res.stderr[-3000:]
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -128,3 +128,29 @@ def test_ms_swift_loads_each_pair_as_one_video_of_the_right_frames(exports, ms_s
         assert [m["content"] for m in chosen["messages"]] == ["<video>" + s["question"], s["chosen"]]
         assert [m["content"] for m in rejected["messages"]] == ["<video>" + s["question"], s["rejected"]]
         check_video(form, chosen["videos"][0], known[s["video"]])
+
+
+def test_lmms_eval_builds_the_timewarp_group_and_scores_it(generated, tmp_path):
+    """lmms-eval 0.7.3's TaskManager / get_task_dict on lmms_eval_tasks/ (tests/consumers/lmms_eval_reader.py),
+    with timewarp importable as a package: every question with its video, and the metrics of the yaml from
+    the task's own aggregation: the key scores 100%; answering in story order scores 0% on key-changed
+    questions, all of which it answers in story order."""
+    layout = Layout(generated)
+    bench = {"timewarp_normal": read_jsonl(layout.benchmark_normal_file),
+             "timewarp_shuffled": read_jsonl(layout.benchmark_shuffled_file)}
+    key = {task: {r["qid"]: f"({r['answer']})" for r in rows} for task, rows in bench.items()}  # (qids repeat)
+    story = {task: {r["qid"]: r.get("normal_answer") or r["answer"] for r in rows} for task, rows in bench.items()}
+    tasks = str(HERE.parents[1] / "lmms_eval_tasks")
+    got = run_in("lmms-eval", "lmms_eval_reader.py", tmp_path, {"key": [tasks, key], "story": [tasks, story]},
+                 {"TIMEWARP_ROOT": str(generated), "PYTHONPATH": str(HERE.parents[1])})
+    assert sorted(got["key"]) == sorted(bench)
+    for task, rows in bench.items():
+        docs = got["key"][task]["docs"]
+        assert [d["qid"] for d in docs] == [r["qid"] for r in rows]
+        for d, r in zip(docs, rows):
+            assert d["visual"] == [str((generated / r["video"]).resolve())] and r["question"] in d["text"]
+            assert all(f"{letter}. {o}" in d["text"] for letter, o in zip("ABCD", r["options"]))
+        assert got["key"][task]["metrics"]["timewarp_accuracy"] == 100.0
+    shuffled = got["story"]["timewarp_shuffled"]["metrics"]
+    assert any(r["key_changed"] for r in bench["timewarp_shuffled"])
+    assert shuffled["timewarp_key_changed_accuracy"] == 0.0 and shuffled["timewarp_story_order_rate"] == 100.0
