@@ -301,3 +301,60 @@ def test_a_missing_local_model_folder_fails_at_once_without_asking_the_hub(trl_r
     with pytest.raises(UsageError, match="not a loadable hub name"):  # a hub name is asked for
         models.load("Qwen/Qwen2-VL-2B-Instruct")
     assert asked == ["Qwen/Qwen2-VL-2B-Instruct"]
+
+
+def test_dpo_tiny_qwen2_vl_trains_on_video_input_of_the_exported_frames(trl_root, tmp_path):
+    """--model tiny:qwen2_vl: each example's 8 exported frames reach forward as ONE video (pixel_values_videos,
+    video_grid_thw with 4 temporal patches of 2 frames, video tokens in the text), in time order; losses finite.
+    The independent fact: the tiny model's own image processor applied to each exported frame file."""
+    from PIL import Image
+
+    export_file = Layout(trl_root).export_dir("trl_dpo") / "pref_explicit.jsonl"
+    rows = read_jsonl(export_file)
+    proc = tiny.build_processor()
+    ip = proc.image_processor
+    tp, ps = ip.temporal_patch_size, ip.patch_size
+
+    def frame_rows(pv, n_frames):  # one frame's patches (its first temporal copy): (S, C, ps, ps)
+        return pv.reshape(n_frames, -1, 3, tp, ps, ps)[:, :, :, 0]
+
+    videos = {}
+    for row in rows:
+        per = [frame_rows(ip(images=[Image.open(export_file.parent / rel).convert("RGB")], return_tensors="pt")
+                          ["pixel_values"], 1)[0] for rel in row["images"]]
+        videos[tuple(_digest(f) for f in per)] = row["id"]
+
+    calls = []
+
+    class Spy(ForwardSpy):
+        def __init__(self):
+            from transformers import TrainerCallback
+
+            class CB(TrainerCallback):
+                def on_train_begin(self, args, state, control, model=None, **kw):
+                    def hook(module, a, kwargs):
+                        assert kwargs.get("pixel_values") is None  # no image path
+                        calls.append((kwargs["pixel_values_videos"].detach().clone(), kwargs["video_grid_thw"].clone(),
+                                      kwargs["input_ids"].clone()))
+                    model.register_forward_pre_hook(hook, with_kwargs=True)
+
+            self.callback = CB()
+
+    out = tmp_path / "run"
+    summary = recipe.run("dpo", args_for("dpo", [
+        "--root_dir", str(trl_root), "--model", "tiny:qwen2_vl", "--max_steps", "3", "--output_dir", str(out),
+        "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "1"]), callbacks=[Spy().callback])
+    assert summary["steps"] == 3 and summary["all_losses_finite"]
+    video_token = proc.tokenizer.convert_tokens_to_ids("<|video_pad|>")
+    image_token = proc.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    seen = set()
+    for pv, thw, ids in calls:
+        assert thw.tolist() == [[N_FRAMES // 2, *thw[0, 1:].tolist()]] * len(thw)  # 8 frames = 4 temporal patches
+        assert int((ids == image_token).sum()) == 0
+        assert (ids == video_token).sum(1).tolist() == [int(t.prod()) // 4 for t in thw]  # one video per sequence
+        for chunk, t in zip(torch.split(pv, [int(t.prod()) for t in thw]), thw):
+            frames = chunk.reshape(int(t[0]), -1, 3, tp, ps, ps).permute(0, 3, 1, 2, 4, 5).reshape(N_FRAMES, -1, 3, ps, ps)
+            key = tuple(_digest(f) for f in frames)
+            assert key in videos, "a video whose frames are not one example's exported frames in time order"
+            seen.add(key)
+    assert seen == set(videos) and len(videos) >= 2  # every exported video (pairs share their video's frames)

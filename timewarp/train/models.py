@@ -11,6 +11,8 @@ from timewarp.errors import UsageError
 log = logging.getLogger("timewarp.train")
 
 TINY = "tiny"
+TINY_VIDEO = {"tiny:qwen2_vl"}   # tiny models trained on video input (frames -> pixel_values_videos)
+TINY_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "llava_next_video", "internvl")
 
 
 def load_processor(name: str):
@@ -68,19 +70,24 @@ def looks_local(name: str) -> bool:
 
 def check_model_name(name: str) -> None:
     """A missing local folder fails at once (the hub would be asked, with retries, for a name that is a path)."""
-    if name != TINY and looks_local(name) and not Path(name).expanduser().exists():
+    if name != TINY and not name.startswith(TINY + ":") and looks_local(name) and not Path(name).expanduser().exists():
         raise UsageError(f"--model {name}: no such folder (a hub model is named org/name, e.g. Qwen/Qwen2-VL-2B-Instruct)")
 
 
 def load(name: str, seed: int = 0, dtype: Optional[str] = None, max_pixels: Optional[int] = None):
     """(model, processor) for ``--model``: ``tiny``, a folder written by save_pretrained, or a hub name."""
     check_model_name(name)
-    if name != TINY and looks_local(name):
+    if name.startswith(TINY + ":") and name not in TINY_VIDEO:
+        family = name.split(":", 1)[1]
+        raise UsageError(f"--model {name}: " + (f"the tiny {family} is not built yet (video input: tiny:qwen2_vl)"
+                                                 if family in TINY_FAMILIES else
+                                                 f"no tiny family {family} (choose from {', '.join(TINY_FAMILIES)})"))
+    if name != TINY and not name.startswith(TINY + ":") and looks_local(name):
         name = str(Path(name).expanduser())
-    if name == TINY:
+    if name == TINY or name in TINY_VIDEO:
         from timewarp.train import tiny
 
-        model, processor = tiny.build(seed=seed)
+        model, processor = tiny.build(seed=seed, video=name in TINY_VIDEO)
         set_max_pixels(processor, max_pixels)
         return model, processor
     from transformers import AutoModelForImageTextToText

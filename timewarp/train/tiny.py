@@ -67,6 +67,71 @@ def _processor_class():
     return Qwen2VLImageProcessorOnly
 
 
+VISION_IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
+VISION_VIDEO = "<|vision_start|><|video_pad|><|vision_end|>"
+
+
+def frames_to_video(image_processor, frames: list):
+    """One video's frames (time order, same size) as Qwen2-VL's video input, without torchvision:
+    (pixel_values_videos rows, [t, h, w]). The image processor makes each frame's patches (a frame repeated
+    over the temporal patch); consecutive frames are then paired into temporal patches in the order of
+    Qwen2VLVideoProcessor.patchify (t, merged rows, merged cols, C, frame in pair, ph, pw); an odd count
+    repeats the last frame, as that processor does."""
+    import torch
+
+    frames = list(frames) + list(frames[-1:]) * (len(frames) % 2)
+    out = image_processor(images=frames, return_tensors="pt")
+    pv, thw = out["pixel_values"], out["image_grid_thw"]
+    if len({tuple(x) for x in thw.tolist()}) != 1:
+        raise ValueError("a video's frames must all have the same size")
+    n, (_, gh, gw) = len(frames), thw[0].tolist()
+    tp, ps = image_processor.temporal_patch_size, image_processor.patch_size
+    per_frame = pv.reshape(n, gh * gw, -1, tp, ps, ps)[:, :, :, 0]           # (n, S, C, ps, ps): one copy per frame
+    pairs = per_frame.reshape(n // tp, tp, gh * gw, -1, ps, ps).permute(0, 2, 3, 1, 4, 5)  # (t, S, C, tp, ps, ps)
+    return pairs.reshape((n // tp) * gh * gw, -1), torch.tensor([n // tp, gh, gw])
+
+
+def _video_processor_class():
+    """The image-only processor whose frames go in as one video per text (``--model tiny:qwen2_vl``).
+
+    TRL's vision collators hand an example's frames over as ``images`` with one image block each; this
+    processor turns each text's run of image blocks into one video block and the frames into
+    ``pixel_values_videos`` / ``video_grid_thw``, so the model takes its video path (temporal patches of
+    two frames, M-RoPE time positions) instead of N unrelated images."""
+    import torch
+    from transformers import BatchFeature
+
+    base = _processor_class()
+
+    class Qwen2VLFramesAsVideo(base):
+        def __call__(self, images=None, text=None, videos=None, **kwargs):
+            if not images:
+                return super().__call__(images=None, text=text, **kwargs)
+            texts = [text] if isinstance(text, str) else list(text)
+            per_text = images if isinstance(images[0], (list, tuple)) else [images]
+            if len(per_text) != len(texts):
+                raise ValueError(f"{len(per_text)} frame lists for {len(texts)} texts")
+            merge = self.image_processor.merge_size ** 2
+            pixels, grids, out_texts = [], [], []
+            for t, frames in zip(texts, per_text):
+                if t.count(VISION_IMAGE) != len(frames):
+                    raise ValueError(f"{t.count(VISION_IMAGE)} image blocks for {len(frames)} frames")
+                pv, grid = frames_to_video(self.image_processor, frames)
+                t = t.replace(VISION_IMAGE * len(frames), VISION_VIDEO, 1)
+                out_texts.append(t.replace("<|video_pad|>", "<|video_pad|>" * (int(grid.prod()) // merge)))
+                pixels.append(pv)
+                grids.append(grid)
+            tok_keys = ("padding", "padding_side", "return_tensors", "add_special_tokens", "truncation", "max_length")
+            data = dict(self.tokenizer(out_texts, **{k: v for k, v in kwargs.items() if k in tok_keys}))
+            ids = data["input_ids"]
+            mm = self.create_mm_token_type_ids(ids.tolist() if hasattr(ids, "tolist") else ids)  # 2 = video token
+            data.update(mm_token_type_ids=torch.tensor(mm) if hasattr(ids, "tolist") else mm,
+                        pixel_values_videos=torch.cat(pixels), video_grid_thw=torch.stack(grids))
+            return BatchFeature(data=data, tensor_type=kwargs.get("return_tensors"))
+
+    return Qwen2VLFramesAsVideo
+
+
 def build_tokenizer():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
@@ -79,11 +144,12 @@ def build_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
 
 
-def build_processor():
+def build_processor(video: bool = False):
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    return _processor_class()(image_processor=Qwen2VLImageProcessorPil(max_pixels=MAX_PIXELS), tokenizer=build_tokenizer(),
-                              chat_template=CHAT_TEMPLATE)
+    cls = _video_processor_class() if video else _processor_class()
+    return cls(image_processor=Qwen2VLImageProcessorPil(max_pixels=MAX_PIXELS), tokenizer=build_tokenizer(),
+               chat_template=CHAT_TEMPLATE)
 
 
 def build_model(tokenizer, seed: int = 0):
@@ -105,9 +171,10 @@ def build_model(tokenizer, seed: int = 0):
     return model
 
 
-def build(seed: int = 0, save_dir: Optional[Path] = None):
-    """(model, processor) of the tiny Qwen2-VL; with ``save_dir`` also saved there (loadable by path)."""
-    processor = build_processor()
+def build(seed: int = 0, save_dir: Optional[Path] = None, video: bool = False):
+    """(model, processor) of the tiny Qwen2-VL; with ``save_dir`` also saved there (loadable by path); with
+    ``video`` the frames go in as one video (pixel_values_videos) instead of images."""
+    processor = build_processor(video)
     model = build_model(processor.tokenizer, seed)
     if save_dir is not None:
         model.save_pretrained(save_dir)
