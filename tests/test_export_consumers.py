@@ -1,10 +1,12 @@
 """Each export read by its consumer's own loading code, and the frames it gets checked against the video.
 
 TRL installs cleanly beside the project (requirements-train.txt / requirements-dev.txt), so its DPOTrainer
-runs on the trl_dpo export with a tiny vision-language model built here from a config. The other consumers
-do not install beside it (LLaMA-Factory 0.9.5 pins datasets<=4.0 and trl<=0.24, ms-swift 4.6 trl<1.0,
-lmms-eval pulls wandb/torchvision/yt-dlp...; LLaVA-NeXT, LLaVA-Hound, VideoLLaMA3 and MVBench are research
-repos, not packages): their reading code is restated here line for line, with the source file named.
+runs here on the trl_dpo export and on the published card's recipe, with a tiny vision-language model built
+from a config. LLaMA-Factory, ms-swift and lmms-eval do not install beside it (LLaMA-Factory 0.9.5 pins
+datasets<=4.0 and trl<=0.24, ms-swift 4.6 trl<1.0, lmms-eval pulls wandb/yt-dlp...): their own code runs in
+their own environments in tests/consumers/; the rules restated here for them are the fast check. LLaVA-NeXT,
+LLaVA-Hound, VideoLLaMA3 and MVBench are research repos, not packages: their reading code is restated here
+line for line, with the source file named.
 """
 from __future__ import annotations
 
