@@ -358,3 +358,35 @@ def test_dpo_tiny_qwen2_vl_trains_on_video_input_of_the_exported_frames(trl_root
             assert key in videos, "a video whose frames are not one example's exported frames in time order"
             seen.add(key)
     assert seen == set(videos) and len(videos) >= 2  # every exported video (pairs share their video's frames)
+
+
+def test_a_checkpoint_folder_trains_on_video_input_and_predicts_on_video(trl_root, tmp_path):
+    """--video_input with a Qwen2-VL folder (the tiny one saved by path, as a real checkpoint is loaded): the
+    same video path; the trained folder's processor keeps it, so predict.py feeds it video too."""
+    from timewarp.benchmark import predict
+
+    tiny.build(seed=1, save_dir=tmp_path / "ckpt")
+    seen = []
+
+    from transformers import TrainerCallback
+
+    class CB(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kw):
+            model.register_forward_pre_hook(lambda m, a, k: seen.append(sorted(x for x in ("pixel_values", "pixel_values_videos")
+                                                                             if k.get(x) is not None)), with_kwargs=True)
+
+    out = tmp_path / "run"
+    summary = recipe.run("dpo", args_for("dpo", ["--root_dir", str(trl_root), "--model", str(tmp_path / "ckpt"),
+                                                 "--video_input", "--max_steps", "1", "--output_dir", str(out)]),
+                         callbacks=[CB()])
+    assert summary["settings"]["video_input"] is True and summary["all_losses_finite"]
+    assert seen and all(s == ["pixel_values_videos"] for s in seen)
+    from timewarp.train import models
+
+    _, proc = models.load(str(out))
+    assert type(proc).__name__ == models.VIDEO_PROCESSOR
+    layout = Layout(trl_root)
+    preds = tmp_path / "p.jsonl"
+    predict.run(predict.Config(layout=layout, benchmark=layout.benchmark_normal_file, output=preds, model=str(out),
+                               max_new_tokens=2, frames=4, limit=2))
+    assert [r.get("error") for r in read_jsonl(preds)] == [None, None]

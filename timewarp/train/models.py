@@ -1,6 +1,7 @@
 """Load a vision-language model and its processor: ``tiny`` (built offline), a local folder or a hub name."""
 from __future__ import annotations
 
+import json
 import logging
 import re
 from pathlib import Path
@@ -15,33 +16,50 @@ TINY_VIDEO = {"tiny:qwen2_vl"}   # tiny models trained on video input (frames ->
 TINY_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "llava_next_video", "internvl")
 
 
-def load_processor(name: str):
-    """The model's processor; for Qwen2-VL-family folders without torchvision, the image-only one (tiny.py)."""
-    from transformers import AutoProcessor
+VIDEO_PROCESSOR = "Qwen2VLFramesAsVideo"   # tiny._video_processor_class: frames in as one video
 
-    proc = None
+
+def saved_as_video(name: str) -> bool:
+    """A folder whose processor was saved by a video-input run (train on video, predict on video)."""
     try:
-        proc = AutoProcessor.from_pretrained(name)
-    except (ImportError, ValueError, AttributeError, TypeError, OSError) as exc:
-        log.debug("AutoProcessor(%s) failed: %s", name, exc)
-    if proc is not None and getattr(proc, "image_processor", None) is not None:
-        return proc
-    # no torchvision (CPU wheels): AutoProcessor cannot build the video half of Qwen2-VL's processor
-    from transformers import AutoConfig, AutoTokenizer
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+        return json.loads((Path(name) / "processor_config.json").read_text()).get("processor_class") == VIDEO_PROCESSOR
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def load_processor(name: str, video: bool = False):
+    """The model's processor; for Qwen2-VL-family folders without torchvision, the image-only one (tiny.py);
+    with ``video`` (or a folder saved by a video-input run), the one that feeds frames as one video."""
+    from transformers import AutoConfig, AutoProcessor
 
     from timewarp.train import tiny
+
+    video = video or saved_as_video(name)
+    proc = None
+    if not video:
+        try:
+            proc = AutoProcessor.from_pretrained(name)
+        except (ImportError, ValueError, AttributeError, TypeError, OSError) as exc:
+            log.debug("AutoProcessor(%s) failed: %s", name, exc)
+        if proc is not None and getattr(proc, "image_processor", None) is not None:
+            return proc
+    # no torchvision (CPU wheels): AutoProcessor cannot build the video half of Qwen2-VL's processor
+    from transformers import AutoTokenizer
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     try:
         model_type = AutoConfig.from_pretrained(name).model_type
     except (OSError, ValueError) as exc:
         raise UsageError(f"--model {name}: no model config there ({str(exc).splitlines()[0]})")
-    if model_type not in ("qwen2_vl", "qwen2_5_vl"):
-        raise UsageError(f"--model {name}: could not load its processor (model type {model_type}); "
-                         f"install torchvision matching torch, or use a Qwen2-VL / Qwen2.5-VL model")
+    families = ("qwen2_vl",) if video else ("qwen2_vl", "qwen2_5_vl")
+    if model_type not in families:
+        raise UsageError(f"--model {name}: " + (f"video input is built for Qwen2-VL only (model type {model_type})" if video
+                         else f"could not load its processor (model type {model_type}); install torchvision matching "
+                              f"torch, or use a Qwen2-VL / Qwen2.5-VL model"))
     tok = AutoTokenizer.from_pretrained(name)
-    return tiny._processor_class()(image_processor=Qwen2VLImageProcessorPil.from_pretrained(name), tokenizer=tok,
-                                   chat_template=tok.chat_template or tiny.CHAT_TEMPLATE)
+    cls = tiny._video_processor_class() if video else tiny._processor_class()
+    return cls(image_processor=Qwen2VLImageProcessorPil.from_pretrained(name), tokenizer=tok,
+               chat_template=tok.chat_template or tiny.CHAT_TEMPLATE)
 
 
 def set_max_pixels(processor, max_pixels: Optional[int]) -> None:
@@ -74,8 +92,9 @@ def check_model_name(name: str) -> None:
         raise UsageError(f"--model {name}: no such folder (a hub model is named org/name, e.g. Qwen/Qwen2-VL-2B-Instruct)")
 
 
-def load(name: str, seed: int = 0, dtype: Optional[str] = None, max_pixels: Optional[int] = None):
-    """(model, processor) for ``--model``: ``tiny``, a folder written by save_pretrained, or a hub name."""
+def load(name: str, seed: int = 0, dtype: Optional[str] = None, max_pixels: Optional[int] = None, video: bool = False):
+    """(model, processor) for ``--model``: ``tiny``, ``tiny:qwen2_vl``, a folder written by save_pretrained, or a
+    hub name; ``video``: the processor feeds each example's frames as one video (Qwen2-VL)."""
     check_model_name(name)
     if name.startswith(TINY + ":") and name not in TINY_VIDEO:
         family = name.split(":", 1)[1]
@@ -87,7 +106,7 @@ def load(name: str, seed: int = 0, dtype: Optional[str] = None, max_pixels: Opti
     if name == TINY or name in TINY_VIDEO:
         from timewarp.train import tiny
 
-        model, processor = tiny.build(seed=seed, video=name in TINY_VIDEO)
+        model, processor = tiny.build(seed=seed, video=video or name in TINY_VIDEO)
         set_max_pixels(processor, max_pixels)
         return model, processor
     from transformers import AutoModelForImageTextToText
@@ -104,6 +123,6 @@ def load(name: str, seed: int = 0, dtype: Optional[str] = None, max_pixels: Opti
     except OSError as exc:
         where = "folder" if Path(name).exists() else "hub name (needs network) or folder"
         raise UsageError(f"--model {name}: not a loadable {where} ({str(exc).splitlines()[0]})")
-    processor = load_processor(name)
+    processor = load_processor(name, video)
     set_max_pixels(processor, max_pixels)
     return model, processor

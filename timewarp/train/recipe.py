@@ -30,7 +30,8 @@ STATE_FILE = "timewarp_train.json"
 # defaults for every training setting a config or the command line may set
 DEFAULTS = dict(learning_rate=5e-6, beta=0.1, num_train_epochs=1.0, max_steps=-1, per_device_train_batch_size=1,
                 gradient_accumulation_steps=1, frames=8, lora=False, lora_r=16, lora_alpha=32, lora_dropout=0.05,
-                max_length=None, bf16=False, gradient_checkpointing=False, warmup_steps=0, dtype=None, max_pixels=None)
+                max_length=None, bf16=False, gradient_checkpointing=False, warmup_steps=0, dtype=None, max_pixels=None,
+                video_input=False)
 # TimeWarp file name -> (export folder with the trainer's own format, pipeline folder)
 SOURCE_DIRS = {"pref": ("trl_dpo", "pref_dir"), "sft": ("trl_sft", "sft_dir")}
 
@@ -106,6 +107,9 @@ def build_parser(trainer: str, prog: str, doc: str) -> argparse.ArgumentParser:
     g.add_argument("--max_pixels", type=int, default=None,
                    help="at most this many pixels per frame (Qwen2-VL: 28*28 per visual token, e.g. 200704 = 256 tokens) "
                         "[the processor's own]")
+    g.add_argument("--video_input", action=argparse.BooleanOptionalAction, default=None,
+                   help="feed each example's frames as one video (Qwen2-VL: pixel_values_videos) instead of images "
+                        "[off; on with --model tiny:qwen2_vl]")
     g.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16", "auto"], help="weights dtype when loading [float32]")
     c = p.add_argument_group("common options")
     c.add_argument("--seed", type=int, default=42, help="seed of the data order, dropout and the tiny model's weights (default: 42)")
@@ -182,7 +186,9 @@ def run(trainer: str, args: argparse.Namespace, callbacks: Optional[list] = None
     from transformers import set_seed
 
     set_seed(args.seed)
-    model, processor = models.load(model_name, seed=args.seed, dtype=s["dtype"], max_pixels=s["max_pixels"])
+    s["video_input"] = bool(s["video_input"]) or model_name in models.TINY_VIDEO
+    model, processor = models.load(model_name, seed=args.seed, dtype=s["dtype"], max_pixels=s["max_pixels"],
+                                   video=s["video_input"])
     dataset = datalib.to_dataset(examples)
     out = Path(args.output_dir)
     common = dict(output_dir=str(out), max_steps=int(s["max_steps"]), num_train_epochs=float(s["num_train_epochs"]),
