@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import venv_python
+from consumer_envs import venv_python
 from generated_output import fresh_copy
 from test_export import export_to, generated  # noqa: F401 - the fixture and the export call
 from timewarp import export
