@@ -390,3 +390,37 @@ def test_a_checkpoint_folder_trains_on_video_input_and_predicts_on_video(trl_roo
     predict.run(predict.Config(layout=layout, benchmark=layout.benchmark_normal_file, output=preds, model=str(out),
                                max_new_tokens=2, frames=4, limit=2))
     assert [r.get("error") for r in read_jsonl(preds)] == [None, None]
+
+
+def test_dpo_tiny_qwen2_5_vl_gets_the_video_and_the_frames_real_spacing(trl_root, tmp_path):
+    """--model tiny:qwen2_5_vl: the frames as one video as for Qwen2-VL, and second_per_grid_ts (seconds per
+    temporal patch of 2 frames, what its video RoPE counts time with) from the export's frame times, which are
+    checked here against the annotation (frame index / fps)."""
+    export_file = Layout(trl_root).export_dir("trl_dpo") / "pref_explicit.jsonl"
+    rows = read_jsonl(export_file)
+    facts = {a["video"]: (int(a["frame_count"]), float(a["fps"])) for d in (Layout(trl_root).normal_annotations_dir,)
+             for a in map(read_json, sorted(d.glob("*.json")))}
+    want = set()
+    for r in rows:
+        count, fps = facts[os.path.relpath(r["video"], trl_root)]
+        idx = framelib.sample_indices(count, n=N_FRAMES)
+        assert r["frame_times"] == pytest.approx([i / fps for i in idx], abs=1e-5)
+        want.add(round(2 * (idx[-1] - idx[0]) / (len(idx) - 1) / fps, 4))
+    calls = []
+    from transformers import TrainerCallback
+
+    class CB(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kw):
+            model.register_forward_pre_hook(lambda m, a, k: calls.append((k.get("pixel_values_videos") is not None,
+                                                                          k.get("second_per_grid_ts"))), with_kwargs=True)
+
+    summary = recipe.run("dpo", args_for("dpo", ["--root_dir", str(trl_root), "--model", "tiny:qwen2_5_vl",
+                                                 "--max_steps", "2", "--output_dir", str(tmp_path / "run")]),
+                         callbacks=[CB()])
+    assert summary["all_losses_finite"] and summary["steps"] == 2
+    assert calls and all(video for video, _ in calls)
+    got = {round(float(x), 4) for _, ts in calls for x in ts}
+    assert got and got <= want and all(x > 0 for x in got)
+    with pytest.raises(UsageError, match="frame times|frame_times"):  # pipeline rows carry no times
+        recipe.run("sft", args_for("sft", ["--root_dir", str(trl_root), "--model", "tiny:qwen2_5_vl", "--max_steps", "1",
+                                           "--output_dir", str(tmp_path / "sft")]))

@@ -157,6 +157,22 @@ def load_examples(trainer: str, cfg: dict, layout: Layout, args, frames: int) ->
     return examples, report
 
 
+def frame_times_collator(processor, max_length):
+    """TRL's vision preference collator, handing each example's frame times to the processor for the prompts
+    (which it repeats for chosen and rejected): Qwen2.5-VL's second_per_grid_ts."""
+    from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
+
+    class FrameTimesCollator(DataCollatorForVisionPreference):
+        def torch_call(self, examples):
+            self.processor.frame_times = [e["frame_times"] for e in examples] * 2
+            try:
+                return super().torch_call(examples)
+            finally:
+                self.processor.frame_times = None
+
+    return FrameTimesCollator(processor=processor, max_length=max_length)
+
+
 def lora_config(s: dict):
     from peft import LoraConfig
 
@@ -200,6 +216,13 @@ def run(trainer: str, args: argparse.Namespace, callbacks: Optional[list] = None
     if s["gradient_checkpointing"]:
         common["gradient_checkpointing"] = True
     peft_config = lora_config(s) if s["lora"] else None
+    collator = None
+    if s["video_input"] and model.config.model_type == "qwen2_5_vl":  # its video RoPE needs the frames' times
+        if trainer != "dpo" or any("frame_times" not in e for e in examples):
+            raise UsageError(f"--model {model_name}: Qwen2.5-VL video input needs each frame's time: DPO on the "
+                             f"trl_dpo export (python timewarp/export.py --format trl_dpo), whose rows carry frame_times")
+        collator = frame_times_collator(processor, s["max_length"])
+        common["remove_unused_columns"] = False  # keep frame_times for the collator
     if trainer == "dpo":
         from trl import DPOConfig, DPOTrainer
 
@@ -210,7 +233,7 @@ def run(trainer: str, args: argparse.Namespace, callbacks: Optional[list] = None
 
             ref_model = copy.deepcopy(model).eval().requires_grad_(False)
         tr = DPOTrainer(model=model, ref_model=ref_model, args=targs, train_dataset=dataset, processing_class=processor,
-                        peft_config=peft_config, callbacks=callbacks)
+                        peft_config=peft_config, callbacks=callbacks, data_collator=collator)
     else:
         from trl import SFTConfig, SFTTrainer
 

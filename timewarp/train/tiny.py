@@ -91,6 +91,14 @@ def frames_to_video(image_processor, frames: list):
     return pairs.reshape((n // tp) * gh * gw, -1), torch.tensor([n // tp, gh, gw])
 
 
+def seconds_per_patch(times, temporal_patch_size: int = 2) -> float:
+    """Seconds per temporal patch of frames sampled at ``times`` (uniform spacing: their mean step)."""
+    times = [float(t) for t in times or []]
+    if len(times) < 2 or times[-1] <= times[0]:
+        raise ValueError(f"frame times {times} give no spacing")
+    return temporal_patch_size * (times[-1] - times[0]) / (len(times) - 1)
+
+
 def _video_processor_class():
     """The image-only processor whose frames go in as one video per text (``--model tiny:qwen2_vl``).
 
@@ -104,6 +112,10 @@ def _video_processor_class():
     base = _processor_class()
 
     class Qwen2VLFramesAsVideo(base):
+        # Qwen2.5-VL's video RoPE counts time: set by FrameTimesCollator to each text's frame times (s) before a
+        # call, it becomes second_per_grid_ts (seconds per temporal patch); None: Qwen2-VL, which has no times.
+        frame_times = None
+
         def __call__(self, images=None, text=None, videos=None, **kwargs):
             if not images:
                 return super().__call__(images=None, text=text, **kwargs)
@@ -127,6 +139,9 @@ def _video_processor_class():
             mm = self.create_mm_token_type_ids(ids.tolist() if hasattr(ids, "tolist") else ids)  # 2 = video token
             data.update(mm_token_type_ids=torch.tensor(mm) if hasattr(ids, "tolist") else mm,
                         pixel_values_videos=torch.cat(pixels), video_grid_thw=torch.stack(grids))
+            if self.frame_times is not None:
+                data["second_per_grid_ts"] = torch.tensor([seconds_per_patch(t, self.image_processor.temporal_patch_size)
+                                                           for t in self.frame_times])
             return BatchFeature(data=data, tensor_type=kwargs.get("return_tensors"))
 
     return Qwen2VLFramesAsVideo
@@ -152,30 +167,39 @@ def build_processor(video: bool = False):
                chat_template=CHAT_TEMPLATE)
 
 
-def build_model(tokenizer, seed: int = 0):
-    import torch
-    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+# Qwen2.5-VL's vision tower (window attention, gated MLP), as small: one full-attention block
+VISION_2_5 = dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=14,
+                  spatial_merge_size=2, temporal_patch_size=2, fullatt_block_indexes=[0], window_size=56,
+                  tokens_per_second=4)
 
+
+def build_model(tokenizer, seed: int = 0, family: str = "qwen2_vl"):
+    import torch
+    from transformers import (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLConfig,
+                              Qwen2VLForConditionalGeneration)
+
+    config_cls, model_cls, vision = {"qwen2_vl": (Qwen2VLConfig, Qwen2VLForConditionalGeneration, VISION),
+                                     "qwen2_5_vl": (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, VISION_2_5)}[family]
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    config = Qwen2VLConfig(
+    config = config_cls(
         text_config=dict(TEXT, vocab_size=len(tokenizer), bos_token_id=ids["<|endoftext|>"],
                          eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"]),
-        vision_config=dict(VISION),
+        vision_config=dict(vision),
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model = Qwen2VLForConditionalGeneration(config)
+        model = model_cls(config)
     model.generation_config.eos_token_id = ids["<|im_end|>"]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     return model
 
 
-def build(seed: int = 0, save_dir: Optional[Path] = None, video: bool = False):
-    """(model, processor) of the tiny Qwen2-VL; with ``save_dir`` also saved there (loadable by path); with
-    ``video`` the frames go in as one video (pixel_values_videos) instead of images."""
-    processor = build_processor(video)
-    model = build_model(processor.tokenizer, seed)
+def build(seed: int = 0, save_dir: Optional[Path] = None, video: bool = False, family: str = "qwen2_vl"):
+    """(model, processor) of the tiny Qwen2-VL (or Qwen2.5-VL, always on video); with ``save_dir`` also saved
+    there (loadable by path); with ``video`` the frames go in as one video (pixel_values_videos), not images."""
+    processor = build_processor(video or family == "qwen2_5_vl")
+    model = build_model(processor.tokenizer, seed, family)
     if save_dir is not None:
         model.save_pretrained(save_dir)
         processor.save_pretrained(save_dir)
