@@ -424,3 +424,39 @@ def test_dpo_tiny_qwen2_5_vl_gets_the_video_and_the_frames_real_spacing(trl_root
     with pytest.raises(UsageError, match="frame times|frame_times"):  # pipeline rows carry no times
         recipe.run("sft", args_for("sft", ["--root_dir", str(trl_root), "--model", "tiny:qwen2_5_vl", "--max_steps", "1",
                                            "--output_dir", str(tmp_path / "sft")]))
+
+
+def test_dpo_tiny_llava_next_video_gets_each_examples_frames_as_its_video(trl_root, tmp_path):
+    """--model tiny:llava_next_video (LLaVA-NeXT-Video, the LLaVA-Hound lineage in transformers): forward gets
+    pixel_values_videos (batch, 8 frames, C, H, W), each one example's exported frames in time order (hashes
+    against the CLIP image processor on the frame files), <video> tokens for them, no images; losses finite."""
+    from PIL import Image
+
+    export_file = Layout(trl_root).export_dir("trl_dpo") / "pref_explicit.jsonl"
+    rows = read_jsonl(export_file)
+    _, proc = tiny.build_llava_next_video()
+    videos = {tuple(_digest(proc.image_processor(images=[Image.open(export_file.parent / rel).convert("RGB")],
+                                                 return_tensors="pt")["pixel_values"][0]) for rel in r["images"])
+              for r in rows}
+    calls = []
+    from transformers import TrainerCallback
+
+    class CB(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kw):
+            model.register_forward_pre_hook(lambda m, a, k: calls.append((k.get("pixel_values"), k["pixel_values_videos"],
+                                                                          k["input_ids"])), with_kwargs=True)
+
+    summary = recipe.run("dpo", args_for("dpo", ["--root_dir", str(trl_root), "--model", "tiny:llava_next_video",
+                                                 "--max_steps", "2", "--per_device_train_batch_size", "2",
+                                                 "--output_dir", str(tmp_path / "run")]), callbacks=[CB()])
+    assert summary["all_losses_finite"] and summary["steps"] == 2
+    video_token = proc.tokenizer.convert_tokens_to_ids("<video>")
+    seen = set()
+    for images, pv, ids in calls:
+        assert images is None and pv.shape[1] == N_FRAMES
+        assert (ids == video_token).sum(1).tolist() == [N_FRAMES * 4] * ids.shape[0]  # 4 pooled tokens a frame
+        for video in pv:
+            key = tuple(_digest(f) for f in video)
+            assert key in videos, "a video whose frames are not one example's exported frames in time order"
+            seen.add(key)
+    assert seen == videos

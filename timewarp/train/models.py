@@ -12,7 +12,7 @@ from timewarp.errors import UsageError
 log = logging.getLogger("timewarp.train")
 
 TINY = "tiny"
-TINY_VIDEO = {"tiny:qwen2_vl", "tiny:qwen2_5_vl"}   # tiny models trained on video input (pixel_values_videos)
+TINY_VIDEO = {"tiny:qwen2_vl", "tiny:qwen2_5_vl", "tiny:llava_next_video"}   # tiny models trained on video input (pixel_values_videos)
 TINY_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "llava_next_video", "internvl")
 
 
@@ -98,7 +98,7 @@ def load(name: str, seed: int = 0, dtype: Optional[str] = None, max_pixels: Opti
     check_model_name(name)
     if name.startswith(TINY + ":") and name not in TINY_VIDEO:
         family = name.split(":", 1)[1]
-        raise UsageError(f"--model {name}: " + (f"the tiny {family} is not built yet (video input: tiny:qwen2_vl, tiny:qwen2_5_vl)"
+        raise UsageError(f"--model {name}: " + (f"the tiny {family} is not built yet (video input: {', '.join(sorted(TINY_VIDEO))})"
                                                  if family in TINY_FAMILIES else
                                                  f"no tiny family {family} (choose from {', '.join(TINY_FAMILIES)})"))
     if name != TINY and not name.startswith(TINY + ":") and looks_local(name):
@@ -107,7 +107,10 @@ def load(name: str, seed: int = 0, dtype: Optional[str] = None, max_pixels: Opti
         from timewarp.train import tiny
 
         family = name.split(":", 1)[1] if ":" in name else "qwen2_vl"
-        model, processor = tiny.build(seed=seed, video=video or name in TINY_VIDEO, family=family)
+        if family == "llava_next_video":
+            model, processor = tiny.build_llava_next_video(seed=seed)
+        else:
+            model, processor = tiny.build(seed=seed, video=video or name in TINY_VIDEO, family=family)
         set_max_pixels(processor, max_pixels)
         return model, processor
     from transformers import AutoModelForImageTextToText

@@ -204,3 +204,75 @@ def build(seed: int = 0, save_dir: Optional[Path] = None, video: bool = False, f
         model.save_pretrained(save_dir)
         processor.save_pretrained(save_dir)
     return model, processor
+
+
+# ---------------------------------------------------------------- tiny LLaVA-NeXT-Video (the LLaVA-Hound lineage)
+
+LNV_SIZE = 56           # frame side after the CLIP processor: 4x4 patches of 14 px, pooled 2x2 -> 4 video tokens a frame
+LNV_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}"
+                "{% else %}{% for c in m['content'] %}{% if c['type'] == 'image' %}<image>{% elif c['type'] == 'text' %}"
+                "{{ c['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+                "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def _llava_next_video_processor_class():
+    """Frames as one video for LLaVA-NeXT-Video without torchvision (its video processor needs it): each text's
+    run of ``<image>`` blocks becomes the video's ``<video>`` tokens (patches / 4 per frame: the model pools
+    2x2), the frames, through the CLIP image processor, ``pixel_values_videos`` (batch, frames, C, H, W)."""
+    import torch
+    from transformers import BatchFeature
+    from transformers.processing_utils import ProcessorMixin
+
+    class LlavaNextVideoFramesAsVideo(ProcessorMixin):
+        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+            super().__init__(image_processor, tokenizer, chat_template=chat_template)
+
+        def __call__(self, images=None, text=None, videos=None, **kwargs):
+            tok_keys = ("padding", "padding_side", "return_tensors", "add_special_tokens", "truncation", "max_length")
+            tok_kwargs = {k: v for k, v in kwargs.items() if k in tok_keys}
+            texts = [text] if isinstance(text, str) else list(text)
+            if not images:
+                return BatchFeature(data=dict(self.tokenizer(texts, **tok_kwargs)), tensor_type=kwargs.get("return_tensors"))
+            per_text = images if isinstance(images[0], (list, tuple)) else [images]
+            if len(per_text) != len(texts) or len({len(f) for f in per_text}) != 1:
+                raise ValueError("one list of frames per text, the same number of frames in each")
+            videos, out_texts = [], []
+            for t, frames in zip(texts, per_text):
+                if t.count("<image>") != len(frames):
+                    raise ValueError(f"{t.count('<image>')} image blocks for {len(frames)} frames")
+                pv = self.image_processor(images=list(frames), return_tensors="pt")["pixel_values"]
+                per_frame = (pv.shape[-2] // 14) * (pv.shape[-1] // 14) // 4
+                out_texts.append(t.replace("<image>" * len(frames), "<video>" * (per_frame * len(frames)), 1))
+                videos.append(pv)
+            data = dict(self.tokenizer(out_texts, **tok_kwargs))
+            data["pixel_values_videos"] = torch.stack(videos)
+            return BatchFeature(data=data, tensor_type=kwargs.get("return_tensors"))
+
+    return LlavaNextVideoFramesAsVideo
+
+
+def build_llava_next_video(seed: int = 0):
+    """(model, processor): a randomly initialised LlavaNextVideoForConditionalGeneration (CLIP vision tower,
+    Llama language model, ~60 k parameters) and the frames-as-video processor above."""
+    import torch
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextVideoConfig, LlavaNextVideoForConditionalGeneration
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    tok = build_tokenizer()
+    tok.add_special_tokens({"additional_special_tokens": ["<image>", "<video>"]})
+    tok.chat_template = LNV_TEMPLATE
+    images = CLIPImageProcessorPil(size={"shortest_edge": LNV_SIZE}, crop_size={"height": LNV_SIZE, "width": LNV_SIZE})
+    processor = _llava_next_video_processor_class()(image_processor=images, tokenizer=tok, chat_template=LNV_TEMPLATE)
+    small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    config = LlavaNextVideoConfig(
+        vision_config=CLIPVisionConfig(**small, image_size=LNV_SIZE, patch_size=14),
+        text_config=LlamaConfig(**small, num_key_value_heads=1, vocab_size=len(tok), pad_token_id=tok.pad_token_id,
+                                eos_token_id=tok.convert_tokens_to_ids("<|im_end|>")),
+        image_token_id=tok.convert_tokens_to_ids("<image>"), video_token_id=tok.convert_tokens_to_ids("<video>"),
+        vision_feature_layer=-1, spatial_pool_stride=2, image_grid_pinpoints=[[LNV_SIZE, LNV_SIZE]])
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = LlavaNextVideoForConditionalGeneration(config)
+    model.generation_config.eos_token_id = tok.convert_tokens_to_ids("<|im_end|>")
+    model.generation_config.pad_token_id = tok.pad_token_id
+    return model, processor
