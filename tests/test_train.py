@@ -426,30 +426,37 @@ def test_dpo_tiny_qwen2_5_vl_gets_the_video_and_the_frames_real_spacing(trl_root
                                            "--output_dir", str(tmp_path / "sft")]))
 
 
+def train_frames_model(trl_root: Path, tmp_path: Path, family: str, keys: tuple):
+    """Two DPO steps of ``--model tiny:<family>`` on the trl_dpo export, recording ``keys`` of every forward.
+    Returns (processor, {one example's frames as the family's image processor makes them from the exported
+    files, hashed in time order}, [recorded values per forward])."""
+    from PIL import Image
+    from transformers import TrainerCallback
+
+    export_file = Layout(trl_root).export_dir("trl_dpo") / "pref_explicit.jsonl"
+    _, proc = tiny.build_frames_model(family)
+    videos = {tuple(_digest(proc.image_processor(images=[Image.open(export_file.parent / rel).convert("RGB")],
+                                                 return_tensors="pt")["pixel_values"][0]) for rel in r["images"])
+              for r in read_jsonl(export_file)}
+    calls = []
+
+    class CB(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kw):
+            model.register_forward_pre_hook(lambda m, a, k: calls.append(tuple(k.get(x) for x in keys)), with_kwargs=True)
+
+    summary = recipe.run("dpo", args_for("dpo", ["--root_dir", str(trl_root), "--model", f"tiny:{family}",
+                                                 "--max_steps", "2", "--per_device_train_batch_size", "2",
+                                                 "--output_dir", str(tmp_path / "run")]), callbacks=[CB()])
+    assert summary["all_losses_finite"] and summary["steps"] == 2 and calls
+    return proc, videos, calls
+
+
 def test_dpo_tiny_llava_next_video_gets_each_examples_frames_as_its_video(trl_root, tmp_path):
     """--model tiny:llava_next_video (LLaVA-NeXT-Video, the LLaVA-Hound lineage in transformers): forward gets
     pixel_values_videos (batch, 8 frames, C, H, W), each one example's exported frames in time order (hashes
     against the CLIP image processor on the frame files), <video> tokens for them, no images; losses finite."""
-    from PIL import Image
-
-    export_file = Layout(trl_root).export_dir("trl_dpo") / "pref_explicit.jsonl"
-    rows = read_jsonl(export_file)
-    _, proc = tiny.build_llava_next_video()
-    videos = {tuple(_digest(proc.image_processor(images=[Image.open(export_file.parent / rel).convert("RGB")],
-                                                 return_tensors="pt")["pixel_values"][0]) for rel in r["images"])
-              for r in rows}
-    calls = []
-    from transformers import TrainerCallback
-
-    class CB(TrainerCallback):
-        def on_train_begin(self, args, state, control, model=None, **kw):
-            model.register_forward_pre_hook(lambda m, a, k: calls.append((k.get("pixel_values"), k["pixel_values_videos"],
-                                                                          k["input_ids"])), with_kwargs=True)
-
-    summary = recipe.run("dpo", args_for("dpo", ["--root_dir", str(trl_root), "--model", "tiny:llava_next_video",
-                                                 "--max_steps", "2", "--per_device_train_batch_size", "2",
-                                                 "--output_dir", str(tmp_path / "run")]), callbacks=[CB()])
-    assert summary["all_losses_finite"] and summary["steps"] == 2
+    proc, videos, calls = train_frames_model(trl_root, tmp_path, "llava_next_video",
+                                             ("pixel_values", "pixel_values_videos", "input_ids"))
     video_token = proc.tokenizer.convert_tokens_to_ids("<video>")
     seen = set()
     for images, pv, ids in calls:
@@ -458,5 +465,24 @@ def test_dpo_tiny_llava_next_video_gets_each_examples_frames_as_its_video(trl_ro
         for video in pv:
             key = tuple(_digest(f) for f in video)
             assert key in videos, "a video whose frames are not one example's exported frames in time order"
+            seen.add(key)
+    assert seen == videos
+
+
+def test_dpo_tiny_internvl_gets_each_examples_frames_as_marked_frame_tiles(trl_root, tmp_path):
+    """--model tiny:internvl (InternVideo2.5's base): InternVL's video form, each frame a tile in pixel_values
+    behind a "Frame k:" marker with its <IMG_CONTEXT> tokens; every sequence's 8 tiles are one example's exported
+    frames in time order (hashes against its image processor on the frame files); losses finite."""
+    proc, videos, calls = train_frames_model(trl_root, tmp_path, "internvl", ("pixel_values", "input_ids"))
+    context = proc.tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>")
+    seen = set()
+    for pv, ids in calls:
+        assert pv.shape[0] == ids.shape[0] * N_FRAMES
+        assert (ids == context).sum(1).tolist() == [N_FRAMES * tiny.TOKENS_PER_FRAME] * ids.shape[0]
+        text = proc.tokenizer.decode(ids[0])
+        assert [f"Frame{k}: <img>" in text for k in range(1, N_FRAMES + 1)] == [True] * N_FRAMES
+        for video in pv.reshape(ids.shape[0], N_FRAMES, *pv.shape[1:]):
+            key = tuple(_digest(f) for f in video)
+            assert key in videos, "a sequence whose frames are not one example's exported frames in time order"
             seen.add(key)
     assert seen == videos

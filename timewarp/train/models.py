@@ -12,7 +12,7 @@ from timewarp.errors import UsageError
 log = logging.getLogger("timewarp.train")
 
 TINY = "tiny"
-TINY_VIDEO = {"tiny:qwen2_vl", "tiny:qwen2_5_vl", "tiny:llava_next_video"}   # tiny models trained on video input (pixel_values_videos)
+TINY_VIDEO = {"tiny:qwen2_vl", "tiny:qwen2_5_vl", "tiny:llava_next_video", "tiny:internvl"}   # tiny models trained on video input (pixel_values_videos)
 TINY_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "llava_next_video", "internvl")
 
 
@@ -107,8 +107,8 @@ def load(name: str, seed: int = 0, dtype: Optional[str] = None, max_pixels: Opti
         from timewarp.train import tiny
 
         family = name.split(":", 1)[1] if ":" in name else "qwen2_vl"
-        if family == "llava_next_video":
-            model, processor = tiny.build_llava_next_video(seed=seed)
+        if family in ("llava_next_video", "internvl"):
+            model, processor = tiny.build_frames_model(family, seed=seed)
         else:
             model, processor = tiny.build(seed=seed, video=video or name in TINY_VIDEO, family=family)
         set_max_pixels(processor, max_pixels)

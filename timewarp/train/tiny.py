@@ -206,24 +206,32 @@ def build(seed: int = 0, save_dir: Optional[Path] = None, video: bool = False, f
     return model, processor
 
 
-# ---------------------------------------------------------------- tiny LLaVA-NeXT-Video (the LLaVA-Hound lineage)
+# ---------------------------------------------------------------- tiny LLaVA-NeXT-Video and InternVL
 
-LNV_SIZE = 56           # frame side after the CLIP processor: 4x4 patches of 14 px, pooled 2x2 -> 4 video tokens a frame
-LNV_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}"
-                "{% else %}{% for c in m['content'] %}{% if c['type'] == 'image' %}<image>{% elif c['type'] == 'text' %}"
-                "{{ c['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
-                "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+FRAME_SIZE = 56         # frame side after the image processor: 4x4 patches of 14 px, 2x2 merged -> 4 tokens a frame
+FRAMES_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}"
+                   "{% else %}{% for c in m['content'] %}{% if c['type'] == 'image' %}<image>{% elif c['type'] == 'text' %}"
+                   "{{ c['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+                   "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+TOKENS_PER_FRAME = (FRAME_SIZE // 14) ** 2 // 4
 
 
-def _llava_next_video_processor_class():
-    """Frames as one video for LLaVA-NeXT-Video without torchvision (its video processor needs it): each text's
-    run of ``<image>`` blocks becomes the video's ``<video>`` tokens (patches / 4 per frame: the model pools
-    2x2), the frames, through the CLIP image processor, ``pixel_values_videos`` (batch, frames, C, H, W)."""
+def _frames_processor_class(family: str):
+    """Frames as one video without torchvision (the families' video processors need it): each text's run of
+    ``<image>`` blocks (FRAMES_TEMPLATE) becomes the family's video text, the frames go through its image
+    processor. llava_next_video: ``<video>`` x 4 a frame (the model pools 2x2), ``pixel_values_videos``
+    (batch, frames, C, H, W); internvl: its video form, ``Frame{k}: <img><IMG_CONTEXT> x 4</img>`` lines with
+    the frames as tiles in ``pixel_values``."""
     import torch
     from transformers import BatchFeature
     from transformers.processing_utils import ProcessorMixin
 
-    class LlavaNextVideoFramesAsVideo(ProcessorMixin):
+    def video_text(n: int) -> str:
+        if family == "llava_next_video":
+            return "<video>" * (TOKENS_PER_FRAME * n)
+        return "\n".join(f"Frame{k + 1}: <img>" + "<IMG_CONTEXT>" * TOKENS_PER_FRAME + "</img>" for k in range(n))
+
+    class FramesAsVideo(ProcessorMixin):
         def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
             super().__init__(image_processor, tokenizer, chat_template=chat_template)
 
@@ -236,43 +244,61 @@ def _llava_next_video_processor_class():
             per_text = images if isinstance(images[0], (list, tuple)) else [images]
             if len(per_text) != len(texts) or len({len(f) for f in per_text}) != 1:
                 raise ValueError("one list of frames per text, the same number of frames in each")
-            videos, out_texts = [], []
+            pixels, out_texts = [], []
             for t, frames in zip(texts, per_text):
                 if t.count("<image>") != len(frames):
                     raise ValueError(f"{t.count('<image>')} image blocks for {len(frames)} frames")
-                pv = self.image_processor(images=list(frames), return_tensors="pt")["pixel_values"]
-                per_frame = (pv.shape[-2] // 14) * (pv.shape[-1] // 14) // 4
-                out_texts.append(t.replace("<image>" * len(frames), "<video>" * (per_frame * len(frames)), 1))
-                videos.append(pv)
+                pixels.append(self.image_processor(images=list(frames), return_tensors="pt")["pixel_values"])
+                out_texts.append(t.replace("<image>" * len(frames), video_text(len(frames)), 1))
             data = dict(self.tokenizer(out_texts, **tok_kwargs))
-            data["pixel_values_videos"] = torch.stack(videos)
+            if family == "llava_next_video":
+                data["pixel_values_videos"] = torch.stack(pixels)
+            else:
+                data["pixel_values"] = torch.cat(pixels)
             return BatchFeature(data=data, tensor_type=kwargs.get("return_tensors"))
 
-    return LlavaNextVideoFramesAsVideo
+    FramesAsVideo.__name__ = FramesAsVideo.__qualname__ = {"llava_next_video": "LlavaNextVideoFramesAsVideo",
+                                                           "internvl": "InternVLFramesAsVideo"}[family]
+    return FramesAsVideo
 
 
-def build_llava_next_video(seed: int = 0):
-    """(model, processor): a randomly initialised LlavaNextVideoForConditionalGeneration (CLIP vision tower,
-    Llama language model, ~60 k parameters) and the frames-as-video processor above."""
+def build_frames_model(family: str, seed: int = 0):
+    """(model, processor) of a tiny randomly initialised LLaVA-NeXT-Video (CLIP tower, Llama language model; the
+    LLaVA-Hound lineage in transformers) or InternVL (InternViT, Qwen2 language model; InternVideo2.5's base),
+    ~50-60 k parameters, with the frames-as-video processor above."""
     import torch
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextVideoConfig, LlavaNextVideoForConditionalGeneration
+    from transformers import (CLIPVisionConfig, InternVLConfig, InternVLForConditionalGeneration, LlamaConfig,
+                              LlavaNextVideoConfig, LlavaNextVideoForConditionalGeneration)
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+    from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
 
     tok = build_tokenizer()
-    tok.add_special_tokens({"additional_special_tokens": ["<image>", "<video>"]})
-    tok.chat_template = LNV_TEMPLATE
-    images = CLIPImageProcessorPil(size={"shortest_edge": LNV_SIZE}, crop_size={"height": LNV_SIZE, "width": LNV_SIZE})
-    processor = _llava_next_video_processor_class()(image_processor=images, tokenizer=tok, chat_template=LNV_TEMPLATE)
     small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
-    config = LlavaNextVideoConfig(
-        vision_config=CLIPVisionConfig(**small, image_size=LNV_SIZE, patch_size=14),
-        text_config=LlamaConfig(**small, num_key_value_heads=1, vocab_size=len(tok), pad_token_id=tok.pad_token_id,
-                                eos_token_id=tok.convert_tokens_to_ids("<|im_end|>")),
-        image_token_id=tok.convert_tokens_to_ids("<image>"), video_token_id=tok.convert_tokens_to_ids("<video>"),
-        vision_feature_layer=-1, spatial_pool_stride=2, image_grid_pinpoints=[[LNV_SIZE, LNV_SIZE]])
+    eos = "<|im_end|>"
+    if family == "llava_next_video":
+        tok.add_special_tokens({"additional_special_tokens": ["<video>"]})
+        images = CLIPImageProcessorPil(size={"shortest_edge": FRAME_SIZE}, crop_size={"height": FRAME_SIZE, "width": FRAME_SIZE})
+        config = LlavaNextVideoConfig(
+            vision_config=CLIPVisionConfig(**small, image_size=FRAME_SIZE, patch_size=14),
+            text_config=LlamaConfig(**small, num_key_value_heads=1, vocab_size=len(tok), pad_token_id=tok.pad_token_id,
+                                    eos_token_id=tok.convert_tokens_to_ids(eos)),
+            video_token_id=tok.convert_tokens_to_ids("<video>"), vision_feature_layer=-1, spatial_pool_stride=2,
+            image_grid_pinpoints=[[FRAME_SIZE, FRAME_SIZE]])
+        model_cls = LlavaNextVideoForConditionalGeneration
+    else:
+        tok.add_special_tokens({"additional_special_tokens": ["<img>", "</img>", "<IMG_CONTEXT>"]})
+        images = GotOcr2ImageProcessorPil(size={"height": FRAME_SIZE, "width": FRAME_SIZE}, crop_to_patches=False)
+        config = InternVLConfig(
+            vision_config=dict(small, image_size=[FRAME_SIZE, FRAME_SIZE], patch_size=[14, 14]),
+            text_config=dict(small, model_type="qwen2", num_key_value_heads=1, vocab_size=len(tok),
+                             pad_token_id=tok.pad_token_id, eos_token_id=tok.convert_tokens_to_ids(eos)),
+            image_token_id=tok.convert_tokens_to_ids("<IMG_CONTEXT>"), downsample_ratio=0.5, vision_feature_layer=-1)
+        model_cls = InternVLForConditionalGeneration
+    tok.chat_template = FRAMES_TEMPLATE
+    processor = _frames_processor_class(family)(image_processor=images, tokenizer=tok, chat_template=FRAMES_TEMPLATE)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model = LlavaNextVideoForConditionalGeneration(config)
-    model.generation_config.eos_token_id = tok.convert_tokens_to_ids("<|im_end|>")
+        model = model_cls(config)
+    model.generation_config.eos_token_id = tok.convert_tokens_to_ids(eos)
     model.generation_config.pad_token_id = tok.pad_token_id
     return model, processor
