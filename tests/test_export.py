@@ -125,6 +125,11 @@ def test_every_format_loads_with_datasets_and_keeps_the_answers(exported, tmp_pa
         video_of(rows)
 
 
+def mvbench_indices(ann: dict) -> list[int]:
+    """MVBench's frame folders are 3 fps whatever sampling was asked (its readers take a folder as 3 fps)."""
+    return sample_indices(ann["frame_count"], fps=3.0, video_fps=ann["fps"])
+
+
 def test_frames_are_the_sampled_frames_of_each_video(generated, tmp_path):
     out = fresh_copy(generated, tmp_path / "out")
     layout = Layout(out)
@@ -132,9 +137,9 @@ def test_frames_are_the_sampled_frames_of_each_video(generated, tmp_path):
     for name in ("normal", "shuffled"):
         for r in read_json(layout.export_dir("mvbench") / f"{name}.json"):
             files = sorted(Path(r["video"]).glob("*.jpg"))
-            assert [f.name for f in files] == ["00001.jpg", "00002.jpg", "00003.jpg", "00004.jpg"]
             ann = read_json((layout.normal_annotation if name == "normal" else layout.shuffled_annotation)(r["video_id"]))
-            idx = sample_indices(ann["frame_count"], n=4)  # the k-th file is the k-th sampled frame
+            idx = mvbench_indices(ann)  # the k-th file is the k-th sampled frame
+            assert [f.name for f in files] == [f"{k:05d}.jpg" for k in range(1, len(idx) + 1)] and len(idx) > 4
             src = read_json(layout.normal_annotation(r["video_id"].split("__")[0]))
             if name == "normal":
                 # frame k of a normal video shows source frame k
@@ -163,11 +168,14 @@ def test_frames_are_the_sampled_frames_of_each_video(generated, tmp_path):
     # a frame folder missing a frame (a run that died) is written again
     other.unlink()
     export_to(out, "mvbench", frames=4)
-    assert other.is_file() and len(list(Path(first["video"]).iterdir())) == 4
+    assert other.is_file() and len(list(Path(first["video"]).iterdir())) == len(mvbench_indices(
+        read_json(layout.normal_annotation(first["video_id"]))))
     # a rerun with another sampling does not leave stray frames in the folders trainers read whole
-    export_to(out, "mvbench", fps=1.0, max_frames=3)
-    for r in read_json(layout.export_dir("mvbench") / "normal.json"):
-        assert "fps1_max3" in r["video"] and 1 <= len(list(Path(r["video"]).glob("*.jpg"))) <= 3
+    export_to(out, "trl_dpo", frames=8)
+    export_to(out, "trl_dpo", fps=1.0, max_frames=3)
+    for r in read_jsonl(layout.export_dir("trl_dpo") / "pref_explicit.jsonl"):
+        folder = Path(r["images"][0]).parent
+        assert "fps1_max3" in str(folder) and 1 <= len(list(folder.glob("*.jpg"))) <= 3
 
 
 def test_video_root_makes_paths_relative_and_missing_videos_are_rejected(generated, tmp_path):
@@ -223,7 +231,8 @@ def test_shuffled_folder_names_are_honoured(generated, tmp_path):
         ann = read_json(layout.shuffled_annotation(r["video_id"]))
         files = sorted(Path(r["video"]).glob("*.jpg"))
         src = read_json(layout.normal_annotation(ann["normal_id"]))
-        for f, j in zip(files, sample_indices(ann["frame_count"], n=4)):
+        assert len(files) == len(mvbench_indices(ann))
+        for f, j in zip(files, mvbench_indices(ann)):
             c = next(c for c in ann["clips"] if c["start_frame"] <= j < c["end_frame"])
             assert frame_id(f) == src["clips"][c["source_index"]]["start_frame"] + j - c["start_frame"]
 
@@ -239,8 +248,8 @@ def test_a_video_whose_frames_fail_is_one_reject_and_its_rows_say_so(generated, 
     ann_path.write_text(json.dumps(ann))
     stats = export_to(out, "mvbench", workers=2, frames=4)
     rejects = read_jsonl(layout.rejects_file("export"))
-    video = [r for r in rejects if r["id"].startswith("frames n4:")]
-    assert [(r["id"], r["reason"]) for r in video] == [(f"frames n4:{ann['video']}", "video shorter than expected")]
+    video = [r for r in rejects if r["id"].startswith("frames fps3:")]
+    assert [(r["id"], r["reason"]) for r in video] == [(f"frames fps3:{ann['video']}", "video shorter than expected")]
     mine = [b for b in bench if b["video"] == ann["video"]]
     assert sorted(r["id"] for r in rejects if r["reason"] == "no frames") == sorted(f"mvbench:normal:{b['qid']}" for b in mine)
     assert stats["items_out"] == stats["items_in"] - len(mine)
@@ -256,3 +265,33 @@ def test_options_that_would_do_nothing_are_refused(generated, tmp_path, capsys):
     assert "not both" in capsys.readouterr().err
     assert "--seed" not in export.build_parser().format_help()
     assert "seed" not in export_to(out, "mvbench")["options"]
+
+
+def tree(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_adding_a_format_is_one_record_and_changes_no_existing_output(generated, tmp_path, monkeypatch):
+    out = fresh_copy(generated, tmp_path / "out")
+    layout = Layout(out)
+    export_to(out, "all", frames=4)
+    before = tree(layout.exports_dir)
+    assert any(k.startswith("llamafactory/dataset_info.json") for k in before) and len(before) > 20
+
+    def plain_qa(row: dict, m: export.Media) -> dict:
+        return {"question": row["question"], "answer": row["answer"], "frames": m.frames}
+
+    new = export.Format("plain_qa", (export.Part("sft", plain_qa, ".jsonl"),), "question, answer and frames.",
+                        video_root="plain_qa: nothing", needs="nothing",
+                        index=lambda written: ("index.json", [out.name for _, _, out in written]))
+    monkeypatch.setitem(export.FORMATS, "plain_qa", new)
+    assert "plain_qa" in export.format_list() and "plain_qa: nothing" in export.video_roots()
+    export_to(out, "all", frames=4)
+    after = tree(layout.exports_dir)
+    added = {k: v for k, v in after.items() if k.startswith("plain_qa/")}
+    assert sorted(added) == ["plain_qa/index.json", "plain_qa/sft_explicit.jsonl"]
+    sft = read_jsonl(layout.sft_explicit_file)
+    assert [(r["question"], r["answer"], len(r["frames"])) for r in read_jsonl(layout.export_dir("plain_qa") / "sft_explicit.jsonl")] \
+        == [(s["question"], s["answer"], 4) for s in sft]
+    changed = sorted(k for k in before if after.get(k) != before[k])
+    assert changed == [] and {k: v for k, v in after.items() if k not in added} == before

@@ -1,10 +1,12 @@
 """Each export read by its consumer's own loading code, and the frames it gets checked against the video.
 
 TRL installs cleanly beside the project (requirements-train.txt / requirements-dev.txt), so its DPOTrainer
-runs on the trl_dpo export with a tiny vision-language model built here from a config. The other consumers
-do not install beside it (LLaMA-Factory 0.9.5 pins datasets<=4.0 and trl<=0.24, ms-swift 4.6 trl<1.0,
-lmms-eval pulls wandb/torchvision/yt-dlp...; LLaVA-NeXT, LLaVA-Hound, VideoLLaMA3 and MVBench are research
-repos, not packages): their reading code is restated here line for line, with the source file named.
+runs here on the trl_dpo export and on the published card's recipe, with a tiny vision-language model built
+from a config. LLaMA-Factory, ms-swift and lmms-eval do not install beside it (LLaMA-Factory 0.9.5 pins
+datasets<=4.0 and trl<=0.24, ms-swift 4.6 trl<1.0, lmms-eval pulls wandb/yt-dlp...): their own code runs in
+their own environments in tests/consumers/; the rules restated here for them are the fast check. LLaVA-NeXT,
+LLaVA-Hound, VideoLLaMA3 and MVBench are research repos, not packages: their reading code is restated here
+line for line, with the source file named.
 """
 from __future__ import annotations
 
@@ -125,6 +127,58 @@ def test_trl_dpo_trainer_feeds_every_frame_to_the_model(exported, tmp_path):
     assert torch.isfinite(out.logits).all()
 
 
+def card_trl_code(card: str) -> str:
+    """The Python block under the card's "DPO with TRL" line, as a user copies it."""
+    import re
+
+    m = re.search(r"DPO with TRL[^\n]*\n+```python\n(.*?)```", card, re.S)
+    assert m, "the card shows no TRL code"
+    return m.group(1)
+
+
+@pytest.mark.parametrize("frames", [8, None], ids=["frames", "mp4"])
+def test_published_cards_trl_code_gives_trl_the_frames(generated, tmp_path, monkeypatch, frames):
+    """The card's TRL recipe run as written (the hub download answered by the local folder), then TRL's own
+    DPOTrainer collator: every batch carries the pixels of each pair's 8 uniform frames, in time order."""
+    import datasets
+    import huggingface_hub
+    import torch
+    from trl import DPOConfig, DPOTrainer
+
+    from timewarp import publish
+
+    dest = tmp_path / "hub"
+    publish.run(publish.Config(layout=Layout(generated), dest=str(dest), frames=frames))
+    calls = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo, **kw: calls.append(repo) or str(dest))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    datasets.disable_progress_bars()
+    scope: dict = {}
+    exec(card_trl_code((dest / "README.md").read_text(encoding="utf-8")), scope)
+    assert calls == ["<user>/<repo>"]
+    pairs = scope["pairs"]
+    videos = [r["video"] for r in read_jsonl(Layout(generated).pref_explicit_file)]
+    assert len(pairs) == len(videos)
+    known = facts(generated)
+    for r, v in zip(pairs, videos):
+        assert ids_of(r["images"]) == sample_indices(known[v][0], n=8)
+    proc, model = tiny_vlm()
+    args = DPOConfig(output_dir=str(tmp_path / "dpo"), per_device_train_batch_size=2, report_to=[], max_length=None,
+                     use_cpu=True, seed=0)
+    trainer = DPOTrainer(model=model, ref_model=copy.deepcopy(model), args=args, train_dataset=pairs, processing_class=proc)
+    expect = [proc.image_processor(images=r["images"], return_tensors="pt")["pixel_values"] for r in pairs]
+    batches = list(trainer.get_train_dataloader())
+    assert len(batches) == (len(pairs) + 1) // 2
+    seen = []
+    for batch in batches:
+        assert "pixel_values" in batch, "TRL took the text path: the frames never reach the model"
+        n = batch["input_ids"].shape[0] // 2
+        got = batch["pixel_values"].reshape(2 * n, 8, *batch["pixel_values"].shape[1:])
+        seen += [next(videos[i] for i, e in enumerate(expect) if torch.equal(g, e)) for g in got[:n]]
+        assert torch.equal(got[:n], got[n:])  # chosen and rejected see the same frames
+    assert sorted(seen) == sorted(videos)  # every pair's own frames, each pair once
+
+
 # ------------------------------------------------------------------ MVBench
 
 def mvbench_read_frame(video_path, num_segments=8, bound=None, fps=3):
@@ -157,9 +211,31 @@ def test_mvbench_frame_reader_opens_every_frame(exported_frames):
             picked, frames = mvbench_read_frame(r["video"])  # FileNotFoundError unless named 00001.jpg ...
             assert len(frames) == 8
             if name == "normal":  # a normal video's frame k shows source frame k; file k is the k-th sampled
-                want = sample_indices(known[s["video"]][0], n=8)
-                assert ids_of(frames) == [want[k - 1] for k in picked]  # (its get_index repeats 5, skips 8)
+                count, vfps = known[s["video"]]
+                want = sample_indices(count, fps=3.0, video_fps=vfps)  # the folder is 3 fps, as read_frame assumes
+                assert len(os.listdir(r["video"])) == len(want)
+                assert ids_of(frames) == [want[k - 1] for k in picked]
             assert mvbench_answer_index(r) == s["answer_index"]
+
+
+@pytest.mark.parametrize("eval_fps", [1, 3])  # evaluation/evaluate.py: --fps default 1
+def test_videollama3_mvbench_evaluator_reads_the_frames_real_times(exported_frames, eval_fps):
+    """DAMO-NLP-SG/VideoLLaMA3 evaluation/benchmarks/mvbench.py MVBenchDataset.load_data (video_path =
+    os.path.join(video_folder, data["video"]), no start/end for video tasks) and base.py
+    BaseVideoEvalDataset.__getitem__ -> mm_utils.load_video -> load_video_from_ids for a folder (3 fps)."""
+    layout = Layout(exported_frames)
+    src = read_jsonl(layout.benchmark_normal_file)
+    rows = read_json(layout.export_dir("mvbench") / "normal.json")
+    known = facts(exported_frames)
+    for r, s in zip(rows, src):
+        video_path = os.path.join("/unused-data-root/video/task/", r["video"])
+        count, vfps = known[s["video"]]
+        files, stamps = videollama3_frame_folder(video_path, fps=eval_fps, max_frames=180)
+        real = [i / vfps for i in ids_of(files)]  # normal videos: the drawn number is the frame's index
+        assert np.allclose(stamps, real, atol=1.0 / vfps + 1e-6), (stamps, real)
+        every = sorted(os.listdir(video_path))
+        assert len(files) == (len(every) if eval_fps == 3 else len(range(1, len(every), 3)))
+        assert real[-1] > count / vfps - 1.0  # the whole video, not its first seconds
 
 
 # ------------------------------------------------------------------ VideoLLaMA3
@@ -263,7 +339,7 @@ def llamafactory_check(row: dict, entry: dict, media_dir: Path):
     images, videos = row.get(cols.get("images", ""), []) or [], row.get(cols.get("videos", ""), []) or []
     assert text.count("<image>") == len(images) and text.count("<video>") == len(videos)
     assert images or videos
-    for p in images + videos:
+    for p in images + [f for v in videos for f in (v if isinstance(v, list) else [v])]:  # a video: file or frames
         assert os.path.isfile(os.path.join(media_dir, p)), p
 
 
@@ -274,7 +350,7 @@ def ms_swift_check(row: dict, root_image_dir: str | None):
     text = row["messages"][0]["content"]
     images, videos = row.get("images", []), row.get("videos", [])
     assert text.count("<image>") == len(images) and text.count("<video>") == len(videos) and (images or videos)
-    for p in images + videos:
+    for p in images + [f for v in videos for f in (v if isinstance(v, list) else [v])]:  # a video: file or frames
         assert os.path.exists(p if root_image_dir is None else os.path.join(root_image_dir, p)), p
 
 
@@ -289,15 +365,25 @@ def test_llamafactory_and_ms_swift_rules(exported, exported_frames, generated, t
     lf = layout.export_dir("llamafactory")
     info = read_json(lf / "dataset_info.json")
     media_dir = root if form == "video_root" else lf  # data_args.py: media_dir defaults to dataset_dir
+    known = facts(root)
+
+    def one_video(r, src):  # the --frames form: the 8 sampled frames as one video, in time order
+        if form == "frames":
+            (frames,) = r["videos"]
+            assert ids_of(frames) == sample_indices(known[src["video"]][0], n=8)
+        else:
+            assert isinstance(r["videos"][0], str) and r["videos"][0].endswith(".mp4")
+
     for name, entry in info.items():
         rows = read_json(lf / entry["file_name"])
-        assert rows
-        for r in rows:
+        src = read_jsonl(layout.pref_explicit_file if entry.get("ranking") else layout.sft_explicit_file)
+        assert len(rows) == len(src)
+        for r, s in zip(rows, src):
             llamafactory_check(r, entry, media_dir)
-    for r in read_jsonl(layout.export_dir("ms_swift") / "pref_explicit.jsonl"):
+            one_video(r, s)
+    for r, s in zip(read_jsonl(layout.export_dir("ms_swift") / "pref_explicit.jsonl"), read_jsonl(layout.pref_explicit_file)):
         ms_swift_check(r, str(root) if form == "video_root" else None)
-        if form == "frames":
-            assert len(r["images"]) == 8
+        one_video(r, s)
 
 
 def test_video_root_help_names_each_consumers_setting(capsys):

@@ -276,3 +276,215 @@ def test_dpo_full_finetune_keeps_a_frozen_reference(trl_root, tmp_path):
         "--learning_rate", "1e-3", "--output_dir", str(out)]))
     assert summary["settings"]["lora"] is False and summary["steps"] == 2 and summary["all_losses_finite"]
     assert summary["first_loss"] == pytest.approx(math.log(2), abs=1e-4) and summary["last_loss"] < summary["first_loss"]
+
+
+@pytest.mark.parametrize("typo", ["runs/explicitt", "./explicit-run", "/nowhere/model", "~/no-such-model-folder"])
+def test_a_missing_local_model_folder_fails_at_once_without_asking_the_hub(trl_root, tmp_path, monkeypatch, capsys, typo):
+    """A typo in a local --model path: one line naming it, exit 2, and the hub is never asked (its retries cost
+    about a minute of warnings). Hub names (org/name) still go to the hub."""
+    import transformers
+
+    from timewarp.benchmark import predict
+    from timewarp.train import models, train_dpo
+
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    asked = []
+    monkeypatch.setattr(transformers.AutoModelForImageTextToText, "from_pretrained",
+                        lambda name, **kw: asked.append(name) or (_ for _ in ()).throw(OSError("offline")))
+    assert train_dpo.main(["--root_dir", str(trl_root), "--model", typo, "--max_steps", "1",
+                           "--output_dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"--model {typo}: no such folder" in err
+    bench = Layout(trl_root).benchmark_normal_file
+    assert predict.main(["--benchmark", str(bench), "--output", str(tmp_path / "p.jsonl"), "--model", typo]) == 2
+    assert f"--model {typo}: no such folder" in capsys.readouterr().err
+    assert asked == []
+    with pytest.raises(UsageError, match="not a loadable hub name"):  # a hub name is asked for
+        models.load("Qwen/Qwen2-VL-2B-Instruct")
+    assert asked == ["Qwen/Qwen2-VL-2B-Instruct"]
+
+
+def test_dpo_tiny_qwen2_vl_trains_on_video_input_of_the_exported_frames(trl_root, tmp_path):
+    """--model tiny:qwen2_vl: each example's 8 exported frames reach forward as ONE video (pixel_values_videos,
+    video_grid_thw with 4 temporal patches of 2 frames, video tokens in the text), in time order; losses finite.
+    The independent fact: the tiny model's own image processor applied to each exported frame file."""
+    from PIL import Image
+
+    export_file = Layout(trl_root).export_dir("trl_dpo") / "pref_explicit.jsonl"
+    rows = read_jsonl(export_file)
+    proc = tiny.build_processor()
+    ip = proc.image_processor
+    tp, ps = ip.temporal_patch_size, ip.patch_size
+
+    def frame_rows(pv, n_frames):  # one frame's patches (its first temporal copy): (S, C, ps, ps)
+        return pv.reshape(n_frames, -1, 3, tp, ps, ps)[:, :, :, 0]
+
+    videos = {}
+    for row in rows:
+        per = [frame_rows(ip(images=[Image.open(export_file.parent / rel).convert("RGB")], return_tensors="pt")
+                          ["pixel_values"], 1)[0] for rel in row["images"]]
+        videos[tuple(_digest(f) for f in per)] = row["id"]
+
+    calls = []
+
+    class Spy(ForwardSpy):
+        def __init__(self):
+            from transformers import TrainerCallback
+
+            class CB(TrainerCallback):
+                def on_train_begin(self, args, state, control, model=None, **kw):
+                    def hook(module, a, kwargs):
+                        assert kwargs.get("pixel_values") is None  # no image path
+                        calls.append((kwargs["pixel_values_videos"].detach().clone(), kwargs["video_grid_thw"].clone(),
+                                      kwargs["input_ids"].clone()))
+                    model.register_forward_pre_hook(hook, with_kwargs=True)
+
+            self.callback = CB()
+
+    out = tmp_path / "run"
+    summary = recipe.run("dpo", args_for("dpo", [
+        "--root_dir", str(trl_root), "--model", "tiny:qwen2_vl", "--max_steps", "3", "--output_dir", str(out),
+        "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "1"]), callbacks=[Spy().callback])
+    assert summary["steps"] == 3 and summary["all_losses_finite"]
+    video_token = proc.tokenizer.convert_tokens_to_ids("<|video_pad|>")
+    image_token = proc.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    seen = set()
+    for pv, thw, ids in calls:
+        assert thw.tolist() == [[N_FRAMES // 2, *thw[0, 1:].tolist()]] * len(thw)  # 8 frames = 4 temporal patches
+        assert int((ids == image_token).sum()) == 0
+        assert (ids == video_token).sum(1).tolist() == [int(t.prod()) // 4 for t in thw]  # one video per sequence
+        for chunk, t in zip(torch.split(pv, [int(t.prod()) for t in thw]), thw):
+            frames = chunk.reshape(int(t[0]), -1, 3, tp, ps, ps).permute(0, 3, 1, 2, 4, 5).reshape(N_FRAMES, -1, 3, ps, ps)
+            key = tuple(_digest(f) for f in frames)
+            assert key in videos, "a video whose frames are not one example's exported frames in time order"
+            seen.add(key)
+    assert seen == set(videos) and len(videos) >= 2  # every exported video (pairs share their video's frames)
+
+
+def test_a_checkpoint_folder_trains_on_video_input_and_predicts_on_video(trl_root, tmp_path):
+    """--video_input with a Qwen2-VL folder (the tiny one saved by path, as a real checkpoint is loaded): the
+    same video path; the trained folder's processor keeps it, so predict.py feeds it video too."""
+    from timewarp.benchmark import predict
+
+    tiny.build(seed=1, save_dir=tmp_path / "ckpt")
+    seen = []
+
+    from transformers import TrainerCallback
+
+    class CB(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kw):
+            model.register_forward_pre_hook(lambda m, a, k: seen.append(sorted(x for x in ("pixel_values", "pixel_values_videos")
+                                                                             if k.get(x) is not None)), with_kwargs=True)
+
+    out = tmp_path / "run"
+    summary = recipe.run("dpo", args_for("dpo", ["--root_dir", str(trl_root), "--model", str(tmp_path / "ckpt"),
+                                                 "--video_input", "--max_steps", "1", "--output_dir", str(out)]),
+                         callbacks=[CB()])
+    assert summary["settings"]["video_input"] is True and summary["all_losses_finite"]
+    assert seen and all(s == ["pixel_values_videos"] for s in seen)
+    from timewarp.train import models
+
+    _, proc = models.load(str(out))
+    assert type(proc).__name__ == models.VIDEO_PROCESSOR
+    layout = Layout(trl_root)
+    preds = tmp_path / "p.jsonl"
+    predict.run(predict.Config(layout=layout, benchmark=layout.benchmark_normal_file, output=preds, model=str(out),
+                               max_new_tokens=2, frames=4, limit=2))
+    assert [r.get("error") for r in read_jsonl(preds)] == [None, None]
+
+
+def test_dpo_tiny_qwen2_5_vl_gets_the_video_and_the_frames_real_spacing(trl_root, tmp_path):
+    """--model tiny:qwen2_5_vl: the frames as one video as for Qwen2-VL, and second_per_grid_ts (seconds per
+    temporal patch of 2 frames, what its video RoPE counts time with) from the export's frame times, which are
+    checked here against the annotation (frame index / fps)."""
+    export_file = Layout(trl_root).export_dir("trl_dpo") / "pref_explicit.jsonl"
+    rows = read_jsonl(export_file)
+    facts = {a["video"]: (int(a["frame_count"]), float(a["fps"])) for d in (Layout(trl_root).normal_annotations_dir,)
+             for a in map(read_json, sorted(d.glob("*.json")))}
+    want = set()
+    for r in rows:
+        count, fps = facts[os.path.relpath(r["video"], trl_root)]
+        idx = framelib.sample_indices(count, n=N_FRAMES)
+        assert r["frame_times"] == pytest.approx([i / fps for i in idx], abs=1e-5)
+        want.add(round(2 * (idx[-1] - idx[0]) / (len(idx) - 1) / fps, 4))
+    calls = []
+    from transformers import TrainerCallback
+
+    class CB(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kw):
+            model.register_forward_pre_hook(lambda m, a, k: calls.append((k.get("pixel_values_videos") is not None,
+                                                                          k.get("second_per_grid_ts"))), with_kwargs=True)
+
+    summary = recipe.run("dpo", args_for("dpo", ["--root_dir", str(trl_root), "--model", "tiny:qwen2_5_vl",
+                                                 "--max_steps", "2", "--output_dir", str(tmp_path / "run")]),
+                         callbacks=[CB()])
+    assert summary["all_losses_finite"] and summary["steps"] == 2
+    assert calls and all(video for video, _ in calls)
+    got = {round(float(x), 4) for _, ts in calls for x in ts}
+    assert got and got <= want and all(x > 0 for x in got)
+    with pytest.raises(UsageError, match="frame times|frame_times"):  # pipeline rows carry no times
+        recipe.run("sft", args_for("sft", ["--root_dir", str(trl_root), "--model", "tiny:qwen2_5_vl", "--max_steps", "1",
+                                           "--output_dir", str(tmp_path / "sft")]))
+
+
+def train_frames_model(trl_root: Path, tmp_path: Path, family: str, keys: tuple):
+    """Two DPO steps of ``--model tiny:<family>`` on the trl_dpo export, recording ``keys`` of every forward.
+    Returns (processor, {one example's frames as the family's image processor makes them from the exported
+    files, hashed in time order}, [recorded values per forward])."""
+    from PIL import Image
+    from transformers import TrainerCallback
+
+    export_file = Layout(trl_root).export_dir("trl_dpo") / "pref_explicit.jsonl"
+    _, proc = tiny.build_frames_model(family)
+    videos = {tuple(_digest(proc.image_processor(images=[Image.open(export_file.parent / rel).convert("RGB")],
+                                                 return_tensors="pt")["pixel_values"][0]) for rel in r["images"])
+              for r in read_jsonl(export_file)}
+    calls = []
+
+    class CB(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kw):
+            model.register_forward_pre_hook(lambda m, a, k: calls.append(tuple(k.get(x) for x in keys)), with_kwargs=True)
+
+    summary = recipe.run("dpo", args_for("dpo", ["--root_dir", str(trl_root), "--model", f"tiny:{family}",
+                                                 "--max_steps", "2", "--per_device_train_batch_size", "2",
+                                                 "--output_dir", str(tmp_path / "run")]), callbacks=[CB()])
+    assert summary["all_losses_finite"] and summary["steps"] == 2 and calls
+    return proc, videos, calls
+
+
+def test_dpo_tiny_llava_next_video_gets_each_examples_frames_as_its_video(trl_root, tmp_path):
+    """--model tiny:llava_next_video (LLaVA-NeXT-Video, the LLaVA-Hound lineage in transformers): forward gets
+    pixel_values_videos (batch, 8 frames, C, H, W), each one example's exported frames in time order (hashes
+    against the CLIP image processor on the frame files), <video> tokens for them, no images; losses finite."""
+    proc, videos, calls = train_frames_model(trl_root, tmp_path, "llava_next_video",
+                                             ("pixel_values", "pixel_values_videos", "input_ids"))
+    video_token = proc.tokenizer.convert_tokens_to_ids("<video>")
+    seen = set()
+    for images, pv, ids in calls:
+        assert images is None and pv.shape[1] == N_FRAMES
+        assert (ids == video_token).sum(1).tolist() == [N_FRAMES * 4] * ids.shape[0]  # 4 pooled tokens a frame
+        for video in pv:
+            key = tuple(_digest(f) for f in video)
+            assert key in videos, "a video whose frames are not one example's exported frames in time order"
+            seen.add(key)
+    assert seen == videos
+
+
+def test_dpo_tiny_internvl_gets_each_examples_frames_as_marked_frame_tiles(trl_root, tmp_path):
+    """--model tiny:internvl (InternVideo2.5's base): InternVL's video form, each frame a tile in pixel_values
+    behind a "Frame k:" marker with its <IMG_CONTEXT> tokens; every sequence's 8 tiles are one example's exported
+    frames in time order (hashes against its image processor on the frame files); losses finite."""
+    proc, videos, calls = train_frames_model(trl_root, tmp_path, "internvl", ("pixel_values", "input_ids"))
+    context = proc.tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>")
+    seen = set()
+    for pv, ids in calls:
+        assert pv.shape[0] == ids.shape[0] * N_FRAMES
+        assert (ids == context).sum(1).tolist() == [N_FRAMES * tiny.TOKENS_PER_FRAME] * ids.shape[0]
+        text = proc.tokenizer.decode(ids[0])
+        assert [f"Frame{k}: <img>" in text for k in range(1, N_FRAMES + 1)] == [True] * N_FRAMES
+        for video in pv.reshape(ids.shape[0], N_FRAMES, *pv.shape[1:]):
+            key = tuple(_digest(f) for f in video)
+            assert key in videos, "a sequence whose frames are not one example's exported frames in time order"
+            seen.add(key)
+    assert seen == videos

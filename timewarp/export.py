@@ -4,36 +4,9 @@
 
 Each format is written the way its consumer's own loader reads it (tests/test_export_consumers.py runs
 or re-states that loader). Formats (files under <out>/exports/<format>/, one per source file):
-  trl_dpo          TRL DPOTrainer, conversational vision form (TRL has no video input: the video goes in as
-                   frames, always; default --frames 8): {"id", "video", "frame_times", "images": [frame
-                   paths], "prompt": [{"role": "user", "content": [{"type": "image"} x frames, {"type": "text",
-                   "text": question}]}], "chosen": [{"role": "assistant", "content": [{"type": "text", ...}]}],
-                   "rejected": [...]}. Source: pref/*.jsonl
-  llamafactory     LLaMA-Factory sharegpt ranking records {"conversations": [{"from": "human", "value":
-                   "<video>..."}], "chosen": {"from": "gpt", ...}, "rejected": {...}, "videos": [path]}, the
-                   SFT records, and dataset_info.json (entries timewarp_<source>; set --dataset_dir to this
-                   folder). With frames: "<image>" tokens and "images". Source: pref/*.jsonl, sft/*.jsonl
-  llava_hound_dpo  LLaVA-Hound-DPO JSONL {id, video, prompt, answer, chosen, rejected, chosen_score,
-                   rejected_score}; video = a folder of sampled frames (default --frames 8);
-                   chosen is right by construction: scores 5.0 / 1.0 on the 1-5 scale. Source: pref/*.jsonl
-  ms_swift         ms-swift DPO/RLHF JSONL {"messages": [user "<video>...", assistant chosen],
-                   "rejected_response": ..., "videos": [path]} (with frames: "<image>" tokens, "images").
-  llava_next_video_sft  LLaVA-NeXT(-Video) SFT JSON array {"id", "video": mp4, "conversations": [{"from":
-                   "human", "value": "<image>\\n..."}, {"from": "gpt", ...}]}: LLaVA-NeXT knows only <image>
-                   and decodes the mp4 itself (always the mp4). Source: sft/*.jsonl
-  llava_hound_sft  Video-LLaVA / LLaVA-Hound SFT JSON array {"id", "video": frame folder, "conversations":
-                   [{"from": "human", "value": "<video>\\n..."}, ...]} (default --frames 8). Source: sft/*.jsonl
-  videollama3_sft  VideoLLaMA3 SFT JSONL {"video": [path], "conversations": [...]}: the mp4 by default;
-                   with --frames/--fps a folder sampled at exactly 3 fps, the rate VideoLLaMA3 assumes for
-                   a frame folder (so its timestamps are the frames' real times). Source: sft/*.jsonl
-  mvbench          the benchmarks MVBench-style: a JSON array per benchmark of {"video", "question",
-                   "candidates", "answer" (the correct candidate's text)} plus qid, kind, answer_letter,
-                   key_changed, normal_answer (what evaluate.py needs). Source: benchmark/*.jsonl
+{FORMAT_LIST}
 
-Video paths: absolute by default; with --video_root DIR, relative to DIR, and the consumer must be told
-DIR: LLaMA-Factory `media_dir: DIR`, ms-swift `ROOT_IMAGE_DIR=DIR` (environment), LLaVA-NeXT /
-LLaVA-Hound `--video_folder DIR`, VideoLLaMA3 `--data_folder DIR`, MVBench the data_list prefix DIR,
-TRL: load the rows with the working directory DIR (or join DIR to "images" yourself).
+{VIDEO_ROOTS}
 --frames N samples N frames uniformly per video (--fps R: R frames per second, at most --max_frames),
 decoded in one sequential pass (timewarp.frames), written to exports/frames/<n8|fps1>/<video path>/
 as 00001.jpg, 00002.jpg, ... in time order (MVBench opens exactly these names; the other readers sort
@@ -47,6 +20,7 @@ import argparse
 import collections
 import os
 import sys
+import textwrap
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -60,10 +34,11 @@ from timewarp.stage import (StageConfig, StageRun, add_common_args, add_shuffled
                             log, option, require_root)
 from timewarp.store import atomic_path, read_json, read_jsonl, write_json, write_jsonl
 from timewarp.temporal import LETTERS
+from timewarp.trl_messages import assistant_message, user_message
 
 STAGE = "export"
 DEFAULT_FRAMES = 8          # the method trains on 8 frames per video
-VIDEOLLAMA3_FPS = 3.0       # videollama3/mm_utils.py load_video_from_ids: a frame folder is read as 3 fps
+FOLDER_FPS = 3.0            # VideoLLaMA3 (mm_utils.py load_video_from_ids) and MVBench (read_frame) read a frame folder as 3 fps
 
 
 @dataclass(frozen=True)
@@ -208,20 +183,6 @@ def sample_video(cfg: "Config", sampling: Sampling, item: tuple) -> FrameFolder:
 
 # ---------------------------------------------------------------- record builders (row, media) -> dict
 
-def _n_tokens(token: str, media: Media) -> str:
-    return token * (len(media.frames) if media.frames else 1)
-
-
-def user_message(n_images: int, text: str) -> list:
-    """TRL's conversational vision prompt: ``n_images`` image blocks (filled from "images" in order by
-    trl.data_utils.prepare_multimodal_messages), then the text. Training and inference build the same."""
-    return [{"role": "user", "content": [{"type": "image"} for _ in range(n_images)] + [{"type": "text", "text": text}]}]
-
-
-def assistant_message(text: str) -> list:
-    return [{"role": "assistant", "content": [{"type": "text", "text": text}]}]
-
-
 def trl_dpo(row: dict, m: Media) -> dict:
     """TRL's vision preference form (trl/trainer/dpo_trainer.py DataCollatorForVisionPreference): one image
     block per frame."""
@@ -230,21 +191,21 @@ def trl_dpo(row: dict, m: Media) -> dict:
             "chosen": assistant_message(row["chosen"]), "rejected": assistant_message(row["rejected"])}
 
 
-def _lf_media(m: Media) -> dict:
-    return {"images": m.frames} if m.frames else {"videos": [m.video]}
+def _one_video(m: Media) -> list:
+    """The "videos" list of LLaMA-Factory and ms-swift: one video, the mp4 or its frames as one list (both read
+    a list of frame files as one video, so a model with a video path gets a video, not N unrelated images)."""
+    return [m.frames] if m.frames else [m.video]
 
 
 def llamafactory_pref(row: dict, m: Media) -> dict:
-    token = "<image>" if m.frames else "<video>"
-    return {"conversations": [{"from": "human", "value": _n_tokens(token, m) + row["question"]}],
+    return {"conversations": [{"from": "human", "value": "<video>" + row["question"]}],
             "chosen": {"from": "gpt", "value": row["chosen"]},
-            "rejected": {"from": "gpt", "value": row["rejected"]}, **_lf_media(m)}
+            "rejected": {"from": "gpt", "value": row["rejected"]}, "videos": _one_video(m)}
 
 
 def llamafactory_sft(row: dict, m: Media) -> dict:
-    token = "<image>" if m.frames else "<video>"
-    return {"conversations": [{"from": "human", "value": _n_tokens(token, m) + row["question"]},
-                              {"from": "gpt", "value": row["answer"]}], **_lf_media(m)}
+    return {"conversations": [{"from": "human", "value": "<video>" + row["question"]},
+                              {"from": "gpt", "value": row["answer"]}], "videos": _one_video(m)}
 
 
 def llava_hound_dpo(row: dict, m: Media) -> dict:
@@ -253,12 +214,9 @@ def llava_hound_dpo(row: dict, m: Media) -> dict:
 
 
 def ms_swift(row: dict, m: Media) -> dict:
-    token = "<image>" if m.frames else "<video>"
-    rec = {"messages": [{"role": "user", "content": _n_tokens(token, m) + row["question"]},
-                        {"role": "assistant", "content": row["chosen"]}],
-           "rejected_response": row["rejected"]}
-    rec.update({"images": m.frames} if m.frames else {"videos": [m.video]})
-    return rec
+    return {"messages": [{"role": "user", "content": "<video>" + row["question"]},
+                         {"role": "assistant", "content": row["chosen"]}],
+            "rejected_response": row["rejected"], "videos": _one_video(m)}
 
 
 def _conversation(row: dict, token: str = "<video>") -> list:
@@ -298,35 +256,131 @@ class Part:
     prefix: str = ""
 
 
-FORMATS: dict[str, list[Part]] = {
-    "trl_dpo": [Part("pref", trl_dpo, ".jsonl")],
-    "llamafactory": [Part("pref", llamafactory_pref, ".json", "timewarp_"), Part("sft", llamafactory_sft, ".json", "timewarp_")],
-    "llava_hound_dpo": [Part("pref", llava_hound_dpo, ".jsonl")],
-    "ms_swift": [Part("pref", ms_swift, ".jsonl")],
-    "llava_next_video_sft": [Part("sft", llava_next_video_sft, ".json")],
-    "llava_hound_sft": [Part("sft", llava_hound_sft, ".json")],
-    "videollama3_sft": [Part("sft", videollama3_sft, ".jsonl")],
-    "mvbench": [Part("benchmark", mvbench, ".json")],
-}
+# Media rules: the frames a format gets for the sampling asked (None asked or returned = the mp4).
+def any_media(asked: Optional[Sampling]) -> Optional[Sampling]:
+    return asked
+
+
+def frames_always(asked: Optional[Sampling]) -> Optional[Sampling]:
+    return asked or Sampling(n=DEFAULT_FRAMES)
+
+
+def mp4_always(asked: Optional[Sampling]) -> Optional[Sampling]:
+    return None
+
+
+def folder_at_3fps(asked: Optional[Sampling]) -> Optional[Sampling]:
+    return Sampling(fps=FOLDER_FPS) if asked is not None else None
+
+
+def llamafactory_index(written: list) -> tuple[str, dict]:
+    """dataset_info.json: one entry ``timewarp_<source>`` per file written."""
+    return "dataset_info.json", dict(sorted((f"{part.prefix}{src.stem}", llamafactory_entry(out.name, part.source))
+                                            for part, src, out in written))
+
+
+@dataclass(frozen=True)
+class Format:
+    """One export format, whole: adding a format is adding one record to FORMATS (the docstring, --help,
+    --format all, the media rules and the index files follow from the records)."""
+
+    name: str
+    parts: tuple                        # (Part, ...): what it reads, how a record is built, where it goes
+    about: str                          # consumer and record shape (the docstring's list)
+    media: Callable[[Optional[Sampling]], Optional[Sampling]] = any_media
+    why: str = ""                       # why the media rule differs from the sampling asked (logged when it does)
+    video_root: str = ""                # how its consumer is told --video_root DIR
+    needs: str = ""                     # a setting its consumer needs even with absolute paths
+    index: Optional[Callable[[list], tuple[str, dict]]] = None   # [(part, source, output)] -> (file name, content)
+
+
+FORMATS: dict[str, Format] = {f.name: f for f in [
+    Format("trl_dpo", (Part("pref", trl_dpo, ".jsonl"),),
+           'TRL DPOTrainer, conversational vision form: {"id", "video", "frame_times", "images": [frame paths], '
+           '"prompt": [{"role": "user", "content": [{"type": "image"} x frames, {"type": "text", "text": '
+           'question}]}], "chosen": [{"role": "assistant", "content": [{"type": "text", ...}]}], "rejected": [...]}.',
+           frames_always, "TRL has no video input: the video goes in as frames (default 8)",
+           "TRL: load the rows with the working directory DIR (or join DIR to \"images\" yourself)"),
+    Format("llamafactory", (Part("pref", llamafactory_pref, ".json", "timewarp_"),
+                            Part("sft", llamafactory_sft, ".json", "timewarp_")),
+           'LLaMA-Factory sharegpt ranking records {"conversations": [{"from": "human", "value": "<video>..."}], '
+           '"chosen": {"from": "gpt", ...}, "rejected": {...}, "videos": [mp4]}, the SFT records, and '
+           "dataset_info.json (entries timewarp_<source>; set dataset_dir to this folder). With frames: "
+           '"videos": [[frame, ...]], the frames as one video (one "<video>").',
+           video_root="LLaMA-Factory media_dir: DIR", index=llamafactory_index),
+    Format("llava_hound_dpo", (Part("pref", llava_hound_dpo, ".jsonl"),),
+           "LLaVA-Hound-DPO JSONL {id, video, prompt, answer, chosen, rejected, chosen_score, rejected_score}; "
+           "video = a folder of sampled frames; chosen is right by construction: scores 5.0 / 1.0 on the 1-5 scale.",
+           frames_always, "LLaVA-Hound reads frame folders (default 8 frames)",
+           "LLaVA-Hound --video_folder DIR",
+           "--video_folder even with absolute paths (any folder, e.g. /): its dataset retries random rows "
+           "in an endless loop without it"),
+    Format("ms_swift", (Part("pref", ms_swift, ".jsonl"),),
+           'ms-swift DPO/RLHF JSONL {"messages": [user "<video>...", assistant chosen], "rejected_response": ..., '
+           '"videos": [mp4]} (with frames: "videos": [[frame, ...]], one video).',
+           video_root="ms-swift ROOT_IMAGE_DIR=DIR (environment)"),
+    Format("llava_next_video_sft", (Part("sft", llava_next_video_sft, ".json"),),
+           'LLaVA-NeXT(-Video) SFT JSON array {"id", "video": mp4, "conversations": [{"from": "human", "value": '
+           '"<image>\\n..."}, {"from": "gpt", ...}]}: LLaVA-NeXT knows only <image> and decodes the mp4 itself.',
+           mp4_always, "LLaVA-NeXT decodes the mp4 itself and reads a frame folder only for its own data",
+           "LLaVA-NeXT --video_folder DIR",
+           "--video_folder even with absolute paths (any folder, e.g. /): its train.py joins it to \"video\" and "
+           "fails without it"),
+    Format("llava_hound_sft", (Part("sft", llava_hound_sft, ".json"),),
+           'Video-LLaVA / LLaVA-Hound SFT JSON array {"id", "video": frame folder, "conversations": [{"from": '
+           '"human", "value": "<video>\\n..."}, ...]}.',
+           frames_always, "LLaVA-Hound reads frame folders (default 8 frames)",
+           "LLaVA-Hound --video_folder DIR",
+           "--video_folder even with absolute paths (any folder, e.g. /): its dataset retries random rows "
+           "in an endless loop without it"),
+    Format("videollama3_sft", (Part("sft", videollama3_sft, ".jsonl"),),
+           'VideoLLaMA3 SFT JSONL {"video": [path], "conversations": [...]}: the mp4 by default; with '
+           "--frames/--fps a folder sampled at exactly 3 fps, the rate VideoLLaMA3 assumes for a frame folder "
+           "(so its timestamps are the frames' real times).",
+           folder_at_3fps, "VideoLLaMA3 reads a frame folder as 3 fps; another rate would give it wrong times",
+           "VideoLLaMA3 --data_folder DIR",
+           "--data_folder even with absolute paths (any folder, e.g. /): its dataset retries random rows "
+           "in an endless loop without it"),
+    Format("mvbench", (Part("benchmark", mvbench, ".json"),),
+           'the benchmarks MVBench-style: a JSON array per benchmark of {"video", "question", "candidates", '
+           '"answer" (the correct candidate\'s text)} plus qid, kind, answer_letter, key_changed, normal_answer '
+           "(what evaluate.py needs); the mp4 by default, with --frames/--fps a folder sampled at exactly 3 fps.",
+           folder_at_3fps, "MVBench's frame reader (Ask-Anything read_frame) and VideoLLaMA3's MVBench evaluator "
+           "read a frame folder as 3 fps",
+           "MVBench the data_list prefix DIR"),
+]}
 SOURCES = {"pref": pref_sources, "sft": sft_sources, "benchmark": benchmark_sources}
+SOURCE_FILES = {"pref": "pref/*.jsonl", "sft": "sft/*.jsonl", "benchmark": "benchmark/*.jsonl"}
 RENAMED = {"llava_sft": "llava_next_video_sft (LLaVA-NeXT-Video: <image> + mp4) or llava_hound_sft "
                         "(Video-LLaVA / LLaVA-Hound: <video> + frame folder)"}
 
-# How each consumer takes the video: formats that only read frames get DEFAULT_FRAMES unless told otherwise,
-# LLaVA-NeXT only an mp4, VideoLLaMA3's frame form only 3 fps (any other rate would give it wrong times).
-FRAMES_ONLY = ("trl_dpo", "llava_hound_dpo", "llava_hound_sft")
-MP4_ONLY = ("llava_next_video_sft",)
-FIXED_RATE = {"videollama3_sft": Sampling(fps=VIDEOLLAMA3_FPS)}
-WHY = {"llava_next_video_sft": "LLaVA-NeXT decodes the mp4 itself and reads a frame folder only for its own data",
-       "videollama3_sft": "VideoLLaMA3 reads a frame folder as 3 fps; another rate would give it wrong times"}
 
-
-def llamafactory_entry(file_name: str, source: str, frames: bool) -> dict:
-    media = {"images": "images"} if frames else {"videos": "videos"}
+def llamafactory_entry(file_name: str, source: str) -> dict:
+    media = {"videos": "videos"}
     if source == "pref":
         return {"file_name": file_name, "formatting": "sharegpt", "ranking": True,
                 "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected", **media}}
     return {"file_name": file_name, "formatting": "sharegpt", "columns": {"messages": "conversations", **media}}
+
+
+def format_list() -> str:
+    """The docstring's list of formats, from the records."""
+    lines = []
+    for f in FORMATS.values():
+        sources = ", ".join(dict.fromkeys(SOURCE_FILES[p.source] for p in f.parts))
+        text = f"{f.about} Source: {sources}." + (f" Needs {f.needs}." if f.needs else "")
+        lines.append(textwrap.fill(text, width=110, initial_indent=f"  {f.name:<16} ", subsequent_indent=" " * 19))
+    return "\n".join(lines)
+
+
+def video_roots() -> str:
+    return textwrap.fill("Video paths: absolute by default; with --video_root DIR, relative to DIR, and the consumer "
+                         "must be told DIR: " + "; ".join(dict.fromkeys(f.video_root for f in FORMATS.values() if f.video_root))
+                         + ".", width=104)
+
+
+if __doc__:  # (None under python -OO)
+    __doc__ = __doc__.replace("{FORMAT_LIST}", format_list()).replace("{VIDEO_ROOTS}", video_roots())
 
 
 # ---------------------------------------------------------------- run
@@ -346,19 +400,11 @@ def parse_formats(text: str) -> list[str]:
 
 def sampling_for(fmt: str, sampling: Optional[Sampling]) -> Optional[Sampling]:
     """The frames format ``fmt`` gets for the asked sampling (None = the mp4)."""
-    if fmt in MP4_ONLY:
-        return None
-    if fmt in FIXED_RATE:
-        return FIXED_RATE[fmt] if sampling is not None else None
-    if fmt in FRAMES_ONLY:
-        return sampling or Sampling(n=DEFAULT_FRAMES)
-    return sampling
+    return FORMATS[fmt].media(sampling)
 
 
-VIDEO_ROOT_HELP = ("write video/frame paths relative to this folder (none: absolute paths); then tell the "
-                   "consumer the same folder: LLaMA-Factory media_dir, ms-swift ROOT_IMAGE_DIR (environment), "
-                   "LLaVA-NeXT / LLaVA-Hound --video_folder, VideoLLaMA3 --data_folder, MVBench the data_list prefix, "
-                   "TRL the working directory")
+VIDEO_ROOT_HELP = ("write video/frame paths relative to this folder (none: absolute paths); then tell the consumer "
+                   "the same folder: " + "; ".join(dict.fromkeys(f.video_root for f in FORMATS.values() if f.video_root)))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -424,12 +470,12 @@ def run(cfg: Config, executor: Executor = LOCAL) -> dict:
         if sampling is not None and sampling_for(fmt, sampling) != sampling:
             got = sampling_for(fmt, sampling)
             log.info("%s: %s instead of frames %s (%s)", fmt, "the mp4" if got is None else f"frames {got.name}",
-                     sampling.name, WHY.get(fmt, "its consumer's rule"))
+                     sampling.name, FORMATS[fmt].why or "its consumer's rule")
     stage = StageRun(STAGE, layout, cfg.options())
     # what each format reads
     plan = []
     for fmt in formats:
-        for part in FORMATS[fmt]:
+        for part in FORMATS[fmt].parts:
             for src in SOURCES[part.source](layout):
                 plan.append((fmt, part, src))
     if not plan:
@@ -445,7 +491,7 @@ def run(cfg: Config, executor: Executor = LOCAL) -> dict:
             rows_of[src] = rows[:cfg.limit] if cfg.limit else rows
     media_of = frame_folders(cfg, sampling, formats, plan, rows_of, stage, executor)
     written = []
-    lf_info = collections.defaultdict(dict)
+    index_parts = collections.defaultdict(list)
     total_in = total_out = 0
     for fmt, part, src in plan:
         samp = sampling_for(fmt, sampling)
@@ -479,12 +525,12 @@ def run(cfg: Config, executor: Executor = LOCAL) -> dict:
         total_out += len(out_rows)
         stage.counts[f"{fmt} records"] += len(out_rows)
         written.append(out)
-        if fmt == "llamafactory":
-            lf_info[f"timewarp_{src.stem}"] = llamafactory_entry(out.name, part.source, samp is not None)
-    if lf_info:
-        info_path = layout.export_dir("llamafactory") / "dataset_info.json"
-        write_json(info_path, dict(sorted(lf_info.items())))
-        written.append(info_path)
+        index_parts[fmt].append((part, src, out))
+    for fmt, parts in index_parts.items():
+        if FORMATS[fmt].index is not None:
+            name, content = FORMATS[fmt].index(parts)
+            write_json(layout.export_dir(fmt) / name, content)
+            written.append(layout.export_dir(fmt) / name)
     stage.extra["files"] = [layout.rel(p) for p in written]
     return stage.finish(total_in, total_out, f"{total_out} records in {len(written)} files under {layout.exports_dir}")
 

@@ -42,7 +42,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from timewarp import frames as framelib
-from timewarp import schema, sources
+from timewarp import schema, sources, trl_messages
 from timewarp.errors import ItemError, UsageError
 from timewarp.layout import Layout
 from timewarp.parallel import LOCAL, Executor, pmap
@@ -375,13 +375,10 @@ and frames are derived from {src.name}'s videos and {src.video_license or "keep 
 {"".join(f"- Publishing problems: {e}" + chr(10) for e in errors)}
 ## Train and evaluate
 
-DPO with TRL (prompt / chosen / rejected plus the video or its frames):
+DPO with TRL, which takes a video as its frames (`images`):
 
 ```python
-from datasets import load_dataset
-pairs = load_dataset("<user>/<repo>", "pref_explicit", split="train")
-pairs = pairs.map(lambda r: {{"prompt": r["question"]}})   # columns prompt, chosen, rejected; media: {FRAMES_COLUMN if frames else "video"}
-```
+{trl_messages.card_recipe(FRAMES_COLUMN if frames else None)}```
 
 For LLaMA-Factory, ms-swift, LLaVA-Hound-DPO, LLaVA / VideoLLaMA3 SFT or MVBench-style files, run
 `python timewarp/export.py --root_dir <out> --format all` in the TimeWarp repository on the pipeline output.

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from timewarp.benchmark.scoring import load_records
 from timewarp.errors import ItemError, UsageError
-from timewarp.export import user_message
+from timewarp.trl_messages import user_message
 from timewarp.layout import Layout
 from timewarp.llm import ChatClient, ChatRequest, LLMError, image_part, text_part
 from timewarp.stage import StageConfig, cli, option

@@ -34,7 +34,7 @@ import cv2
 
 from timewarp import frames as framelib
 from timewarp.errors import ItemError, UsageError
-from timewarp.export import assistant_message, user_message
+from timewarp.trl_messages import assistant_message, user_message
 from timewarp.store import parse_json_rows
 
 log = logging.getLogger("timewarp.train")
@@ -170,9 +170,13 @@ def pref_example(row: dict, src: FrameSource) -> dict:
         if k not in row:
             raise ItemError("record lacks a field", k)
     images, prompt = _images_and_prompt(row, src, ("prompt", "question"))
-    return {"id": str(row.get("id") or row.get("pid") or ""), "images": images, "prompt": _text_blocks_only(prompt),
-            "chosen": _text_blocks_only(_as_messages(row["chosen"], "assistant")),
-            "rejected": _text_blocks_only(_as_messages(row["rejected"], "assistant"))}
+    ex = {"id": str(row.get("id") or row.get("pid") or ""), "images": images, "prompt": _text_blocks_only(prompt),
+          "chosen": _text_blocks_only(_as_messages(row["chosen"], "assistant")),
+          "rejected": _text_blocks_only(_as_messages(row["rejected"], "assistant"))}
+    times = row.get("frame_times")  # the TRL export's: each frame's time in the video (a video model's clock)
+    if isinstance(times, list) and len(times) == len(images) and all(isinstance(t, (int, float)) for t in times):
+        ex["frame_times"] = [float(t) for t in times]
+    return ex
 
 
 def sft_example(row: dict, src: FrameSource) -> dict:

@@ -1,7 +1,9 @@
 """Load a vision-language model and its processor: ``tiny`` (built offline), a local folder or a hub name."""
 from __future__ import annotations
 
+import json
 import logging
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -10,35 +12,54 @@ from timewarp.errors import UsageError
 log = logging.getLogger("timewarp.train")
 
 TINY = "tiny"
+TINY_VIDEO = {"tiny:qwen2_vl", "tiny:qwen2_5_vl", "tiny:llava_next_video", "tiny:internvl"}   # tiny models trained on video input (pixel_values_videos)
+TINY_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "llava_next_video", "internvl")
 
 
-def load_processor(name: str):
-    """The model's processor; for Qwen2-VL-family folders without torchvision, the image-only one (tiny.py)."""
-    from transformers import AutoProcessor
+VIDEO_PROCESSOR = "Qwen2VLFramesAsVideo"   # tiny._video_processor_class: frames in as one video
 
-    proc = None
+
+def saved_as_video(name: str) -> bool:
+    """A folder whose processor was saved by a video-input run (train on video, predict on video)."""
     try:
-        proc = AutoProcessor.from_pretrained(name)
-    except (ImportError, ValueError, AttributeError, TypeError, OSError) as exc:
-        log.debug("AutoProcessor(%s) failed: %s", name, exc)
-    if proc is not None and getattr(proc, "image_processor", None) is not None:
-        return proc
-    # no torchvision (CPU wheels): AutoProcessor cannot build the video half of Qwen2-VL's processor
-    from transformers import AutoConfig, AutoTokenizer
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+        return json.loads((Path(name) / "processor_config.json").read_text()).get("processor_class") == VIDEO_PROCESSOR
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def load_processor(name: str, video: bool = False):
+    """The model's processor; for Qwen2-VL-family folders without torchvision, the image-only one (tiny.py);
+    with ``video`` (or a folder saved by a video-input run), the one that feeds frames as one video."""
+    from transformers import AutoConfig, AutoProcessor
 
     from timewarp.train import tiny
+
+    video = video or saved_as_video(name)
+    proc = None
+    if not video:
+        try:
+            proc = AutoProcessor.from_pretrained(name)
+        except (ImportError, ValueError, AttributeError, TypeError, OSError) as exc:
+            log.debug("AutoProcessor(%s) failed: %s", name, exc)
+        if proc is not None and getattr(proc, "image_processor", None) is not None:
+            return proc
+    # no torchvision (CPU wheels): AutoProcessor cannot build the video half of Qwen2-VL's processor
+    from transformers import AutoTokenizer
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     try:
         model_type = AutoConfig.from_pretrained(name).model_type
     except (OSError, ValueError) as exc:
         raise UsageError(f"--model {name}: no model config there ({str(exc).splitlines()[0]})")
-    if model_type not in ("qwen2_vl", "qwen2_5_vl"):
-        raise UsageError(f"--model {name}: could not load its processor (model type {model_type}); "
-                         f"install torchvision matching torch, or use a Qwen2-VL / Qwen2.5-VL model")
+    families = ("qwen2_vl",) if video else ("qwen2_vl", "qwen2_5_vl")
+    if model_type not in families:
+        raise UsageError(f"--model {name}: " + (f"video input is built for Qwen2-VL only (model type {model_type})" if video
+                         else f"could not load its processor (model type {model_type}); install torchvision matching "
+                              f"torch, or use a Qwen2-VL / Qwen2.5-VL model"))
     tok = AutoTokenizer.from_pretrained(name)
-    return tiny._processor_class()(image_processor=Qwen2VLImageProcessorPil.from_pretrained(name), tokenizer=tok,
-                                   chat_template=tok.chat_template or tiny.CHAT_TEMPLATE)
+    cls = tiny._video_processor_class() if video else tiny._processor_class()
+    return cls(image_processor=Qwen2VLImageProcessorPil.from_pretrained(name), tokenizer=tok,
+               chat_template=tok.chat_template or tiny.CHAT_TEMPLATE)
 
 
 def set_max_pixels(processor, max_pixels: Optional[int]) -> None:
@@ -53,12 +74,43 @@ def set_max_pixels(processor, max_pixels: Optional[int]) -> None:
     ip.size = {"shortest_edge": min(int(min_pixels), int(max_pixels)), "longest_edge": int(max_pixels)}
 
 
-def load(name: str, seed: int = 0, dtype: Optional[str] = None, max_pixels: Optional[int] = None):
-    """(model, processor) for ``--model``: ``tiny``, a folder written by save_pretrained, or a hub name."""
-    if name == TINY:
+def looks_local(name: str) -> bool:
+    """A ``--model`` that can only mean a folder: a path form (/, ./, ../, ~, more than one /, a backslash),
+    a path whose parent folder is here (runs/explicitt when runs/ exists), or text that is no hub id (org/name
+    of letters, digits, -, _, .)."""
+    if "/" in name and Path(name).expanduser().parent.is_dir():
+        return True
+    if name.startswith(("/", "./", "../", "~", ".\\")) or name in (".", "..") or "\\" in name or name.count("/") > 1 \
+            or name.endswith("/"):
+        return True
+    return re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name) is None or ".." in name or name.startswith(("-", "."))
+
+
+def check_model_name(name: str) -> None:
+    """A missing local folder fails at once (the hub would be asked, with retries, for a name that is a path)."""
+    if name != TINY and not name.startswith(TINY + ":") and looks_local(name) and not Path(name).expanduser().exists():
+        raise UsageError(f"--model {name}: no such folder (a hub model is named org/name, e.g. Qwen/Qwen2-VL-2B-Instruct)")
+
+
+def load(name: str, seed: int = 0, dtype: Optional[str] = None, max_pixels: Optional[int] = None, video: bool = False):
+    """(model, processor) for ``--model``: ``tiny``, ``tiny:qwen2_vl``, a folder written by save_pretrained, or a
+    hub name; ``video``: the processor feeds each example's frames as one video (Qwen2-VL)."""
+    check_model_name(name)
+    if name.startswith(TINY + ":") and name not in TINY_VIDEO:
+        family = name.split(":", 1)[1]
+        raise UsageError(f"--model {name}: " + (f"the tiny {family} is not built yet (video input: {', '.join(sorted(TINY_VIDEO))})"
+                                                 if family in TINY_FAMILIES else
+                                                 f"no tiny family {family} (choose from {', '.join(TINY_FAMILIES)})"))
+    if name != TINY and not name.startswith(TINY + ":") and looks_local(name):
+        name = str(Path(name).expanduser())
+    if name == TINY or name in TINY_VIDEO:
         from timewarp.train import tiny
 
-        model, processor = tiny.build(seed=seed)
+        family = name.split(":", 1)[1] if ":" in name else "qwen2_vl"
+        if family in ("llava_next_video", "internvl"):
+            model, processor = tiny.build_frames_model(family, seed=seed)
+        else:
+            model, processor = tiny.build(seed=seed, video=video or name in TINY_VIDEO, family=family)
         set_max_pixels(processor, max_pixels)
         return model, processor
     from transformers import AutoModelForImageTextToText
@@ -75,6 +127,6 @@ def load(name: str, seed: int = 0, dtype: Optional[str] = None, max_pixels: Opti
     except OSError as exc:
         where = "folder" if Path(name).exists() else "hub name (needs network) or folder"
         raise UsageError(f"--model {name}: not a loadable {where} ({str(exc).splitlines()[0]})")
-    processor = load_processor(name)
+    processor = load_processor(name, video)
     set_max_pixels(processor, max_pixels)
     return model, processor

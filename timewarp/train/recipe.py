@@ -30,7 +30,8 @@ STATE_FILE = "timewarp_train.json"
 # defaults for every training setting a config or the command line may set
 DEFAULTS = dict(learning_rate=5e-6, beta=0.1, num_train_epochs=1.0, max_steps=-1, per_device_train_batch_size=1,
                 gradient_accumulation_steps=1, frames=8, lora=False, lora_r=16, lora_alpha=32, lora_dropout=0.05,
-                max_length=None, bf16=False, gradient_checkpointing=False, warmup_steps=0, dtype=None, max_pixels=None)
+                max_length=None, bf16=False, gradient_checkpointing=False, warmup_steps=0, dtype=None, max_pixels=None,
+                video_input=False)
 # TimeWarp file name -> (export folder with the trainer's own format, pipeline folder)
 SOURCE_DIRS = {"pref": ("trl_dpo", "pref_dir"), "sft": ("trl_sft", "sft_dir")}
 
@@ -106,6 +107,9 @@ def build_parser(trainer: str, prog: str, doc: str) -> argparse.ArgumentParser:
     g.add_argument("--max_pixels", type=int, default=None,
                    help="at most this many pixels per frame (Qwen2-VL: 28*28 per visual token, e.g. 200704 = 256 tokens) "
                         "[the processor's own]")
+    g.add_argument("--video_input", action=argparse.BooleanOptionalAction, default=None,
+                   help="feed each example's frames as one video (Qwen2-VL: pixel_values_videos) instead of images "
+                        "[off; on with --model tiny:qwen2_vl]")
     g.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16", "auto"], help="weights dtype when loading [float32]")
     c = p.add_argument_group("common options")
     c.add_argument("--seed", type=int, default=42, help="seed of the data order, dropout and the tiny model's weights (default: 42)")
@@ -153,6 +157,22 @@ def load_examples(trainer: str, cfg: dict, layout: Layout, args, frames: int) ->
     return examples, report
 
 
+def frame_times_collator(processor, max_length):
+    """TRL's vision preference collator, handing each example's frame times to the processor for the prompts
+    (which it repeats for chosen and rejected): Qwen2.5-VL's second_per_grid_ts."""
+    from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
+
+    class FrameTimesCollator(DataCollatorForVisionPreference):
+        def torch_call(self, examples):
+            self.processor.frame_times = [e["frame_times"] for e in examples] * 2
+            try:
+                return super().torch_call(examples)
+            finally:
+                self.processor.frame_times = None
+
+    return FrameTimesCollator(processor=processor, max_length=max_length)
+
+
 def lora_config(s: dict):
     from peft import LoraConfig
 
@@ -173,15 +193,18 @@ def run(trainer: str, args: argparse.Namespace, callbacks: Optional[list] = None
     model_name = args.model or cfg.get("model")
     if not model_name:
         raise UsageError("--model is required (the config names none)")
+    from timewarp.train import models
+
+    models.check_model_name(model_name)  # before any data is read
     examples, report = load_examples(trainer, cfg, layout, args, s["frames"])
 
     import torch
     from transformers import set_seed
 
-    from timewarp.train import models
-
     set_seed(args.seed)
-    model, processor = models.load(model_name, seed=args.seed, dtype=s["dtype"], max_pixels=s["max_pixels"])
+    s["video_input"] = bool(s["video_input"]) or model_name in models.TINY_VIDEO
+    model, processor = models.load(model_name, seed=args.seed, dtype=s["dtype"], max_pixels=s["max_pixels"],
+                                   video=s["video_input"])
     dataset = datalib.to_dataset(examples)
     out = Path(args.output_dir)
     common = dict(output_dir=str(out), max_steps=int(s["max_steps"]), num_train_epochs=float(s["num_train_epochs"]),
@@ -193,6 +216,13 @@ def run(trainer: str, args: argparse.Namespace, callbacks: Optional[list] = None
     if s["gradient_checkpointing"]:
         common["gradient_checkpointing"] = True
     peft_config = lora_config(s) if s["lora"] else None
+    collator = None
+    if s["video_input"] and model.config.model_type == "qwen2_5_vl":  # its video RoPE needs the frames' times
+        if trainer != "dpo" or any("frame_times" not in e for e in examples):
+            raise UsageError(f"--model {model_name}: Qwen2.5-VL video input needs each frame's time: DPO on the "
+                             f"trl_dpo export (python timewarp/export.py --format trl_dpo), whose rows carry frame_times")
+        collator = frame_times_collator(processor, s["max_length"])
+        common["remove_unused_columns"] = False  # keep frame_times for the collator
     if trainer == "dpo":
         from trl import DPOConfig, DPOTrainer
 
@@ -203,7 +233,7 @@ def run(trainer: str, args: argparse.Namespace, callbacks: Optional[list] = None
 
             ref_model = copy.deepcopy(model).eval().requires_grad_(False)
         tr = DPOTrainer(model=model, ref_model=ref_model, args=targs, train_dataset=dataset, processing_class=processor,
-                        peft_config=peft_config, callbacks=callbacks)
+                        peft_config=peft_config, callbacks=callbacks, data_collator=collator)
     else:
         from trl import SFTConfig, SFTTrainer
 

@@ -2,6 +2,7 @@
 
   python timewarp/train/train_dpo.py --root_dir <out> --config explicit --model Qwen/Qwen2-VL-2B-Instruct --output_dir runs/explicit
   python timewarp/train/train_dpo.py --root_dir <out> --model tiny --max_steps 4 --output_dir /tmp/smoke   # CPU smoke
+  python timewarp/train/train_dpo.py --root_dir <out> --model tiny:qwen2_vl --max_steps 3 --output_dir /tmp/video  # video input
 
 Configs (timewarp/train/configs): explicit (pref/pref_explicit), implicit (pref/pref_implicit),
 combined (explicit + implicit + --external base set), base_dpo (--external base set alone).
