@@ -21,6 +21,8 @@ import pytest
 from timewarp.layout import Layout
 from timewarp.sample_data import SceneSpec, VideoSpec, metadata_for, read_frame_ids, render_video, write_shard
 
+pytestmark = pytest.mark.video   # renders videos and runs stages on them (the slow tier)
+
 ROOT = Path(__file__).resolve().parents[1]
 SETUP = [str(ROOT / "setup_dataset.sh")]
 GENERATE = [str(ROOT / "generate_data.sh")]

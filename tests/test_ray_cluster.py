@@ -40,7 +40,7 @@ from timewarp.video import ffmpeg_exe  # noqa: E402
 
 from same_outputs import assert_same_outputs  # noqa: E402
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.video]
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("preprocess", "filter_corrupted", "final_assertions", "shuffle_clips")

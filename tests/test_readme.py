@@ -7,6 +7,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from timewarp.schema import BenchmarkRecord, CaptionRecord, NormalAnnotation, PrefRecord, SFTRecord
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +38,7 @@ def test_ci_runs_the_readme_test_command():
     assert first.startswith("python3 -m pip install -e . && ")  # a fresh checkout installs the package first
 
 
+@pytest.mark.video
 def test_command_1_ends_with_the_report_and_the_viewer_and_says_where_they_are(tmp_path):
     """README command 1 as a new user runs it (the install left out, 3 sample videos instead of 12, run
     from this checkout): its last lines name the two pages, and both exist (before: it made nothing to

@@ -13,6 +13,8 @@ import pytest
 from timewarp.sample_data import COLORS, ID_BAND, build, draw_frame
 from timewarp.timestamps import parse_timestamp
 
+pytestmark = pytest.mark.video   # renders videos and runs stages on them (the slow tier)
+
 NAMES = sorted(COLORS)
 PALETTE = np.array([COLORS[n] for n in NAMES], np.float32)
 FIRST = re.compile(r"^(An?) (\w+) (square|circle|vertical bar|cross) .* on (an?) (\w+) background\.$")

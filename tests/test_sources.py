@@ -21,6 +21,8 @@ from timewarp.timestamps import format_timestamp
 
 from stages import run_video_stage
 
+pytestmark = pytest.mark.video   # renders videos and runs stages on them (the slow tier)
+
 
 def _render(path: Path, frames: int, fps: str, bframes: int = 2) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)

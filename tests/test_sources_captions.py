@@ -19,6 +19,8 @@ from timewarp.store import read_jsonl
 from stages import run_video_stage
 from test_sources import _check_item, _render
 
+pytestmark = pytest.mark.video   # renders videos and runs stages on them (the slow tier)
+
 # 100 frames at 25 fps (4 s): frame k starts at 0.04 k s
 SRT = (
     "3\n00:00:02.400 --> 00:00:03,200\n<i>Third</i> &amp; last\n\n"          # out of order; "." and "," mixed

@@ -22,6 +22,8 @@ from timewarp.store import read_json
 from fake_hub import FakeHub
 from stages import run_video_stage
 
+pytestmark = pytest.mark.video   # renders videos and runs stages on them (the slow tier)
+
 REPO = "test-org/finevideo-mini"
 
 

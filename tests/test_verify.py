@@ -28,6 +28,8 @@ from timewarp.video import ffmpeg_exe
 
 from stages import run_video_stage
 
+pytestmark = pytest.mark.video   # renders videos and runs stages on them (the slow tier)
+
 av = pytest.importorskip("av")
 
 
