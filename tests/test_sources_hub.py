@@ -198,7 +198,11 @@ def _damage_cache(out: Path) -> list[Path]:
         if not keep_marker:
             hubmod.marker(path).unlink()
     (videos[0].parent / f".tmp-{videos[0].name}-killed.part").write_bytes(b"\0" * 1000)
-    span = max((out / "cache" / "sources" / "hub" / "shards").rglob("*.bin"), key=lambda p: int(p.stem.split("-")[0]))
+    layout = Layout(out)   # a span of a shard the output's videos are in (its footer: read to find a video's bytes)
+    named = {read_json(layout.normal_annotation(v))["source_file"].replace("/", "_") for v in layout.normal_ids()}
+    spans = [p for p in (out / "cache" / "sources" / "hub" / "shards").rglob("*.bin")
+             if any(p.parent.name.startswith(n) for n in named)]
+    span = max(spans, key=lambda p: int(p.stem.split("-")[0]))
     span.write_bytes(span.read_bytes()[:3])
     return videos[:2]
 
