@@ -23,6 +23,7 @@ only the annotation, the source file and the outputs):
 """
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import os
@@ -258,11 +259,13 @@ def source_frames(ann) -> list[int]:
 def clip_times_problem(ann, src_of: Sequence[int], times: Sequence[Fraction], where: str = "") -> Optional[str]:
     """Why a clip does not hold exactly the source frames whose time t has meta_start <= t < meta_end
     (times snapped by 1 ms), given the source's frame ``times``; None when every clip does."""
+    ordered = all(a < b for a, b in zip(times, times[1:]))
     for c in ann.clips:
         lo = Fraction(c.meta_start if c.meta_start is not None else c.start) - SNAP_TOLERANCE
         hi = Fraction(c.meta_end if c.meta_end is not None else c.end) - SNAP_TOLERANCE
         frames = list(src_of[c.start_frame:c.end_frame])
-        inside = [k for k in range(len(times)) if lo <= times[k] < hi]
+        inside = list(range(bisect.bisect_left(times, lo), bisect.bisect_left(times, hi))) if ordered \
+            else [k for k in range(len(times)) if lo <= times[k] < hi]
         if frames != inside:
             bad = next((k for k in frames if k >= len(times) or not lo <= times[k] < hi), None)
             what = (f"source frame {bad} at {float(times[bad]):.6f}s" if bad is not None and bad < len(times)
