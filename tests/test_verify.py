@@ -273,6 +273,11 @@ def test_thumbnail_comparison_tells_neighbours_apart():
     assert verify.difference(out, grain[0]) < 2 * verify.difference(grain[0], grain[1])
     assert verify.frame_problem(out, grain, 1) is None
 
+    # in batches (how verify_normal compares): the first bad frame, named as frame_problem names it
+    outs = np.stack([noisy(src[1], 1), src[2], noisy(src[1], 1), src[0], 255 - src[1]])
+    assert verify.frames_problem(outs, src, [1] * 5, chunk=2) == (1, verify.frame_problem(src[2], src, 1))
+    assert verify.frames_problem(outs[[0, 2]], src, [1, 1]) is None
+    assert verify.frames_problem(outs[[0, 4, 3]], src, [1, 1, 1], chunk=1)[0] == 1
 
 def test_shuffle_clips_refuses_a_shuffled_video_that_is_not_the_clips(made, tmp_path, monkeypatch):
     """shuffle_clips checks its own copies packet by packet: a copy of other frames (here the clips in

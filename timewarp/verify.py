@@ -23,12 +23,14 @@ only the annotation, the source file and the outputs):
 """
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import os
 import re
 import subprocess
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -195,7 +197,12 @@ def decode_thumbs(path: Path, size: tuple[int, int], until: Optional[float] = No
 
 def difference(a: np.ndarray, b: np.ndarray) -> float:
     """Mean absolute difference of two thumbnails (0-255)."""
-    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+    return float(_differences(a[None], b[None])[0])
+
+
+def _differences(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Mean absolute difference of each pair of thumbnails a[i], b[i] (0-255), float64."""
+    return np.abs(a.astype(np.int16) - b.astype(np.int16)).mean(axis=(1, 2))
 
 
 def frame_problem(out: np.ndarray, src: np.ndarray, k: int) -> Optional[str]:
@@ -207,17 +214,37 @@ def frame_problem(out: np.ndarray, src: np.ndarray, k: int) -> Optional[str]:
     source frame; an output as far from both as they are from each other, e.g. film grain re-encoded,
     says nothing either way).
     """
-    d = difference(out, src[k])
-    if d > MAX_DIFFERENCE:
-        return f"mean difference {d:.2f} (at most {MAX_DIFFERENCE} allowed)"
-    for n in (k - 1, k + 1):
-        if not 0 <= n < len(src):
-            continue
-        dn = difference(out, src[n])
-        apart = difference(src[n], src[k])
-        if apart > max(NEIGHBOUR_MARGIN, 2 * min(d, dn)) and dn <= d:
-            return (f"it is closer to source frame {n} ({dn:.2f}) than to source frame {k} ({d:.2f}); "
-                    f"those two differ by {apart:.2f}")
+    found = frames_problem(out[None], src, [k])
+    return None if found is None else found[1]
+
+
+def frames_problem(outs: np.ndarray, src: np.ndarray, ks: Sequence[int],
+                   chunk: int = 256) -> Optional[tuple[int, str]]:
+    """``frame_problem`` for every thumbnail outs[i] against source frame ks[i], in numpy batches of
+    ``chunk`` frames: (i, why) of the first one that is not its source frame, or None."""
+    n_src = len(src)
+    for lo in range(0, len(ks), chunk):
+        out = outs[lo:lo + chunk]
+        k = np.asarray(ks[lo:lo + chunk], dtype=np.int64)
+        d = _differences(out, src[k])
+        far = np.flatnonzero(d > MAX_DIFFERENCE)
+        first = (int(far[0]), f"mean difference {d[far[0]]:.2f} (at most {MAX_DIFFERENCE} allowed)") \
+            if len(far) else None
+        for step in (-1, 1):
+            nb = k + step
+            ok = (nb >= 0) & (nb < n_src)
+            nbc = np.clip(nb, 0, n_src - 1)
+            dn = _differences(out, src[nbc])
+            apart = _differences(src[nbc], src[k])
+            bad = ok & (d <= MAX_DIFFERENCE) & (apart > np.maximum(NEIGHBOUR_MARGIN, 2 * np.minimum(d, dn))) & (dn <= d)
+            hit = np.flatnonzero(bad)
+            # the earlier neighbour is looked at first for the same frame
+            if len(hit) and (first is None or int(hit[0]) < first[0]):
+                i = int(hit[0])
+                first = (i, f"it is closer to source frame {nb[i]} ({dn[i]:.2f}) than to source frame {k[i]} "
+                            f"({d[i]:.2f}); those two differ by {apart[i]:.2f}")
+        if first is not None:
+            return lo + first[0], first[1]
     return None
 
 
@@ -232,11 +259,13 @@ def source_frames(ann) -> list[int]:
 def clip_times_problem(ann, src_of: Sequence[int], times: Sequence[Fraction], where: str = "") -> Optional[str]:
     """Why a clip does not hold exactly the source frames whose time t has meta_start <= t < meta_end
     (times snapped by 1 ms), given the source's frame ``times``; None when every clip does."""
+    ordered = all(a < b for a, b in zip(times, times[1:]))
     for c in ann.clips:
         lo = Fraction(c.meta_start if c.meta_start is not None else c.start) - SNAP_TOLERANCE
         hi = Fraction(c.meta_end if c.meta_end is not None else c.end) - SNAP_TOLERANCE
         frames = list(src_of[c.start_frame:c.end_frame])
-        inside = [k for k in range(len(times)) if lo <= times[k] < hi]
+        inside = list(range(bisect.bisect_left(times, lo), bisect.bisect_left(times, hi))) if ordered \
+            else [k for k in range(len(times)) if lo <= times[k] < hi]
         if frames != inside:
             bad = next((k for k in frames if k >= len(times) or not lo <= times[k] < hi), None)
             what = (f"source frame {bad} at {float(times[bad]):.6f}s" if bad is not None and bad < len(times)
@@ -373,7 +402,16 @@ def verify_normal(ann, video: Path, source: Optional[Path], label: str = "", rel
     src_times = src_pk.times()
     end_t = max(Fraction(last_meta), src_times[n_used - 1] if n_used <= len(src_times) else Fraction(last_meta))
     until = float(end_t + Fraction(3, 2) / fps)
-    src = decode_thumbs(source, size, until=until, crop=crop)
+    # the source's packets can stand for its decoded frames when they are H.264 covering the used range;
+    # the output frames that are not copies of them are decoded while the source decodes (another thread
+    # waits on that ffmpeg), and checked only once the source's decoded times confirm the packets' times
+    bytes_ok = src_pk.codec == "h264" and len(src_times) >= n_used
+    copied = copied_frames(out, src_pk, src_of) if bytes_ok else [False] * len(out)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        src_job = pool.submit(decode_thumbs, source, size, until, crop)
+        need = [not c for c in copied]
+        decoded = decode_output(video, out, need, size) if any(need) else None
+        src = src_job.result()
     if src.errors:
         raise ItemError("source does not decode", f"{label}: {src.errors[0]}")
     if len(src.times) != len(src.thumbs):
@@ -385,24 +423,24 @@ def verify_normal(ann, video: Path, source: Optional[Path], label: str = "", rel
     if why:
         raise ItemError("clip frames inside metadata times", why)
     # the source's packets are its decoded frames (same count and times) in the used range: bytes may stand for pixels
-    same = src_pk.codec == "h264" and len(src_times) >= n_used and \
-        all(src_times[k] == src.times[k] for k in range(min(len(src.times), len(src_times))))
-    copied = copied_frames(out, src_pk, src_of) if same else [False] * len(out)
-    need = [not c for c in copied]
+    same = bytes_ok and all(src_times[k] == src.times[k] for k in range(min(len(src.times), len(src_times))))
+    if not same and not all(need):
+        need = [True] * len(out)
+        decoded = decode_output(video, out, need, size)
     by_pixels = 0
-    if any(need):
-        positions, dec = decode_output(video, out, need, size)
+    if decoded is not None:
+        positions, dec = decoded
         _decode_ok(dec, len(positions), rel)
         rank = out.ranks()
         check = {rank[i] for i in range(len(out)) if need[i]}
-        for j, thumb in zip(positions, dec.thumbs):
-            if j not in check:
-                continue
-            problem = frame_problem(thumb, src.thumbs, src_of[j])
-            if problem:
-                raise ItemError("frame differs from its source frame",
-                                f"{rel}: frame {j} should show source frame {src_of[j]} of {label}: {problem}")
-            by_pixels += 1
+        picked = [n for n, j in enumerate(positions) if j in check]
+        ks = [src_of[positions[n]] for n in picked]
+        found = frames_problem(dec.thumbs[picked], src.thumbs, ks)
+        if found is not None:
+            j = positions[picked[found[0]]]
+            raise ItemError("frame differs from its source frame",
+                            f"{rel}: frame {j} should show source frame {src_of[j]} of {label}: {found[1]}")
+        by_pixels = len(picked)
     return Verified(len(out), len(out) - sum(need), by_pixels, len(src.thumbs))
 
 
