@@ -541,4 +541,4 @@ def open_source(ann, source_root: Optional[str], layout=None) -> Iterator[Option
     source, ref = found
     with tempfile.TemporaryDirectory(prefix=".tmp-verify-src-") as scratch:
         suffix = Path(ref.path).suffix if ref.kind == "files" else ".mp4"
-        yield source.open(ref, Path(scratch) / f"src{suffix}"), ref.label()
+        yield source.open(ref, Path(scratch) / f"verify-src-{ann.id}{suffix}"), ref.label()   # (the id: in ps and logs)
