@@ -21,8 +21,8 @@ fi
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 py="${PYTHON:-python3}"
 read -r -a extra <<< "${TIMEWARP_ARGS:-}"
-# shellcheck source=timewarp/stage.sh
-. "$here/timewarp/stage.sh"
+# shellcheck source=timewarp/core/stage.sh
+. "$here/timewarp/core/stage.sh"
 stage() { local script="$1"; shift; run_stage "$(basename "$script" .py)" "$here/timewarp/$script" "$@"; }
 stage pref_data/merge_normal_captions.py --root_dir "$out"
 stage pref_data/merge_shuffled_captions.py --root_dir "$out"

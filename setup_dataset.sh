@@ -15,10 +15,10 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 py="${PYTHON:-python3}"
 read -r -a extra <<< "${TIMEWARP_ARGS:-}"
 read -r -a preprocess_extra <<< "${TIMEWARP_PREPROCESS_ARGS:-}"
-# shellcheck source=timewarp/stage.sh
-. "$here/timewarp/stage.sh"
+# shellcheck source=timewarp/core/stage.sh
+. "$here/timewarp/core/stage.sh"
 stage() { local name="$1"; shift; run_stage "$name" "$here/timewarp/preprocess/$name.py" "$@"; }
-ray_once  # --executor ray: one Ray instance for all four stages (timewarp/stage.sh)
+ray_once  # --executor ray: one Ray instance for all four stages (timewarp/core/stage.sh)
 stage preprocess --root_dir "$1" --save_dir "$2" --scale "$3" "${preprocess_extra[@]}"
 stage filter_corrupted --root_dir "$2"
 stage final_assertions --root_dir "$2"

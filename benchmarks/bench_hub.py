@@ -23,11 +23,11 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from fake_hub import FakeHub  # noqa: E402
 
-from timewarp.layout import Layout  # noqa: E402
-from timewarp.parallel import Executor  # noqa: E402
+from timewarp.core.layout import Layout  # noqa: E402
+from timewarp.core.parallel import Executor  # noqa: E402
 from timewarp.preprocess import preprocess  # noqa: E402
 from timewarp.sample_data import metadata_for, random_spec, render_video  # noqa: E402
-from timewarp.store import read_json  # noqa: E402
+from timewarp.core.store import read_json  # noqa: E402
 
 
 def main() -> None:

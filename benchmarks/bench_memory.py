@@ -101,8 +101,8 @@ def child(argv: list[str]) -> int:
     """Runs in its own process: preprocess ``chosen`` videos of the shard; prints JSON."""
     import logging
 
-    from timewarp.layout import Layout
-    from timewarp.parallel import Executor
+    from timewarp.core.layout import Layout
+    from timewarp.core.parallel import Executor
     from timewarp.preprocess import preprocess
 
     root, out, chosen, workers, preset, crf = argv[0], argv[1], int(argv[2]), int(argv[3]), argv[4], int(argv[5])

@@ -128,8 +128,8 @@ def generate(work: Path, videos: int, duration: float, height: int, clips: int, 
              gop_seconds: float = 0.0) -> dict:
     """Render the source videos and write them as one FineVideo parquet shard; return the plan."""
     from timewarp.sample_data import SceneSpec, VideoSpec, metadata_for, write_shard
-    from timewarp.timestamps import parse_timestamp, time_to_frame
-    from timewarp.video import ffmpeg_exe
+    from timewarp.sources.timestamps import parse_timestamp, time_to_frame
+    from timewarp.media.video import ffmpeg_exe
 
     rng = random.Random(seed)
     fps = Fraction(FPS)
@@ -200,8 +200,8 @@ def child_project(work: Path, out: Path, videos: int, workers: int, preset: str,
     (preprocess, filter_corrupted, final_assertions, shuffle_clips), each timed."""
     import logging
 
-    from timewarp.layout import Layout
-    from timewarp.parallel import Executor
+    from timewarp.core.layout import Layout
+    from timewarp.core.parallel import Executor
     from timewarp.preprocess import filter_corrupted, final_assertions, preprocess, shuffle_clips
 
     logging.disable(logging.WARNING)
@@ -235,13 +235,13 @@ def child_project(work: Path, out: Path, videos: int, workers: int, preset: str,
 
 def floor_threads() -> int:
     """The same encoder threads preprocess uses (a fixed default; decoding threads are ffmpeg's choice)."""
-    from timewarp.video import EncodeSettings
+    from timewarp.media.video import EncodeSettings
 
     return EncodeSettings().threads
 
 
 def child_floor(plan: dict, out: Path, workers: int, preset: str, crf: int) -> dict:
-    from timewarp.video import ffmpeg_exe
+    from timewarp.media.video import ffmpeg_exe
 
     out.mkdir(parents=True, exist_ok=True)
     threads = str(floor_threads())
@@ -261,7 +261,7 @@ def child_floor(plan: dict, out: Path, workers: int, preset: str, crf: int) -> d
 
 def child_decode(plan: dict, workers: int) -> dict:
     """The decode-only floor: ffmpeg decodes the same frames of each source and throws them away."""
-    from timewarp.video import ffmpeg_exe
+    from timewarp.media.video import ffmpeg_exe
 
     exe = ffmpeg_exe()
 

@@ -33,10 +33,10 @@ def person_captions(rng: random.Random, n: int, twin: bool) -> list[str]:
 def write_video(root: Path, vid: str, caps: list[str], split: str, seed: int, permutation=None) -> None:
     """One video's normal annotation (30-frame clips, 10-frame gaps) and its shuffled annotation (made by
     shuffle_clips' own functions; ``permutation`` or one drawn for ``seed``)."""
-    from timewarp.layout import Layout
+    from timewarp.core.layout import Layout
     from timewarp.preprocess.shuffle_clips import draw_permutations, shuffled_annotation
-    from timewarp.schema import Clip, NormalAnnotation
-    from timewarp.store import write_json
+    from timewarp.core.schema import Clip, NormalAnnotation
+    from timewarp.core.store import write_json
 
     layout = Layout(root)
     clips = [Clip(k, 40 * k / 30, (40 * k + 30) / 30, 40 * k, 40 * k + 30, cap) for k, cap in enumerate(caps)]

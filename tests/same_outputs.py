@@ -8,9 +8,9 @@ import json
 import re
 from pathlib import Path
 
-from timewarp.layout import Layout
+from timewarp.core.layout import Layout
 from timewarp.sample_data import read_frame_ids
-from timewarp.store import read_json, read_jsonl
+from timewarp.core.store import read_json, read_jsonl
 
 RUN_FILES = ("stats/", "state/", "rejects/")  # how a run went (times, paths): compared apart
 SCRATCH = ("tmp/", ".lock")                     # a run's scratch space and its lock file

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from timewarp.layout import Layout
-from timewarp.parallel import Executor
+from timewarp.core.layout import Layout
+from timewarp.core.parallel import Executor
 
 
 def run_stage(module, root, *, backend=None, **options) -> dict:

@@ -11,10 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from timewarp.layout import Layout
+from timewarp.core.layout import Layout
 from timewarp.preprocess import preprocess
-from timewarp.store import read_json, read_jsonl
-from timewarp.video import ffmpeg_exe
+from timewarp.core.store import read_json, read_jsonl
+from timewarp.media.video import ffmpeg_exe
 
 from stages import run_video_stage
 
@@ -40,7 +40,7 @@ def _set_all(m, start, end):
 
 
 def _shift(m, seconds):
-    from timewarp.timestamps import format_timestamp, parse_timestamp
+    from timewarp.sources.timestamps import format_timestamp, parse_timestamp
     for a in _acts(m):
         ts = a["timestamp"]
         a["timestamp"] = {k: format_timestamp(parse_timestamp(v) + seconds) for k, v in ts.items()}
@@ -175,7 +175,7 @@ def test_one_caption_in_two_unicode_forms_is_one_event():
     """Before: "Café" typed composed and decomposed gave two captions, so two events ((1) and (2))."""
     import unicodedata
     from timewarp.sources.finevideo import ClipOptions, clip_spans
-    from timewarp.temporal import unique_clips
+    from timewarp.text.temporal import unique_clips
     composed, decomposed = "Caf\u00e9 opens.", "Cafe\u0301 opens."
     spans, *_ = clip_spans(_meta((0, 1, composed), (1, 2, "A dog runs."), (2, 3, decomposed)), ClipOptions())
     caps = [s.caption for s in spans]
@@ -204,7 +204,7 @@ def test_a_caption_without_words_is_no_event(text):
 def test_the_original_id_is_kept_and_the_file_name_is_safe(vname, source_id):
     """Before: "../../escape.mp4" was recorded as source_id "escape" (README: the original id is kept)."""
     from timewarp.sources.finevideo import ClipOptions, source_video
-    from timewarp.schema import SourceRef
+    from timewarp.core.schema import SourceRef
     sv = source_video(SourceRef("parquet", "/d/s.parquet", row=0), _meta((0, 1, "a"), (1, 2, "b"), vname=vname),
                       ClipOptions())
     assert sv.source_id == source_id

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 
 from test_real_world_video import render
-from timewarp.layout import Layout
+from timewarp.core.layout import Layout
 from timewarp.preprocess import final_assertions, preprocess, shuffle_clips
 from timewarp.sample_data import read_frame_ids
-from timewarp.schema import NormalAnnotation, ShuffledAnnotation
-from timewarp.store import read_json, read_jsonl
-from timewarp.timestamps import format_timestamp
+from timewarp.core.schema import NormalAnnotation, ShuffledAnnotation
+from timewarp.core.store import read_json, read_jsonl
+from timewarp.sources.timestamps import format_timestamp
 
 from stages import run_video_stage
 
@@ -138,7 +138,7 @@ def test_audio_follows_the_cut(tmp_path):
     import subprocess
 
     from timewarp.sample_data import SceneSpec, VideoSpec, render_video
-    from timewarp.video import ffmpeg_exe
+    from timewarp.media.video import ffmpeg_exe
 
     root = tmp_path / "src"
     root.mkdir()

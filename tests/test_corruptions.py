@@ -1,13 +1,13 @@
-"""timewarp.corruptions on real decoded frames: each does what its name says, is seeded and pure."""
+"""timewarp.media.corruptions on real decoded frames: each does what its name says, is seeded and pure."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from test_frames import frame_id, normal
-from timewarp import corruptions
-from timewarp.corruptions import CORRUPTIONS, DEFAULT_CORRUPTIONS, NotApplicable, choose, corrupt
-from timewarp.frames import extract_frames, sample_indices
+from timewarp.media import corruptions
+from timewarp.media.corruptions import CORRUPTIONS, DEFAULT_CORRUPTIONS, NotApplicable, choose, corrupt
+from timewarp.media.frames import extract_frames, sample_indices
 
 
 @pytest.fixture(scope="module")

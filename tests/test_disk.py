@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from test_resume import no_half_files
-from timewarp.errors import DiskFullError
-from timewarp.store import write_json
+from timewarp.core.errors import DiskFullError
+from timewarp.core.store import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,8 +11,8 @@ from generated_output import build
 from timewarp import export
 from timewarp.benchmark import evaluate
 from timewarp.benchmark.scoring import extract_choice
-from timewarp.layout import Layout
-from timewarp.store import read_jsonl
+from timewarp.core.layout import Layout
+from timewarp.core.store import read_jsonl
 
 OPTS = ["A red square slides from left to right", "A blue circle bounces", "A green bar sweeps across", "A cross grows"]
 ORDER_OPTS = ["(2), then (3), then (1)", "(3), then (1), then (2)", "(3), then (2), then (1)", "(1), then (2), then (3)"]
@@ -139,9 +139,9 @@ def test_shared_readers_live_in_library_modules(tmp_path):
     and the six generation stages' annotation loaders sat in generation.py beside the stage base class)."""
     import ast
 
-    from timewarp import annotations, generation
+    from timewarp.text import annotations, generation
     from timewarp.benchmark import predict, scoring
-    from timewarp.errors import UsageError
+    from timewarp.core.errors import UsageError
 
     root = Path(__file__).resolve().parents[1] / "timewarp"
     importers = [p.name for p in root.rglob("*.py") for node in ast.walk(ast.parse(p.read_text()))
@@ -150,7 +150,7 @@ def test_shared_readers_live_in_library_modules(tmp_path):
     assert predict.load_records is scoring.load_records is evaluate.load_records
     for name in ("load_normal", "load_shuffled", "require_normal_ids", "shuffled_ids_by_video"):
         fn = getattr(annotations, name)
-        assert fn.__module__ == "timewarp.annotations" and getattr(generation, name, fn) is fn
+        assert fn.__module__ == "timewarp.text.annotations" and getattr(generation, name, fn) is fn
     (tmp_path / "empty.jsonl").write_text("\n")
     with pytest.raises(UsageError, match="empty.jsonl holds no questions"):
         scoring.load_records(tmp_path / "empty.jsonl")

@@ -10,11 +10,11 @@ import pytest
 
 from generated_output import build, fresh_copy
 from timewarp import export
-from timewarp.frames import sample_indices
-from timewarp.layout import Layout
-from timewarp.parallel import Executor
+from timewarp.media.frames import sample_indices
+from timewarp.core.layout import Layout
+from timewarp.core.parallel import Executor
 from timewarp.sample_data import frame_id as sample_frame_id
-from timewarp.store import read_json, read_jsonl
+from timewarp.core.store import read_json, read_jsonl
 
 datasets = pytest.importorskip("datasets")  # requirements-dev.txt
 

@@ -24,10 +24,10 @@ import yaml
 from generated_output import fresh_copy
 from test_export import export_to, exported, generated  # noqa: F401 - the fixtures and the export call
 from timewarp import export
-from timewarp.frames import sample_indices
-from timewarp.layout import Layout
+from timewarp.media.frames import sample_indices
+from timewarp.core.layout import Layout
 from timewarp.sample_data import frame_id
-from timewarp.store import read_json, read_jsonl
+from timewarp.core.store import read_json, read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 

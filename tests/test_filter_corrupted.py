@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from timewarp.layout import Layout
+from timewarp.core.layout import Layout
 from timewarp.preprocess import filter_corrupted, final_assertions
-from timewarp.store import read_json, read_jsonl, write_json
+from timewarp.core.store import read_json, read_jsonl, write_json
 
 from stages import run_video_stage
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from timewarp.errors import ItemError
-from timewarp.layout import Layout
+from timewarp.core.errors import ItemError
+from timewarp.core.layout import Layout
 from timewarp.preprocess import final_assertions
-from timewarp.store import read_json, read_jsonl, write_json
-from timewarp.verify import read_packets
+from timewarp.core.store import read_json, read_jsonl, write_json
+from timewarp.media.verify import read_packets
 
 from stages import run_video_stage
 
@@ -214,7 +214,7 @@ def test_short_video_is_caught_with_and_without_decode(out):
     lay = Layout(out)
     ann = read_json(lay.normal_annotation("pal25"))
     assert run_video_stage(final_assertions, out, decode=True).ok
-    from timewarp.video import concat_copy
+    from timewarp.media.video import concat_copy
     tmp = lay.root / "cut.mp4"
     concat_copy(lay.normal_video("pal25"), Fraction(ann["fps_rational"]),
                 [(tmp, [(0, ann["clips"][1]["end_frame"])])])
@@ -233,7 +233,7 @@ def test_decode_counts_the_frames_really_there(out):
     container's claim (and the copies of the lost frames are no longer copies)."""
     import subprocess
 
-    from timewarp.video import ffmpeg_exe
+    from timewarp.media.video import ffmpeg_exe
     lay = Layout(out)
     video = lay.normal_video("pal25")
     front = lay.root / "front.mp4"
@@ -296,7 +296,7 @@ def shift_one_frame(video: Path) -> None:
     """Re-encode ``video`` with every frame one late (the first shown twice): same count, size and rate."""
     import subprocess
 
-    from timewarp.video import ffmpeg_exe
+    from timewarp.media.video import ffmpeg_exe
     tmp = video.with_name("shifted.mp4")
     subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-i", str(video), "-vf", "tpad=start=1:start_mode=clone",
                     "-frames:v", str(len(read_packets(video))),

@@ -1,16 +1,16 @@
-"""timewarp.frames: index sampling, one sequential decode pass, the JPEG cache (on real decoded frames)."""
+"""timewarp.media.frames: index sampling, one sequential decode pass, the JPEG cache (on real decoded frames)."""
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from timewarp.errors import ItemError
-from timewarp.frames import cached_frames, decode_jpeg, extract_frames, sample_indices, write_frames
-from timewarp.layout import Layout
+from timewarp.core.errors import ItemError
+from timewarp.media.frames import cached_frames, decode_jpeg, extract_frames, sample_indices, write_frames
+from timewarp.core.layout import Layout
 from timewarp.sample_data import frame_id  # noqa: F401 - test_implicit and test_corruptions import it from here
-from timewarp.schema import NormalAnnotation
-from timewarp.store import read_json
+from timewarp.core.schema import NormalAnnotation
+from timewarp.core.store import read_json
 
 
 def normal(processed, vid: str) -> tuple[Layout, NormalAnnotation]:
@@ -79,7 +79,7 @@ def test_write_and_cache(processed, tmp_path, monkeypatch):
     assert sorted(p.name for p in out.glob("*.jpg")) == [f"{i:05d}.jpg" for i in idx]
     assert json.loads((out / "frames.json").read_text())["indices"] == idx
 
-    import timewarp.frames as frames_mod
+    import timewarp.media.frames as frames_mod
 
     def no_decode(*a, **k):
         raise AssertionError("cache not used")

@@ -17,9 +17,9 @@ from stages import run_stage  # noqa: E402
 from timewarp.benchmark import generate_normal_benchmark, generate_shuffled_benchmark  # noqa: E402
 from timewarp.pref_data import (generate_pref_explicit, generate_sft_explicit, merge_normal_captions,  # noqa: E402
                                 merge_shuffled_captions)
-from timewarp.generation import NO_MODEL_OVERWRITE_HELP  # noqa: E402
-from timewarp.stage import NO_SEED_HELP  # noqa: E402
-from timewarp.temporal import KINDS  # noqa: E402
+from timewarp.text.generation import NO_MODEL_OVERWRITE_HELP  # noqa: E402
+from timewarp.core.stage import NO_SEED_HELP  # noqa: E402
+from timewarp.text.temporal import KINDS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MAINS = [merge_normal_captions.main, merge_shuffled_captions.main, generate_sft_explicit.main,

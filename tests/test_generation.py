@@ -2,7 +2,7 @@
 
 Every answer, rejected answer and benchmark key is recomputed here by a small oracle of the test's
 own, from clip *times* in the annotations (real order) and the shuffled annotation's timeline
-(shuffled order): nothing from timewarp.temporal is used to get expected values.
+(shuffled order): nothing from timewarp.text.temporal is used to get expected values.
 """
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ from stages import run_stage  # noqa: E402
 from timewarp.benchmark import generate_normal_benchmark, generate_shuffled_benchmark
 from timewarp.pref_data import (generate_pref_explicit, generate_sft_explicit, merge_normal_captions,
                                 merge_shuffled_captions)
-from timewarp.errors import ItemError
-from timewarp.generation import Draft, Generation
-from timewarp.stage import StageConfig, option
+from timewarp.core.errors import ItemError
+from timewarp.text.generation import Draft, Generation
+from timewarp.core.stage import StageConfig, option
 
 STAGES_OUT = ["captions/normal.jsonl", "captions/shuffled.jsonl", "sft/sft_explicit.jsonl", "pref/pref_explicit.jsonl",
               "benchmark/normal.jsonl", "benchmark/shuffled.jsonl"]
@@ -108,10 +108,10 @@ def synthetic_root(root: Path, videos: int = 40, seed: int = 3) -> Path:
     captions repeat; shuffled annotations made by shuffle_clips' own functions (the producer)."""
     import random
 
-    from timewarp.layout import Layout
+    from timewarp.core.layout import Layout
     from timewarp.preprocess.shuffle_clips import draw_permutations, shuffled_annotation
-    from timewarp.schema import Clip, NormalAnnotation
-    from timewarp.store import write_json
+    from timewarp.core.schema import Clip, NormalAnnotation
+    from timewarp.core.store import write_json
 
     rng = random.Random(seed)
     layout = Layout(root)
@@ -338,7 +338,7 @@ def test_a_new_stage_is_one_class(generated, tmp_path):
 
 def second_kind():
     """A kind added by a test: what happens second (asked with a free-text answer and as an MCQ)."""
-    from timewarp.temporal import Kind
+    from timewarp.text.temporal import Kind
 
     return Kind("second", 0, lambda clip, n: True, False, lambda events, order, pos: (order[1],),
                 ("What happens second in the video?",), ("Second, {c}.",), None,
@@ -348,7 +348,7 @@ def second_kind():
 def test_a_new_question_kind_is_one_record_and_changes_no_output(tmp_path, monkeypatch):
     import random
 
-    from timewarp import temporal
+    from timewarp.text import temporal
 
     root = synthetic_root(tmp_path / "before", videos=20)
     run_all(root, mirrored=True, hard_negatives=("reversed", "adjacent_swap"))
@@ -375,8 +375,8 @@ def test_a_new_question_kind_is_one_record_and_changes_no_output(tmp_path, monke
 
 
 def test_a_kind_missing_a_rule_does_not_load():
-    from timewarp import temporal
-    from timewarp.temporal import Kind
+    from timewarp.text import temporal
+    from timewarp.text.temporal import Kind
 
     good = second_kind()
     fields = [getattr(good, f) for f in good.__dataclass_fields__]

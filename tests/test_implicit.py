@@ -12,15 +12,15 @@ import pytest
 from fake_openai import Fault, fake_openai  # noqa: E402,F401 - fake_openai is a fixture
 from test_frames import frame_id  # noqa: E402
 
-from timewarp.corruptions import Corrupted  # noqa: E402
-from timewarp.errors import UsageError  # noqa: E402
-from timewarp.frames import decode_jpeg  # noqa: E402
-from timewarp.layout import Layout  # noqa: E402
-from timewarp.llm import ChatClient  # noqa: E402
-from timewarp.parallel import Executor  # noqa: E402
+from timewarp.media.corruptions import Corrupted  # noqa: E402
+from timewarp.core.errors import UsageError  # noqa: E402
+from timewarp.media.frames import decode_jpeg  # noqa: E402
+from timewarp.core.layout import Layout  # noqa: E402
+from timewarp.text.llm import ChatClient  # noqa: E402
+from timewarp.core.parallel import Executor  # noqa: E402
 from timewarp.pref_data import combine_pref  # noqa: E402
 from timewarp.pref_data import generate_pref_implicit as gi  # noqa: E402
-from timewarp.store import read_json, read_jsonl  # noqa: E402
+from timewarp.core.store import read_json, read_jsonl  # noqa: E402
 
 TRAIN = ["film24", "ntsc30", "pal25"]
 
@@ -199,11 +199,11 @@ def invert(frames, seed: int = 0) -> Corrupted:
 
 
 def test_a_new_corruption_leaves_the_existing_outputs_byte_identical(fake_openai, root, monkeypatch):
-    """Adding a corruption is one record in timewarp.corruptions.CORRUPTIONS: the default draw does not
+    """Adding a corruption is one record in timewarp.media.corruptions.CORRUPTIONS: the default draw does not
     change, and drawing from a list that holds it changes only the videos that draw it."""
     import importlib
 
-    from timewarp import corruptions
+    from timewarp.media import corruptions
 
     more = corruptions.DEFAULT_CORRUPTIONS + ("invert",)
     seed = next(s for s in range(100) if 0 < sum("invert" in corruptions.choose(more, 2, s, f"{v}/implicit")

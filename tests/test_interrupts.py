@@ -1,7 +1,7 @@
 """Ctrl-C at every moment of every stage, then "rerun the same command to resume".
 
 Real processes and a real SIGINT to the whole process group, as a terminal's Ctrl-C sends it, at a
-moment named by ``TIMEWARP_TEST_SIGINT_AT=<stage>:<n>`` (``timewarp/checkpoints.py``: just before and
+moment named by ``TIMEWARP_TEST_SIGINT_AT=<stage>:<n>`` (``timewarp/core/checkpoints.py``: just before and
 after each file is renamed into place or moved, and the start of each stage): no timing involved.
 Each interrupted run must end with status 130 and one line, and the rerun of the same command must
 give exactly what an uninterrupted run gives: byte-identical JSON and the same video frames.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from timewarp.layout import Layout
+from timewarp.core.layout import Layout
 from timewarp.sample_data import SceneSpec, VideoSpec, metadata_for, read_frame_ids, render_video, write_shard
 
 pytestmark = pytest.mark.video   # renders videos and runs stages on them (the slow tier)

@@ -1,4 +1,4 @@
-"""timewarp.llm against a real loopback OpenAI-compatible server (tests/fake_openai.py)."""
+"""timewarp.text.llm against a real loopback OpenAI-compatible server (tests/fake_openai.py)."""
 from __future__ import annotations
 
 import argparse
@@ -15,9 +15,9 @@ import pytest
 from fake_openai import FakeOpenAI, Fault, fake_openai  # noqa: E402,F401 - fake_openai is a fixture
 from test_install import ROOT, stage_modules  # noqa: E402
 
-from timewarp.errors import UsageError  # noqa: E402
-from timewarp.layout import Layout  # noqa: E402
-from timewarp.llm import (ChatClient, ChatRequest, LLMError, add_llm_args, client_from_args,  # noqa: E402
+from timewarp.core.errors import UsageError  # noqa: E402
+from timewarp.core.layout import Layout  # noqa: E402
+from timewarp.text.llm import (ChatClient, ChatRequest, LLMError, add_llm_args, client_from_args,  # noqa: E402
                           parse_json_object)
 
 SECRET = "sk-test-SECRET-0123456789abcdef"
@@ -389,7 +389,7 @@ def test_a_redirect_is_not_followed_so_the_key_stays_home(tmp_path):
 
 
 def test_a_malformed_reply_is_asked_again_warmer_and_cached_under_the_original_request(tmp_path):
-    from timewarp.llm import RETRY_TEMPERATURE
+    from timewarp.text.llm import RETRY_TEMPERATURE
 
     with FakeOpenAI() as server:
         server.responder = lambda req: json.dumps({"answer": "ok"})
@@ -411,7 +411,7 @@ def test_stages_import_openai_only_when_a_client_is_made():
     assert len(stages) >= 16, stages
     code = (f"import importlib, sys\nfor m in {stages!r}: importlib.import_module(m)\n"
             "print('before', 'openai' in sys.modules)\n"
-            "from timewarp.llm import ChatClient\nChatClient('http://127.0.0.1:9/v1', 'm', sys.argv[1])\n"
+            "from timewarp.text.llm import ChatClient\nChatClient('http://127.0.0.1:9/v1', 'm', sys.argv[1])\n"
             "print('after', 'openai' in sys.modules)\n")
     res = subprocess.run([sys.executable, "-c", code, str(ROOT / "unused-cache")], capture_output=True, text=True,
                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)

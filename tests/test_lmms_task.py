@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from generated_output import build
-from timewarp.layout import Layout
-from timewarp.store import read_jsonl
+from timewarp.core.layout import Layout
+from timewarp.core.store import read_jsonl
 
 TASK_DIR = Path(__file__).resolve().parents[1] / "lmms_eval_tasks" / "timewarp"
 REQUIRED = ("task", "dataset_path", "test_split", "doc_to_visual", "doc_to_text", "doc_to_target",

@@ -20,11 +20,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from timewarp.errors import UsageError
-from timewarp.layout import Layout
+from timewarp.core.errors import UsageError
+from timewarp.core.layout import Layout
 from timewarp.preprocess import preprocess, shuffle_clips
 from timewarp.sample_data import SceneSpec, VideoSpec, metadata_for, read_frame_ids, render_video, write_shard
-from timewarp.store import read_json, read_jsonl
+from timewarp.core.store import read_json, read_jsonl
 
 from stages import run_video_stage
 
@@ -350,7 +350,7 @@ def _default_sigint() -> None:
 
 def _interrupt(cmd: list[str], env: dict, at: str) -> tuple[int, list[str]]:
     """Run ``cmd`` in its own process group; Ctrl-C the group at checkpoint ``at`` ("<stage>:<n>",
-    timewarp/checkpoints.py): the same moment on an idle or a busy machine. (status, stderr lines)."""
+    timewarp/core/checkpoints.py): the same moment on an idle or a busy machine. (status, stderr lines)."""
     # A shell started in the background (CI harnesses, `cmd &`) ignores SIGINT, and an ignored signal is
     # inherited and cannot be trapped: give the script the default disposition a terminal's Ctrl-C meets.
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**env, "TIMEWARP_TEST_SIGINT_AT": at},

@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 
 import test_real_world_video as wild
-from timewarp import video
-from timewarp.layout import Layout
+from timewarp.media import video
+from timewarp.core.layout import Layout
 from timewarp.preprocess import preprocess
 from timewarp.sample_data import read_frame_ids
-from timewarp.schema import NormalAnnotation
-from timewarp.store import read_json, read_jsonl
-from timewarp.video import FramesDiffer, decode_probe, encode_normal, ffmpeg_exe, packet_probe
+from timewarp.core.schema import NormalAnnotation
+from timewarp.core.store import read_json, read_jsonl
+from timewarp.media.video import FramesDiffer, decode_probe, encode_normal, ffmpeg_exe, packet_probe
 
 from stages import run_video_stage
 

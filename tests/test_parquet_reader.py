@@ -7,10 +7,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from timewarp import parquet_pages
-from timewarp.errors import ItemError
+from timewarp.sources import parquet_pages
+from timewarp.core.errors import ItemError
 from timewarp.sources.finevideo import extract_mp4
-from timewarp.schema import SourceRef
+from timewarp.core.schema import SourceRef
 
 
 def _values(n=17, seed=1):

@@ -12,11 +12,11 @@ import pytest
 
 from fake_openai import Fault, FakeOpenAI
 from generated_output import build, fresh_copy
-from timewarp import frames as framelib
+from timewarp.media import frames as framelib
 from timewarp.benchmark import evaluate, predict
-from timewarp.layout import Layout
+from timewarp.core.layout import Layout
 from timewarp.sample_data import frame_id, read_frame_ids
-from timewarp.store import read_json, read_jsonl
+from timewarp.core.store import read_json, read_jsonl
 
 N = 8
 

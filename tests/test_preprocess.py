@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from conftest import wild_specs
-from timewarp.layout import Layout
+from timewarp.core.layout import Layout
 from timewarp.preprocess import preprocess, shuffle_clips
 from timewarp.sample_data import SceneSpec, VideoSpec, metadata_for, read_frame_ids, render_video, write_shard
-from timewarp.schema import NormalAnnotation, ShuffledAnnotation
-from timewarp.store import read_json, read_jsonl
+from timewarp.core.schema import NormalAnnotation, ShuffledAnnotation
+from timewarp.core.store import read_json, read_jsonl
 
 from stages import run_video_stage
 
@@ -144,7 +144,7 @@ def _zero_mp4_chunks(shard: Path, rows_to_damage: set[int]) -> None:
 
 
 def test_selection_never_reads_unchosen_mp4_bytes(wild_rows, tmp_path):
-    from timewarp.splits import rank_key
+    from timewarp.core.splits import rank_key
 
     shard = tmp_path / "fv" / "data" / "train-00000-of-00001.parquet"
     write_shard(shard, wild_rows, row_group_size=1)
@@ -191,7 +191,7 @@ def test_max_height_and_audio(wild_rows, tmp_path):
     assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (320, 136)
     cap.release()
     assert read_frame_ids(layout.root / ann.video) == list(range(ann.frame_count))
-    from timewarp.video import ffmpeg_exe
+    from timewarp.media.video import ffmpeg_exe
     import subprocess
     info = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(layout.root / ann.video)], capture_output=True, text=True).stderr
     assert "Audio: aac" in info
@@ -272,7 +272,7 @@ def test_save_dir_around_or_equal_to_the_dataset(wild_rows, tmp_path):
 def test_main_builds_the_config_and_the_executor_from_the_command_line(monkeypatch, tmp_path):
     """Each option reaches the run: --executor/--workers as the Executor (before, preprocess ran --executor ray
     on the local pool), every other option as a field of the stage's Config."""
-    from timewarp.parallel import Executor
+    from timewarp.core.parallel import Executor
     from timewarp.preprocess import filter_corrupted, final_assertions
 
     src = tmp_path / "fv"

@@ -13,11 +13,11 @@ import yaml
 
 from generated_output import build, fresh_copy
 from timewarp import publish
-from timewarp.layout import Layout
-from timewarp.parallel import Executor
+from timewarp.core.layout import Layout
+from timewarp.core.parallel import Executor
 from timewarp.pref_data import combine_pref
 from timewarp.sample_data import frame_id as sample_frame_id
-from timewarp.store import read_json, read_jsonl, write_jsonl
+from timewarp.core.store import read_json, read_jsonl, write_jsonl
 
 datasets = pytest.importorskip("datasets")  # requirements-dev.txt
 

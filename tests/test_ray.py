@@ -24,12 +24,12 @@ import pytest
 ray = pytest.importorskip("ray")
 from ray import cloudpickle  # noqa: E402 - the one Ray pickles tasks with
 
-from timewarp import parallel  # noqa: E402
-from timewarp.layout import Layout  # noqa: E402
-from timewarp.parallel import Executor, Failed, pmap  # noqa: E402
+from timewarp.core import parallel  # noqa: E402
+from timewarp.core.layout import Layout  # noqa: E402
+from timewarp.core.parallel import Executor, Failed, pmap  # noqa: E402
 from timewarp.preprocess import preprocess, shuffle_clips  # noqa: E402
 from timewarp.sample_data import write_shard  # noqa: E402
-from timewarp.store import read_json, read_jsonl  # noqa: E402
+from timewarp.core.store import read_json, read_jsonl  # noqa: E402
 
 from same_outputs import assert_same_outputs, stats  # noqa: E402
 from stages import run_video_stage  # noqa: E402
@@ -165,8 +165,8 @@ def test_an_address_that_cannot_be_joined_is_one_line_naming_it(fv_root, tmp_pat
 def test_ray_max_retries_is_checked():
     from argparse import Namespace
 
-    from timewarp.errors import UsageError
-    from timewarp.stage import executor_from_args
+    from timewarp.core.errors import UsageError
+    from timewarp.core.stage import executor_from_args
 
     given = dict(workers=1, ray_address=None)
     assert executor_from_args(Namespace(executor="ray", ray_max_retries=0, **given)).max_retries == 0

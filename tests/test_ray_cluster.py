@@ -34,9 +34,9 @@ import pytest
 ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from timewarp.layout import Layout  # noqa: E402
-from timewarp.store import TEMP_PREFIXES, read_jsonl, remove_stale_temp  # noqa: E402
-from timewarp.video import ffmpeg_exe  # noqa: E402
+from timewarp.core.layout import Layout  # noqa: E402
+from timewarp.core.store import TEMP_PREFIXES, read_jsonl, remove_stale_temp  # noqa: E402
+from timewarp.media.video import ffmpeg_exe  # noqa: E402
 
 from same_outputs import assert_same_outputs  # noqa: E402
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from timewarp.schema import BenchmarkRecord, CaptionRecord, NormalAnnotation, PrefRecord, SFTRecord
+from timewarp.core.schema import BenchmarkRecord, CaptionRecord, NormalAnnotation, PrefRecord, SFTRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()

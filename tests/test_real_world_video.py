@@ -20,13 +20,13 @@ from typing import Callable, Optional
 import numpy as np
 import pytest
 
-from timewarp.layout import Layout
+from timewarp.core.layout import Layout
 from timewarp.preprocess import filter_corrupted, final_assertions, preprocess, shuffle_clips
 from timewarp.sample_data import draw_frame, frame_id, read_frame_ids
-from timewarp.schema import NormalAnnotation, ShuffledAnnotation
-from timewarp.store import read_json, read_jsonl
-from timewarp.timestamps import format_timestamp
-from timewarp.video import ffmpeg_exe
+from timewarp.core.schema import NormalAnnotation, ShuffledAnnotation
+from timewarp.core.store import read_json, read_jsonl
+from timewarp.sources.timestamps import format_timestamp
+from timewarp.media.video import ffmpeg_exe
 
 from stages import run_video_stage
 
@@ -309,8 +309,8 @@ def _source_of(layout: Layout, ann: NormalAnnotation) -> Path:
 
 def test_an_ffmpeg_failure_says_why(tmp_path):
     """Not only ffmpeg's closing 'Conversion failed!': the line that names the problem."""
-    from timewarp.errors import ItemError
-    from timewarp.video import run_ffmpeg
+    from timewarp.core.errors import ItemError
+    from timewarp.media.video import run_ffmpeg
 
     with pytest.raises(ItemError) as err:
         run_ffmpeg(["-f", "lavfi", "-i", "color=s=64x48:d=0.2", "-c:v", "libx264", "-preset", "no-such-preset",
@@ -319,7 +319,7 @@ def test_an_ffmpeg_failure_says_why(tmp_path):
 
 
 def test_frame_rate_names_each_irregularity():
-    from timewarp.video import frame_rate
+    from timewarp.media.video import frame_rate
 
     tb = Fraction(1, 90000)
     ntsc = [Fraction(round(k * 90000 * 1001 / 30000), 90000) for k in range(300)]
@@ -344,8 +344,8 @@ def test_smartcut_handles_or_declines_each_case(wild):
 
 def test_an_irregularity_after_every_used_frame_is_cut_off_not_rejected():
     """A rate change or hole after the last frame a clip uses costs only the frames after it; inside, a reject."""
-    from timewarp.errors import ItemError
-    from timewarp.video import VideoInfo, frame_rate, regular_part
+    from timewarp.core.errors import ItemError
+    from timewarp.media.video import VideoInfo, frame_rate, regular_part
 
     tb = Fraction(1, 15360)
     for name, times in (("variable frame rate", [Fraction(k, 30) for k in range(90)] + [3 + Fraction(k, 10) for k in range(1, 11)]),

@@ -10,8 +10,8 @@ import pytest
 
 from generated_output import build, fresh_copy
 from timewarp import report
-from timewarp.generation import Generation
-from timewarp.layout import Layout
+from timewarp.text.generation import Generation
+from timewarp.core.layout import Layout
 
 pytest.importorskip("matplotlib")  # requirements.txt
 PNG = b"\x89PNG\r\n\x1a\n"

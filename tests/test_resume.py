@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 
 
-from timewarp.layout import Layout
+from timewarp.core.layout import Layout
 from timewarp.preprocess import preprocess, shuffle_clips
 from timewarp.sample_data import read_frame_ids
-from timewarp.store import TEMP_PREFIXES, read_json
+from timewarp.core.store import TEMP_PREFIXES, read_json
 
 from stages import run_video_stage
 

@@ -17,9 +17,9 @@ import pytest
 
 from fake_openai import FakeOpenAI
 from test_resume import kill_when
-from timewarp.layout import Layout
+from timewarp.core.layout import Layout
 from timewarp.pref_data import generate_sft_explicit
-from timewarp.store import read_jsonl
+from timewarp.core.store import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 

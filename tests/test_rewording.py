@@ -14,10 +14,10 @@ from fake_openai import fake_openai  # noqa: E402,F401 - fake_openai is a fixtur
 
 from stages import run_stage  # noqa: E402
 from timewarp.benchmark import generate_normal_benchmark  # noqa: E402
-from timewarp.llm import ChatClient  # noqa: E402
+from timewarp.text.llm import ChatClient  # noqa: E402
 from timewarp.pref_data import generate_pref_explicit, generate_sft_explicit  # noqa: E402
-from timewarp.temporal import KINDS, answer, answer_text, flip_words, question_text  # noqa: E402
-from timewarp.textgen import OpenAIBackend, Rewrite, TemplateBackend  # noqa: E402
+from timewarp.text.temporal import KINDS, answer, answer_text, flip_words, question_text  # noqa: E402
+from timewarp.text.textgen import OpenAIBackend, Rewrite, TemplateBackend  # noqa: E402
 
 NONE_ANSWERS = {name: k.none_answer for name, k in KINDS.items() if k.none_answer}
 

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from timewarp.sample_data import COLORS, ID_BAND, build, draw_frame
-from timewarp.timestamps import parse_timestamp
+from timewarp.sources.timestamps import parse_timestamp
 
 pytestmark = pytest.mark.video   # renders videos and runs stages on them (the slow tier)
 

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 import test_preprocess
-from timewarp import smartcut
-from timewarp.layout import Layout
+from timewarp.media import smartcut
+from timewarp.core.layout import Layout
 from timewarp.preprocess import final_assertions, preprocess, shuffle_clips
 from timewarp.sample_data import SceneSpec, VideoSpec, draw_frame, metadata_for, read_frame_ids, write_shard
-from timewarp.schema import NormalAnnotation
-from timewarp.store import read_json
-from timewarp.video import decode_errors, ffmpeg_exe
+from timewarp.core.schema import NormalAnnotation
+from timewarp.core.store import read_json
+from timewarp.media.video import decode_errors, ffmpeg_exe
 
 from stages import run_video_stage
 
@@ -293,6 +293,6 @@ def test_engine_option_is_checked(wild_dataset, tmp_path, capsys):
         preprocess.main(["--root_dir", str(wild_dataset), "--save_dir", str(tmp_path / "o"), "--scale", "1",
                          "--engine", "nope"])
     assert "--engine" in capsys.readouterr().err
-    from timewarp.errors import UsageError
+    from timewarp.core.errors import UsageError
     with pytest.raises(UsageError, match="--engine"):
         run_video_stage(preprocess, tmp_path / "o", root_dir=wild_dataset, scale=1, engine="fast")

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from timewarp import sources
-from timewarp.errors import UsageError
-from timewarp.layout import Layout
+from timewarp.core.errors import UsageError
+from timewarp.core.layout import Layout
 from timewarp.preprocess import final_assertions, preprocess
 from timewarp.sample_data import SceneSpec, VideoSpec, read_frame_ids, render_video
 from timewarp.sources.base import MERGED, merge_overlaps
-from timewarp.store import read_json, read_jsonl
-from timewarp.timestamps import format_timestamp
+from timewarp.core.store import read_json, read_jsonl
+from timewarp.sources.timestamps import format_timestamp
 
 from stages import run_video_stage
 

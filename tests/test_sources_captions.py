@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from timewarp.errors import ItemError
-from timewarp.layout import Layout
+from timewarp.core.errors import ItemError
+from timewarp.core.layout import Layout
 from timewarp.preprocess import preprocess
 from timewarp.sources.base import DUPLICATE, MERGED
 from timewarp.sources.captions import parse_cues, parse_json_events
-from timewarp.store import read_jsonl
+from timewarp.core.store import read_jsonl
 
 from stages import run_video_stage
 from test_sources import _check_item, _render

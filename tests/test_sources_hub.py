@@ -13,11 +13,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from timewarp.layout import Layout
+from timewarp.core.layout import Layout
 from timewarp.preprocess import final_assertions, preprocess
 from timewarp.sample_data import read_frame_ids
 from timewarp.sources import hub as hubmod
-from timewarp.store import read_json
+from timewarp.core.store import read_json
 
 from fake_hub import FakeHub
 from stages import run_video_stage
@@ -166,7 +166,7 @@ def test_final_assertions_takes_an_explicit_hub_root(fake, tmp_path, capsys):
 
 
 def test_missing_hub_dataset_is_one_line(fake, tmp_path):
-    from timewarp.errors import UsageError
+    from timewarp.core.errors import UsageError
     with pytest.raises(UsageError, match="hf://datasets/nobody/nothing"):
         run_video_stage(preprocess, tmp_path / "o", root_dir="hf://datasets/nobody/nothing", scale=1)
 

@@ -9,10 +9,10 @@ from typing import Optional
 
 import pytest
 
-from timewarp.errors import ItemError, UsageError
-from timewarp.layout import Layout
-from timewarp.parallel import Executor, Failed, Rejected, pmap
-from timewarp.stage import StageConfig, StageRun, add_common_args, executor_from_args, option
+from timewarp.core.errors import ItemError, UsageError
+from timewarp.core.layout import Layout
+from timewarp.core.parallel import Executor, Failed, Rejected, pmap
+from timewarp.core.stage import StageConfig, StageRun, add_common_args, executor_from_args, option
 
 
 

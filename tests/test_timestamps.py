@@ -3,7 +3,7 @@ from fractions import Fraction
 import pytest
 
 from timewarp.sources.finevideo import safe_id
-from timewarp.timestamps import format_timestamp, parse_rate, parse_timestamp, time_to_frame
+from timewarp.sources.timestamps import format_timestamp, parse_rate, parse_timestamp, time_to_frame
 
 
 @pytest.mark.parametrize("text,seconds", [

@@ -14,11 +14,11 @@ import pytest
 
 from generated_output import fresh_copy
 from stages import run_stage, run_video_stage
-from timewarp import frames as framelib
-from timewarp.errors import UsageError
-from timewarp.layout import Layout
+from timewarp.media import frames as framelib
+from timewarp.core.errors import UsageError
+from timewarp.core.layout import Layout
 from timewarp.sample_data import frame_id
-from timewarp.store import read_json, read_jsonl, write_jsonl
+from timewarp.core.store import read_json, read_jsonl, write_jsonl
 
 if os.environ.get("CI"):  # .ci/run installs requirements-train.txt: a missing package is a failure there, not a skip
     import torch

@@ -17,14 +17,14 @@ import numpy as np
 import pytest
 
 from test_smartcut import gop_spec, render, x264
-from timewarp import verify
-from timewarp.errors import ItemError
-from timewarp.layout import Layout
+from timewarp.media import verify
+from timewarp.core.errors import ItemError
+from timewarp.core.layout import Layout
 from timewarp.preprocess import preprocess, shuffle_clips
 from timewarp.sample_data import metadata_for, read_frame_ids, write_shard
-from timewarp.schema import NormalAnnotation, ShuffledAnnotation
-from timewarp.store import read_json
-from timewarp.video import ffmpeg_exe
+from timewarp.core.schema import NormalAnnotation, ShuffledAnnotation
+from timewarp.core.store import read_json
+from timewarp.media.video import ffmpeg_exe
 
 from stages import run_video_stage
 
@@ -283,7 +283,7 @@ def test_shuffle_clips_refuses_a_shuffled_video_that_is_not_the_clips(made, tmp_
     """shuffle_clips checks its own copies packet by packet: a copy of other frames (here the clips in
     normal order instead of the permutation's) is a reject, and no shuffled video or annotation is left."""
     from timewarp.preprocess import shuffle_clips as sc
-    from timewarp.store import read_jsonl
+    from timewarp.core.store import read_jsonl
 
     out = tmp_path / "out"
     shutil.copytree(made["outs"]["smartcut"], out)

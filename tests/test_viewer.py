@@ -12,9 +12,9 @@ import pytest
 
 from generated_output import build, fresh_copy
 from timewarp import report, viewer
-from timewarp.layout import Layout
-from timewarp.parallel import Executor
-from timewarp.store import read_json, read_jsonl, write_jsonl
+from timewarp.core.layout import Layout
+from timewarp.core.parallel import Executor
+from timewarp.core.store import read_json, read_jsonl, write_jsonl
 
 webdriver = pytest.importorskip("selenium.webdriver")  # requirements-dev.txt
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -2,7 +2,7 @@
 equal up to case and punctuation are one event (issue 12).
 
 * the replies the issue found accepted, each refused here (these tests fail on the checker before
-  timewarp/wording.py);
+  timewarp/text/wording.py);
 * both error rates, measured over every text the generation stages send, on sample data whose
   captions are like FineVideo's: a careless model (tests/fake_openai.py: insertions, duplicates,
   swaps across quotes and labels, truncations, the answer leaking into the question, reversed or
@@ -29,9 +29,9 @@ from stages import run_stage  # noqa: E402
 from timewarp.benchmark import generate_normal_benchmark, generate_shuffled_benchmark  # noqa: E402
 from timewarp.pref_data import (generate_pref_explicit, generate_sft_explicit, merge_normal_captions,  # noqa: E402
                                 merge_shuffled_captions)
-from timewarp.temporal import (answer, answer_text, pick_mcqs, pick_questions,  # noqa: E402
+from timewarp.text.temporal import (answer, answer_text, pick_mcqs, pick_questions,  # noqa: E402
                                question_text)
-from timewarp.textgen import Rewrite, TemplateBackend, validate_field  # noqa: E402
+from timewarp.text.textgen import Rewrite, TemplateBackend, validate_field  # noqa: E402
 
 CAPS = [
     "The person feeds the cat.",                                            # 0
@@ -370,7 +370,7 @@ def test_indistinguishable_events_are_never_asked_apart_nor_answer_their_own_que
 
 
 def test_pair_whose_answers_are_the_same_event_is_dropped(tmp_path):
-    from timewarp.layout import Layout
+    from timewarp.core.layout import Layout
 
     caps = ["The person waves at the camera.", "The person feeds the cat.", "The person tunes a guitar.",
             "THE PERSON WAVES AT THE CAMERA!"]
@@ -389,7 +389,7 @@ def test_pair_whose_answers_are_the_same_event_is_dropped(tmp_path):
 
 
 def test_rewording_rules_are_one_module_with_public_names():
-    """The words and checks of a rewording live in timewarp/wording.py, which needs nothing of the question
+    """The words and checks of a rewording live in timewarp/text/wording.py, which needs nothing of the question
     kinds; no module reaches for a private name of wording.py or temporal.py."""
     import ast
 
@@ -397,9 +397,9 @@ def test_rewording_rules_are_one_module_with_public_names():
     imports = {}
     for path in root.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module in ("timewarp.temporal", "timewarp.wording"):
+            if isinstance(node, ast.ImportFrom) and node.module in ("timewarp.text.temporal", "timewarp.text.wording"):
                 imports.setdefault(path.name, []).extend((node.module, a.name) for a in node.names)
-    assert not any(m == "timewarp.temporal" for m, _ in imports.get("wording.py", []))
+    assert not any(m == "timewarp.text.temporal" for m, _ in imports.get("wording.py", []))
     private = [(f, m, n) for f, names in imports.items() for m, n in names if n.startswith("_")]
     assert private == []
-    assert ("timewarp.wording", "EARLY") in imports["temporal.py"]  # the kinds' flip words are wording's words
+    assert ("timewarp.text.wording", "EARLY") in imports["temporal.py"]  # the kinds' flip words are wording's words

@@ -8,7 +8,7 @@ or re-states that loader). Formats (files under <out>/exports/<format>/, one per
 
 {VIDEO_ROOTS}
 --frames N samples N frames uniformly per video (--fps R: R frames per second, at most --max_frames),
-decoded in one sequential pass (timewarp.frames), written to exports/frames/<n8|fps1>/<video path>/
+decoded in one sequential pass (timewarp.media.frames), written to exports/frames/<n8|fps1>/<video path>/
 as 00001.jpg, 00002.jpg, ... in time order (MVBench opens exactly these names; the other readers sort
 the folder), with the source frame indices in <folder>.frames.json beside it (never inside: readers
 take every file in the folder). Rows whose video (or frames) are missing are rejected
@@ -26,15 +26,15 @@ from functools import partial
 from pathlib import Path
 from typing import Callable, Optional
 
-from timewarp import frames as framelib
-from timewarp.errors import ItemError, UsageError
-from timewarp.layout import Layout
-from timewarp.parallel import LOCAL, Executor, pmap
-from timewarp.stage import (StageConfig, StageRun, add_common_args, add_shuffled_dir_args, cli, executor_from_args,
+from timewarp.media import frames as framelib
+from timewarp.core.errors import ItemError, UsageError
+from timewarp.core.layout import Layout
+from timewarp.core.parallel import LOCAL, Executor, pmap
+from timewarp.core.stage import (StageConfig, StageRun, add_common_args, add_shuffled_dir_args, cli, executor_from_args,
                             log, option, require_root)
-from timewarp.store import atomic_path, read_json, read_jsonl, write_json, write_jsonl
-from timewarp.temporal import LETTERS
-from timewarp.trl_messages import assistant_message, user_message
+from timewarp.core.store import atomic_path, read_json, read_jsonl, write_json, write_jsonl
+from timewarp.text.temporal import LETTERS
+from timewarp.text.trl_messages import assistant_message, user_message
 
 STAGE = "export"
 DEFAULT_FRAMES = 8          # the method trains on 8 frames per video

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from timewarp.errors import UsageError
-from timewarp.layout import Layout
-from timewarp.stage import StageConfig, add_common_args, add_shuffled_dir_args, cli, log, require_root
-from timewarp.store import atomic_path, read_json, read_jsonl, write_text
+from timewarp.core.errors import UsageError
+from timewarp.core.layout import Layout
+from timewarp.core.stage import StageConfig, add_common_args, add_shuffled_dir_args, cli, log, require_root
+from timewarp.core.store import atomic_path, read_json, read_jsonl, write_text
 
 # every stage that writes stats/<stage>.json, in the order a full run calls them (a name not here sorts last)
 STAGE_ORDER = ["preprocess", "filter_corrupted", "final_assertions", "shuffle_clips", "merge_normal_captions",

@@ -25,8 +25,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from timewarp.timestamps import format_timestamp
-from timewarp.video import ffmpeg_exe
+from timewarp.sources.timestamps import format_timestamp
+from timewarp.media.video import ffmpeg_exe
 
 ID_BITS = 14
 ID_COLS = 7

@@ -24,13 +24,13 @@ from functools import partial
 from pathlib import Path
 from typing import Optional
 
-from timewarp import frames as framelib
-from timewarp.errors import ItemError, UsageError
-from timewarp.layout import Layout
-from timewarp.parallel import LOCAL, Executor, pmap
-from timewarp.stage import (StageConfig, StageRun, add_common_args, add_shuffled_dir_args, cli, executor_from_args,
+from timewarp.media import frames as framelib
+from timewarp.core.errors import ItemError, UsageError
+from timewarp.core.layout import Layout
+from timewarp.core.parallel import LOCAL, Executor, pmap
+from timewarp.core.stage import (StageConfig, StageRun, add_common_args, add_shuffled_dir_args, cli, executor_from_args,
                             log, require_root)
-from timewarp.store import atomic_path, read_json, read_jsonl, write_text
+from timewarp.core.store import atomic_path, read_json, read_jsonl, write_text
 
 ASSETS = Path(__file__).resolve().parent / "viewer_assets"
 ASSET_FILES = ("index.html", "viewer.css", "viewer.js")

@@ -14,10 +14,10 @@ from consumer_envs import venv_python
 from generated_output import fresh_copy
 from test_export import export_to, generated  # noqa: F401 - the fixture and the export call
 from timewarp import export
-from timewarp.frames import sample_indices
-from timewarp.layout import Layout
+from timewarp.media.frames import sample_indices
+from timewarp.core.layout import Layout
 from timewarp.sample_data import frame_id
-from timewarp.store import read_jsonl
+from timewarp.core.store import read_jsonl
 
 pytestmark = pytest.mark.consumers
 HERE = Path(__file__).resolve().parent

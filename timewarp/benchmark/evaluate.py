@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Optional
 
 from timewarp.benchmark.scoring import format_summary, load_records, prediction_text, score
-from timewarp.errors import UsageError
-from timewarp.stage import cli
-from timewarp.store import write_json, write_jsonl
+from timewarp.core.errors import UsageError
+from timewarp.core.stage import cli
+from timewarp.core.store import write_json, write_jsonl
 
 
 def load_predictions(path) -> dict:

@@ -13,9 +13,9 @@ first/last, 5 or more allow every kind. A test video without a shuffled annotati
 both benchmarks cover the same videos. Keys are computed from the clip order, never by a model;
 ``--backend openai`` only rewords a question that names events (right after / right before X, order
 of three; options and key untouched; a first / last / earliest / latest question stays template
-text), with the checks of timewarp.textgen (same events in order, each "(k)" before its own event,
+text), with the checks of timewarp.text.textgen (same events in order, each "(k)" before its own event,
 no other event of the video, no direction word that flips the question).
-Output: benchmark/normal.jsonl (schema: timewarp.schema.BenchmarkRecord), rebuilt on every run.
+Output: benchmark/normal.jsonl (schema: timewarp.core.schema.BenchmarkRecord), rebuilt on every run.
 """
 from __future__ import annotations
 
@@ -23,15 +23,15 @@ import random
 import sys
 from dataclasses import dataclass
 
-from timewarp.annotations import load_shuffled
-from timewarp.errors import ItemError, UsageError
-from timewarp.generation import Draft, Generation
-from timewarp.schema import BenchmarkRecord
-from timewarp.splits import item_seed
-from timewarp.stage import StageConfig, option
-from timewarp.temporal import (LETTERS, MIN_CLIPS_MCQ, KeyBalancer, answer, flip_words, option_text, pick_mcqs,
+from timewarp.text.annotations import load_shuffled
+from timewarp.core.errors import ItemError, UsageError
+from timewarp.text.generation import Draft, Generation
+from timewarp.core.schema import BenchmarkRecord
+from timewarp.core.splits import item_seed
+from timewarp.core.stage import StageConfig, option
+from timewarp.text.temporal import (LETTERS, MIN_CLIPS_MCQ, KeyBalancer, answer, flip_words, option_text, pick_mcqs,
                                question_keep, question_labels, question_text)
-from timewarp.textgen import Rewrite
+from timewarp.text.textgen import Rewrite
 
 
 def format_prompt(question: str, options: list[str]) -> str:

@@ -7,7 +7,7 @@ play in shuffled order. ``key_changed`` says whether it differs from the normal 
 A question whose shuffled annotation is missing or inconsistent is rejected. No model is involved and
 nothing is random: the model options, --seed and --overwrite are accepted (one TIMEWARP_ARGS fits
 every stage of generate_data.sh) and have no effect.
-Output: benchmark/shuffled.jsonl (schema: timewarp.schema.BenchmarkRecord), rebuilt on every run.
+Output: benchmark/shuffled.jsonl (schema: timewarp.core.schema.BenchmarkRecord), rebuilt on every run.
 """
 from __future__ import annotations
 
@@ -15,13 +15,13 @@ import collections
 import sys
 
 from timewarp.benchmark.generate_normal_benchmark import key_positions
-from timewarp.errors import UsageError
-from timewarp.annotations import load_shuffled
-from timewarp.generation import Draft, Generation, require_file
-from timewarp.schema import BenchmarkRecord
-from timewarp.stage import StageConfig
-from timewarp.store import read_jsonl
-from timewarp.temporal import LETTERS, answer
+from timewarp.core.errors import UsageError
+from timewarp.text.annotations import load_shuffled
+from timewarp.text.generation import Draft, Generation, require_file
+from timewarp.core.schema import BenchmarkRecord
+from timewarp.core.stage import StageConfig
+from timewarp.core.store import read_jsonl
+from timewarp.text.temporal import LETTERS, answer
 
 Config = StageConfig  # no options of its own
 

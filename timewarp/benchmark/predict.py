@@ -7,10 +7,10 @@
   python timewarp/benchmark/predict.py --benchmark <out>/benchmark/shuffled.jsonl --output preds.jsonl --model runs/explicit
   python timewarp/benchmark/evaluate.py --benchmark <out>/benchmark/shuffled.jsonl --predictions preds.jsonl
 
-Each question's video gives --frames frames sampled uniformly (timewarp.frames; cached as JPEGs under
+Each question's video gives --frames frames sampled uniformly (timewarp.media.frames; cached as JPEGs under
 <root_dir>/frames/), sent in order as image parts before the question's prompt (question + lettered
 options) and "Answer with the option's letter from the given choices directly." The endpoint is
-called through timewarp.llm.ChatClient: replies cached under <root_dir>/cache (a rerun pays for
+called through timewarp.text.llm.ChatClient: replies cached under <root_dir>/cache (a rerun pays for
 nothing twice), retries on 429/5xx/timeouts, at most --llm_concurrency requests in flight; the key
 comes from $OPENAI_API_KEY (not needed for localhost). Greedy decoding (temperature 0) either way.
 
@@ -30,12 +30,12 @@ from typing import Optional
 from tqdm import tqdm
 
 from timewarp.benchmark.scoring import load_records
-from timewarp.errors import ItemError, UsageError
-from timewarp.trl_messages import user_message
-from timewarp.layout import Layout
-from timewarp.llm import ChatClient, ChatRequest, LLMError, image_part, text_part
-from timewarp.stage import StageConfig, cli, option
-from timewarp.store import write_jsonl
+from timewarp.core.errors import ItemError, UsageError
+from timewarp.text.trl_messages import user_message
+from timewarp.core.layout import Layout
+from timewarp.text.llm import ChatClient, ChatRequest, LLMError, image_part, text_part
+from timewarp.core.stage import StageConfig, cli, option
+from timewarp.core.store import write_jsonl
 from timewarp.train.data import FrameSource
 
 log = logging.getLogger("timewarp.predict")

@@ -26,9 +26,9 @@ import string
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
-from timewarp.errors import UsageError
-from timewarp.store import parse_json_rows
-from timewarp.temporal import LETTERS
+from timewarp.core.errors import UsageError
+from timewarp.core.store import parse_json_rows
+from timewarp.text.temporal import LETTERS
 
 CHANCE = 1.0 / len(LETTERS)
 PREDICTION_KEYS = ("prediction", "response", "output", "text", "pred", "answer")

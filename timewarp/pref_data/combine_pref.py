@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
-from timewarp.errors import UsageError
-from timewarp.schema import CombinedPrefRecord
-from timewarp.splits import rank_key
-from timewarp.stage import StageConfig, StageRun, add_common_args, cli, option, require_root
-from timewarp.store import write_jsonl
+from timewarp.core.errors import UsageError
+from timewarp.core.schema import CombinedPrefRecord
+from timewarp.core.splits import rank_key
+from timewarp.core.stage import StageConfig, StageRun, add_common_args, cli, option, require_root
+from timewarp.core.store import write_jsonl
 
 log = logging.getLogger("timewarp.combine")
 

@@ -3,7 +3,7 @@
 For every SFT question (train split only) and every shuffled version of its video:
   chosen   = the answer true to the real clip order (as in the SFT data),
   rejected = the answer the shuffled clip order gives (negative "shuffled_order").
-Both are computed from the annotations and the permutation (timewarp.temporal), never by a model.
+Both are computed from the annotations and the permutation (timewarp.text.temporal), never by a model.
 A pair whose rejected equals its chosen (the shuffle does not touch what the question asks) is
 dropped with the reason "rejected equals chosen". Options:
   --mirrored        also the pair on the shuffled video: chosen = the shuffled-order answer,
@@ -13,7 +13,7 @@ dropped with the reason "rejected equals chosen". Options:
                     seeded, among those that change the answer)
 The shuffled annotations are read from <root>/<shuffled_dir_name>/<annotation_dir_name>/ and the
 shuffled videos named in records from <root>/<shuffled_dir_name>/<video_dir_name>/.
-Output: pref/pref_explicit.jsonl (schema: timewarp.schema.PrefRecord); trainers read
+Output: pref/pref_explicit.jsonl (schema: timewarp.core.schema.PrefRecord); trainers read
 {video, question (prompt), chosen, rejected}.
 """
 from __future__ import annotations
@@ -23,16 +23,16 @@ import random
 import sys
 from dataclasses import dataclass
 
-from timewarp.errors import ItemError, UsageError
-from timewarp.annotations import load_shuffled, shuffled_ids_by_video
-from timewarp.generation import Draft, Generation, require_file
-from timewarp.schema import PrefRecord, SFTRecord
-from timewarp.splits import item_seed
-from timewarp.stage import StageConfig, option
-from timewarp.store import read_jsonl
-from timewarp.temporal import adjacent_swaps, answer, answer_keep, answer_text, flip_words, reversed_order
-from timewarp.textgen import Rewrite
-from timewarp.wording import event_key
+from timewarp.core.errors import ItemError, UsageError
+from timewarp.text.annotations import load_shuffled, shuffled_ids_by_video
+from timewarp.text.generation import Draft, Generation, require_file
+from timewarp.core.schema import PrefRecord, SFTRecord
+from timewarp.core.splits import item_seed
+from timewarp.core.stage import StageConfig, option
+from timewarp.core.store import read_jsonl
+from timewarp.text.temporal import adjacent_swaps, answer, answer_keep, answer_text, flip_words, reversed_order
+from timewarp.text.textgen import Rewrite
+from timewarp.text.wording import event_key
 
 HARD_NEGATIVES = ("reversed", "adjacent_swap")
 

@@ -7,7 +7,7 @@ pass and cached as JPEGs under ``frames/<id>/``. A vision model on any OpenAI-co
 
 * chosen: a detailed, temporally focused description of the real frames, in order;
 * rejected (``--rejected_mode``):
-  - ``corrupt``: the same prompt on corrupted frames (``--corruptions``, of ``timewarp.corruptions``;
+  - ``corrupt``: the same prompt on corrupted frames (``--corruptions``, of ``timewarp.media.corruptions``;
     ``--corruptions_per_video`` of them per video, seeded per video and corruption name, so adding a
     corruption changes only the videos that draw it), or
   - ``hallucinate``: one of several hallucination-inviting prompts on the real frames, or
@@ -18,7 +18,7 @@ the distance is the word-level Levenshtein distance between the two texts (lower
 removed, split into words) divided by the longer one's word count; pairs below ``--min_distance``
 (default 0.15: fewer than 15 word edits per 100 words) teach nothing.
 
-Model calls go through ``timewarp.llm.ChatClient``: cached on disk by request hash (a rerun makes
+Model calls go through ``timewarp.text.llm.ChatClient``: cached on disk by request hash (a rerun makes
 no call), retried on 429/5xx/timeouts/malformed replies, concurrency-limited, tokens in the stats.
 Replies must be a JSON object ``{"description": "..."}``. The model never decides what is true
 here either: which response is chosen follows from which frames (or prompt) it was given.
@@ -38,18 +38,18 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Optional, Sequence
 
-from timewarp.annotations import load_normal, require_normal_ids
-from timewarp.corruptions import CORRUPTIONS, DEFAULT_CORRUPTIONS, Corrupted, NotApplicable, choose, corrupt
-from timewarp.errors import ItemError, UsageError
-from timewarp.frames import DEFAULT_QUALITY, cached_frames, decode_jpeg, encode_jpeg, resize_max_side, sample_indices
-from timewarp.layout import Layout
-from timewarp.llm import (ChatRequest, LLMError, add_llm_args, client_from_args, image_part, parse_json_object,
+from timewarp.text.annotations import load_normal, require_normal_ids
+from timewarp.media.corruptions import CORRUPTIONS, DEFAULT_CORRUPTIONS, Corrupted, NotApplicable, choose, corrupt
+from timewarp.core.errors import ItemError, UsageError
+from timewarp.media.frames import DEFAULT_QUALITY, cached_frames, decode_jpeg, encode_jpeg, resize_max_side, sample_indices
+from timewarp.core.layout import Layout
+from timewarp.text.llm import (ChatRequest, LLMError, add_llm_args, client_from_args, image_part, parse_json_object,
                           strip_fence, text_part)
-from timewarp.parallel import LOCAL, Executor, chunked, pmap
-from timewarp.schema import ImplicitPrefRecord, NormalAnnotation
-from timewarp.splits import item_seed
-from timewarp.stage import StageConfig, StageRun, add_common_args, cli, executor_from_args, option, require_root
-from timewarp.store import write_jsonl
+from timewarp.core.parallel import LOCAL, Executor, chunked, pmap
+from timewarp.core.schema import ImplicitPrefRecord, NormalAnnotation
+from timewarp.core.splits import item_seed
+from timewarp.core.stage import StageConfig, StageRun, add_common_args, cli, executor_from_args, option, require_root
+from timewarp.core.store import write_jsonl
 
 log = logging.getLogger("timewarp.implicit")
 
@@ -307,7 +307,7 @@ def _load_annotation(layout: Layout, vid: str) -> NormalAnnotation:
 
 
 def run(cfg: Config, client, executor: Executor = LOCAL) -> dict:
-    """Write pref/pref_implicit.jsonl. ``client`` is a ``timewarp.llm.ChatClient`` on a vision endpoint."""
+    """Write pref/pref_implicit.jsonl. ``client`` is a ``timewarp.text.llm.ChatClient`` on a vision endpoint."""
     if client is None:
         raise UsageError(NEEDS_ENDPOINT)
     layout = cfg.layout

@@ -3,13 +3,13 @@
 For every TRAIN-split video (test-split videos are held out for the benchmarks), ``--qa_per_video``
 questions of different kinds (first / last / right after X / right before X / which of two comes
 first / order of three), drawn by an RNG seeded by ``--seed`` and the video id. Answers are computed
-from the clip order (timewarp.temporal), never by a model; each record names the clips it rests on.
+from the clip order (timewarp.text.temporal), never by a model; each record names the clips it rests on.
 With ``--backend openai`` a model rewords question and answer (a text naming no event, such as
 "What happens first in the video?" or "Nothing follows it: ...", is never sent); a rewording that
 loses an event, changes the order, names another event of the video or adds a direction word that
 flips the meaning ("first" -> "last", "after" -> "before") is not used (template text kept; reason
 and reply in the rejects file).
-Output: sft/sft_explicit.jsonl (schema: timewarp.schema.SFTRecord), rebuilt on every run.
+Output: sft/sft_explicit.jsonl (schema: timewarp.core.schema.SFTRecord), rebuilt on every run.
 """
 from __future__ import annotations
 
@@ -17,14 +17,14 @@ import random
 import sys
 from dataclasses import dataclass
 
-from timewarp.errors import ItemError, UsageError
-from timewarp.generation import Draft, Generation
-from timewarp.schema import SFTRecord
-from timewarp.splits import item_seed
-from timewarp.stage import StageConfig, option
-from timewarp.temporal import (answer, answer_keep, answer_text, flip_words, grounding, pick_questions,
+from timewarp.core.errors import ItemError, UsageError
+from timewarp.text.generation import Draft, Generation
+from timewarp.core.schema import SFTRecord
+from timewarp.core.splits import item_seed
+from timewarp.core.stage import StageConfig, option
+from timewarp.text.temporal import (answer, answer_keep, answer_text, flip_words, grounding, pick_questions,
                                question_keep, question_labels, question_text)
-from timewarp.textgen import Rewrite
+from timewarp.text.textgen import Rewrite
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -14,12 +14,12 @@ import argparse
 import sys
 from typing import ClassVar
 
-from timewarp.annotations import load_normal, load_shuffled, require_normal_ids
-from timewarp.generation import Draft, Generation
-from timewarp.schema import CaptionRecord, NormalAnnotation, ShuffledAnnotation
-from timewarp.stage import StageConfig
-from timewarp.store import read_json, write_json
-from timewarp.textgen import Rewrite
+from timewarp.text.annotations import load_normal, load_shuffled, require_normal_ids
+from timewarp.text.generation import Draft, Generation
+from timewarp.core.schema import CaptionRecord, NormalAnnotation, ShuffledAnnotation
+from timewarp.core.stage import StageConfig
+from timewarp.core.store import read_json, write_json
+from timewarp.text.textgen import Rewrite
 
 Config = StageConfig  # no options of its own
 

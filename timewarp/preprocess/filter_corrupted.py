@@ -1,7 +1,7 @@
 """Stage 2: verify every normal item's frames against its source; move what fails into quarantine.
 
 For each id under normal/ the annotation must parse (schema, id = file name), and its normal video
-must show, frame by frame, the source frames its annotation names (``timewarp/verify.py``: the
+must show, frame by frame, the source frames its annotation names (``timewarp/media/verify.py``: the
 source decoded once to just past its last used frame, any decoder error there a reject; copied
 packets compared by their bytes, every other frame decoded and compared by pixels; the clips'
 metadata times checked against the source's decoded frame times); each clip file under
@@ -27,16 +27,16 @@ from functools import partial
 from pathlib import Path
 from typing import Optional
 
-from timewarp import verify
-from timewarp.errors import ItemError, UsageError
-from timewarp.layout import Layout, split_shuffled_id
-from timewarp.parallel import LOCAL, Executor, pmap
-from timewarp.schema import NormalAnnotation
-from timewarp.stage import (NO_SEED_HELP, StageConfig, StageRun, add_common_args, add_shuffled_dir_args, cli,
+from timewarp.media import verify
+from timewarp.core.errors import ItemError, UsageError
+from timewarp.core.layout import Layout, split_shuffled_id
+from timewarp.core.parallel import LOCAL, Executor, pmap
+from timewarp.core.schema import NormalAnnotation
+from timewarp.core.stage import (NO_SEED_HELP, StageConfig, StageRun, add_common_args, add_shuffled_dir_args, cli,
                             executor_from_args, log, option, require_root)
-from timewarp.checkpoints import checkpoint
-from timewarp.store import read_json, write_json
-from timewarp.video import ffmpeg_exe
+from timewarp.core.checkpoints import checkpoint
+from timewarp.core.store import read_json, write_json
+from timewarp.media.video import ffmpeg_exe
 
 STAGE = "filter_corrupted"
 RECORD_VERSION = 2   # 2: a file's stamp is [size, mtime_ns, the source it was checked against] (verify.py)

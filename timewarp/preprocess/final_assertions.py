@@ -6,7 +6,7 @@ and inside the video, the video ending at the last clip; the video's fps, size a
 match the annotation and its frames are at k/fps (read from its packets; --decode also decodes it
 and fails any decode error). What the frames show: an item whose files filter_corrupted verified
 (same size and mtime in state/filter_corrupted.json, against the source) is not checked again;
-any other gets the same content pass here (``timewarp/verify.py``: every frame against the source
+any other gets the same content pass here (``timewarp/media/verify.py``: every frame against the source
 frame its annotation names, clip times against the source's decoded frame times, when --source_root,
 by default preprocess's root_dir, has the source; else the clips' frames only against the metadata
 times by the source's frame times or k/fps); each clip file is the normal video's packets of its
@@ -31,18 +31,18 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Optional
 
-from timewarp import verify
-from timewarp.errors import ItemError, UsageError
-from timewarp.layout import Layout
-from timewarp.parallel import LOCAL, Executor, pmap
+from timewarp.media import verify
+from timewarp.core.errors import ItemError, UsageError
+from timewarp.core.layout import Layout
+from timewarp.core.parallel import LOCAL, Executor, pmap
 from timewarp import sources
-from timewarp.schema import NormalAnnotation, ShuffledAnnotation
-from timewarp.stage import (NO_SEED_HELP, StageConfig, StageRun, add_common_args, add_shuffled_dir_args, cli,
+from timewarp.core.schema import NormalAnnotation, ShuffledAnnotation
+from timewarp.core.stage import (NO_SEED_HELP, StageConfig, StageRun, add_common_args, add_shuffled_dir_args, cli,
                             executor_from_args, log, option, require_root)
-from timewarp.store import read_json
-from timewarp.timestamps import parse_rate
+from timewarp.core.store import read_json
+from timewarp.sources.timestamps import parse_rate
 from timewarp.preprocess.filter_corrupted import is_verified, load_record, stat_key
-from timewarp.video import decode_errors, frame_rate, probe
+from timewarp.media.video import decode_errors, frame_rate, probe
 
 STAGE = "final_assertions"
 TIME_TOLERANCE = 0.001      # seconds: times are frame times rounded for JSON

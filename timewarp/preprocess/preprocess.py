@@ -22,20 +22,20 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Optional
 
-from timewarp.errors import ItemError, UsageError
+from timewarp.core.errors import ItemError, UsageError
 from timewarp import sources
 from timewarp.sources.base import ClipOptions, ScanProblem, Source, describe_skips
-from timewarp.layout import Layout
-from timewarp.parallel import LOCAL, Executor, pmap
-from timewarp.runrecord import check_selection, remove_shuffled
-from timewarp.schema import Clip, NormalAnnotation, SourceVideo
-from timewarp.splits import rank_key, split_of
-from timewarp.stage import StageConfig, StageRun, add_common_args, cli, executor_from_args, option
-from timewarp.store import remove_stale_temp, write_json
-from timewarp.timestamps import SNAP_TOLERANCE, frame_to_time, time_to_frame
-from timewarp.video import (EncodeSettings, FramesDiffer, VideoInfo, concat_copy, encode_normal, ffmpeg_exe,
+from timewarp.core.layout import Layout
+from timewarp.core.parallel import LOCAL, Executor, pmap
+from timewarp.core.runrecord import check_selection, remove_shuffled
+from timewarp.core.schema import Clip, NormalAnnotation, SourceVideo
+from timewarp.core.splits import rank_key, split_of
+from timewarp.core.stage import StageConfig, StageRun, add_common_args, cli, executor_from_args, option
+from timewarp.core.store import remove_stale_temp, write_json
+from timewarp.sources.timestamps import SNAP_TOLERANCE, frame_to_time, time_to_frame
+from timewarp.media.video import (EncodeSettings, FramesDiffer, VideoInfo, concat_copy, encode_normal, ffmpeg_exe,
                             output_size, probe, regular_part)
-from timewarp import smartcut
+from timewarp.media import smartcut
 
 log = logging.getLogger(__name__)
 

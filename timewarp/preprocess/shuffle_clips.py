@@ -17,17 +17,17 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Optional
 
-from timewarp import verify
-from timewarp.errors import ItemError, UsageError
-from timewarp.layout import Layout, shuffled_id, split_shuffled_id
-from timewarp.parallel import LOCAL, Executor, pmap
-from timewarp.schema import NormalAnnotation, ShuffledAnnotation, ShuffledClip
-from timewarp.splits import item_seed
-from timewarp.stage import (StageConfig, StageRun, add_common_args, add_shuffled_dir_args, cli, executor_from_args,
+from timewarp.media import verify
+from timewarp.core.errors import ItemError, UsageError
+from timewarp.core.layout import Layout, shuffled_id, split_shuffled_id
+from timewarp.core.parallel import LOCAL, Executor, pmap
+from timewarp.core.schema import NormalAnnotation, ShuffledAnnotation, ShuffledClip
+from timewarp.core.splits import item_seed
+from timewarp.core.stage import (StageConfig, StageRun, add_common_args, add_shuffled_dir_args, cli, executor_from_args,
                             option, require_root)
-from timewarp.store import read_json, remove_stale_temp, write_json
-from timewarp.timestamps import frame_to_time, parse_rate
-from timewarp.video import concat_copy, ffmpeg_exe
+from timewarp.core.store import read_json, remove_stale_temp, write_json
+from timewarp.sources.timestamps import frame_to_time, parse_rate
+from timewarp.media.video import concat_copy, ffmpeg_exe
 
 STAGE = "shuffle_clips"
 MAX_DRAWS = 1000

@@ -10,7 +10,7 @@ import importlib
 from pathlib import Path
 from typing import Optional
 
-from timewarp.errors import UsageError
+from timewarp.core.errors import UsageError
 from timewarp.sources.base import Provenance, ScanProblem, Source  # noqa: F401
 
 REGISTRY = {   # --source name -> "module:class"
@@ -35,7 +35,7 @@ def open_source(name: str, root, exclude: Optional[Path] = None, cache_dir: Opti
 
 def recorded(layout) -> tuple[str, Optional[str]]:
     """(source name, input root) of the preprocess run that made ``layout`` (FineVideo when unrecorded)."""
-    from timewarp.store import read_json
+    from timewarp.core.store import read_json
     try:
         sel = read_json(layout.state_file("preprocess")).get("selection") or {}
     except (OSError, ValueError, AttributeError):

@@ -15,11 +15,11 @@ import json
 from pathlib import Path
 from typing import Iterator, Optional
 
-from timewarp.errors import ItemError
-from timewarp.schema import SourceRef, SourceVideo
+from timewarp.core.errors import ItemError
+from timewarp.core.schema import SourceRef, SourceVideo
 from timewarp.sources.base import (ClipOptions, Provenance, ScanProblem, Source, check_name, events_video,
                                    read_text, safe_id, walk_files)
-from timewarp.timestamps import parse_timestamp
+from timewarp.sources.timestamps import parse_timestamp
 
 SUFFIXES = (".mp4", ".mkv", ".webm")   # preferred in this order when a key has several
 

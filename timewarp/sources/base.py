@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Iterator, Optional, Sequence
 
-from timewarp.errors import ItemError, UsageError
-from timewarp.layout import SHUFFLE_SUFFIX, Layout
-from timewarp.schema import ClipSpan, DroppedScene, SourceRef, SourceVideo
-from timewarp.store import without_surrogates
+from timewarp.core.errors import ItemError, UsageError
+from timewarp.core.layout import SHUFFLE_SUFFIX, Layout
+from timewarp.core.schema import ClipSpan, DroppedScene, SourceRef, SourceVideo
+from timewarp.core.store import without_surrogates
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _WORD = re.compile(r"[^\W_]")

@@ -13,11 +13,11 @@ import re
 from pathlib import Path
 from typing import Iterator, Optional
 
-from timewarp.errors import ItemError
-from timewarp.schema import SourceRef, SourceVideo
+from timewarp.core.errors import ItemError
+from timewarp.core.schema import SourceRef, SourceVideo
 from timewarp.sources.base import (VIDEO_SUFFIXES, ClipOptions, Provenance, ScanProblem, Source, check_name,
                                    events_video, fill_in, flat_source_id, read_text, safe_id, walk_files)
-from timewarp.timestamps import parse_timestamp
+from timewarp.sources.timestamps import parse_timestamp
 
 CAPTION_SUFFIXES = (".srt", ".vtt", ".json")   # the first one present beside a video is used
 _MARKUP = re.compile(r"<[^>]*>|\{\\[^}]*\}")

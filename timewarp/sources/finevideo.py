@@ -7,7 +7,7 @@ Layouts (all may be mixed under one root):
   3. ``<id>.mp4`` + ``<id>.json`` side by side.
 
 Selection reads only the ``json`` column, batch by batch; the ``mp4`` bytes of a chosen video are
-read alone, streamed from its row group (``extract_mp4``, by ``timewarp.parquet_pages``), so a
+read alone, streamed from its row group (``extract_mp4``, by ``timewarp.sources.parquet_pages``), so a
 500 MB shard is never loaded.
 """
 from __future__ import annotations
@@ -19,17 +19,17 @@ from typing import Iterator, Optional
 
 import pyarrow as pa
 
-from timewarp.errors import ItemError
-from timewarp.parquet_pages import extract_value
-from timewarp.schema import ClipSpan, DroppedScene, SourceRef, SourceVideo
+from timewarp.core.errors import ItemError
+from timewarp.sources.parquet_pages import extract_value
+from timewarp.core.schema import ClipSpan, DroppedScene, SourceRef, SourceVideo
 from timewarp.sources.base import (ClipOptions, Provenance, ScanProblem, Source, check_name, clean_text,  # noqa: F401
                                    decode_json_text, describe_skips, has_words, meta_of, planned_video, safe_id,
                                    select_spans, walk_files)
 from timewarp.sources import hub
-from timewarp.store import read_json, without_surrogates
-from timewarp.timestamps import parse_timestamp
+from timewarp.core.store import read_json, without_surrogates
+from timewarp.sources.timestamps import parse_timestamp
 
-log = logging.getLogger("timewarp.finevideo")
+log = logging.getLogger("timewarp.sources.finevideo")
 
 JSON_BATCH_ROWS = 64
 
@@ -241,7 +241,7 @@ def shard_rows(ref_path: str, label: str, open_shard) -> Iterator[tuple[SourceRe
 def extract_mp4(ref: SourceRef, dst: Path, **remote) -> Path:
     """Make the source mp4 of ``ref`` available as a file; returns its path.
 
-    For a parquet row, only that row's ``mp4`` value is materialised (``timewarp.parquet_pages``).
+    For a parquet row, only that row's ``mp4`` value is materialised (``timewarp.sources.parquet_pages``).
     """
     if ref.kind == "files":
         return Path(ref.path)

@@ -7,7 +7,7 @@ URL, never through fsspec's read-ahead cache (which reads megabytes past what is
 - per shard, its footer (the last 8 bytes, then the metadata) and, per row group, the one byte span
   that holds every leaf of the ``json`` column: selection decodes these with pyarrow from memory;
 - per chosen video, the page headers of its row group's ``mp4`` chunk up to its page (a few KB each)
-  and its value (``timewarp.parquet_pages``), read ahead in doubling steps, so at most 2x the value.
+  and its value (``timewarp.sources.parquet_pages``), read ahead in doubling steps, so at most 2x the value.
 
 Everything fetched is kept under ``<out>/cache/sources/hub/``: the footer and json spans of each
 shard (about 1/400 of a FineVideo shard) and each chosen video's mp4 (its size in the shard). A rerun,
@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from timewarp.errors import ItemError, UsageError
-from timewarp.store import TEMP_PREFIXES, read_json, write_json
+from timewarp.core.errors import ItemError, UsageError
+from timewarp.core.store import TEMP_PREFIXES, read_json, write_json
 
 log = logging.getLogger("timewarp.hub")
 

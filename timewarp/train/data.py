@@ -14,7 +14,7 @@ Rows are read from any of:
 * the TRL export itself (``images`` relative to the file's folder, to ``--root_dir``, or absolute; a
   row with ``videos`` instead, the mp4 form, gets frames sampled from its video like the rows below);
 * TimeWarp's own rows (``pref/*.jsonl``: video, question|prompt, chosen, rejected; ``sft/*.jsonl``:
-  video, question, answer): ``frames_per_video`` frames are sampled uniformly with timewarp.frames and
+  video, question, answer): ``frames_per_video`` frames are sampled uniformly with timewarp.media.frames and
   cached as JPEGs under ``<root>/frames/<video path without .mp4>/`` (the frame cache);
 * an external set with a ``video`` field naming a frame folder (LLaVA-Hound's DPO set: id, video,
   prompt, chosen, rejected) or a video file, resolved against ``--external_root``.
@@ -32,10 +32,10 @@ from typing import Optional, Sequence
 
 import cv2
 
-from timewarp import frames as framelib
-from timewarp.errors import ItemError, UsageError
-from timewarp.trl_messages import assistant_message, user_message
-from timewarp.store import parse_json_rows
+from timewarp.media import frames as framelib
+from timewarp.core.errors import ItemError, UsageError
+from timewarp.text.trl_messages import assistant_message, user_message
+from timewarp.core.store import parse_json_rows
 
 log = logging.getLogger("timewarp.train")
 

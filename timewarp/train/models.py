@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Optional
 
-from timewarp.errors import UsageError
+from timewarp.core.errors import UsageError
 
 log = logging.getLogger("timewarp.train")
 

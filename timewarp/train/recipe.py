@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from timewarp.errors import UsageError
-from timewarp.layout import Layout
-from timewarp.stage import require_root
-from timewarp.store import write_json
+from timewarp.core.errors import UsageError
+from timewarp.core.layout import Layout
+from timewarp.core.stage import require_root
+from timewarp.core.store import write_json
 from timewarp.train import data as datalib
 
 log = logging.getLogger("timewarp.train")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 from typing import Optional
 
-from timewarp.stage import cli
+from timewarp.core.stage import cli
 from timewarp.train import recipe
 
 

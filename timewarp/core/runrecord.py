@@ -13,11 +13,11 @@ from __future__ import annotations
 import contextlib
 import logging
 
-from timewarp.errors import UsageError
-from timewarp.layout import Layout
-from timewarp.store import read_json, write_json
+from timewarp.core.errors import UsageError
+from timewarp.core.layout import Layout
+from timewarp.core.store import read_json, write_json
 
-log = logging.getLogger("timewarp.runrecord")
+log = logging.getLogger("timewarp.core.runrecord")
 
 STAGE = "preprocess"
 VERSION = 1

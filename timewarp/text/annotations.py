@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Optional
 
-from timewarp.errors import ItemError, UsageError
-from timewarp.layout import Layout, split_shuffled_id
-from timewarp.schema import NormalAnnotation, ShuffledAnnotation
-from timewarp.store import read_json
+from timewarp.core.errors import ItemError, UsageError
+from timewarp.core.layout import Layout, split_shuffled_id
+from timewarp.core.schema import NormalAnnotation, ShuffledAnnotation
+from timewarp.core.store import read_json
 
 
 def require_normal_ids(layout: Layout) -> list[str]:

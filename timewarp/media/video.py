@@ -23,9 +23,9 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Optional, Sequence
 
-from timewarp.errors import DiskFullError, ItemError, UsageError
-from timewarp.store import atomic_path, disk_full_message
-from timewarp.timestamps import SNAP_TOLERANCE, parse_rate
+from timewarp.core.errors import DiskFullError, ItemError, UsageError
+from timewarp.core.store import atomic_path, disk_full_message
+from timewarp.sources.timestamps import SNAP_TOLERANCE, parse_rate
 
 FFMPEG_TIMEOUT = 1800  # seconds for one ffmpeg call; a stuck decode must not hold a night's run
 
@@ -166,7 +166,7 @@ def packet_probe(path: Path, until: Optional[float] = None) -> Optional[VideoInf
         import av
     except ImportError:  # pragma: no cover - requirements.txt installs it
         return None
-    from timewarp import h264
+    from timewarp.media import h264
 
     path = Path(path)
     if not path.is_file() or path.stat().st_size == 0:

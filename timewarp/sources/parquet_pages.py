@@ -30,7 +30,7 @@ from typing import Callable, Optional
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-log = logging.getLogger("timewarp.parquet_pages")
+log = logging.getLogger("timewarp.sources.parquet_pages")
 
 
 def extract_value(path, row: int, column: str, dst: Path, label: str = "", opener: Optional[Callable] = None,

@@ -32,11 +32,11 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
 
-from timewarp.errors import DiskFullError, ItemError, UsageError
-from timewarp.h264 import (NAL_AUD, NAL_IDR, NAL_PPS, NAL_SLICE, NAL_SPS, PROFILES, AvcC, Sps, Unsupported,
+from timewarp.core.errors import DiskFullError, ItemError, UsageError
+from timewarp.media.h264 import (NAL_AUD, NAL_IDR, NAL_PPS, NAL_SLICE, NAL_SPS, PROFILES, AvcC, Sps, Unsupported,
                            length_prefixed, parse_sps, pps_ids, scan_packets, split_annexb, split_length_prefixed)
-from timewarp.store import atomic_path, disk_full_message
-from timewarp.video import SHOWINFO, EncodeSettings, first_frame, output_size, run_ffmpeg
+from timewarp.core.store import atomic_path, disk_full_message
+from timewarp.media.video import SHOWINFO, EncodeSettings, first_frame, output_size, run_ffmpeg
 
 log = logging.getLogger(__name__)
 MIN_TICKS_PER_FRAME = 64  # output time base: room for the DTS steps inside one frame's duration

@@ -10,8 +10,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from timewarp.checkpoints import checkpoint
-from timewarp.errors import DiskFullError
+from timewarp.core.checkpoints import checkpoint
+from timewarp.core.errors import DiskFullError
 
 
 _UMASK = os.umask(0)

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from timewarp.errors import UsageError
+from timewarp.core.errors import UsageError
 
 # shuffle_clips names the k-th permutation of video <id> "<id>" (k = 0) or "<id>__p<k>" (k >= 1)
 SHUFFLE_SUFFIX = re.compile(r"__p(\d+)$")

@@ -32,7 +32,7 @@ import re
 from collections import Counter
 from typing import Optional, Sequence
 
-# ---------------------------------------------------------------- the words (also used by timewarp.temporal's kinds)
+# ---------------------------------------------------------------- the words (also used by timewarp.text.temporal's kinds)
 
 STOP_WORDS = frozenset(
     "a an the and or of to in on at by for with from into onto as is are was were be been it its this that these "

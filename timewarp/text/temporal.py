@@ -25,7 +25,7 @@ import string
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
-from timewarp.wording import AFTER, BEFORE, EARLY, LATE, REVERSE, event_key, sentence
+from timewarp.text.wording import AFTER, BEFORE, EARLY, LATE, REVERSE, event_key, sentence
 
 LETTERS = "ABCD"
 N_OPTIONS = 4
@@ -446,7 +446,7 @@ def adjacent_swaps(n: int) -> list[list[int]]:
     return out
 
 
-# ---------------------------------------------------------------- what a rewording must keep (the checker: timewarp/wording.py)
+# ---------------------------------------------------------------- what a rewording must keep (the checker: timewarp/text/wording.py)
 
 def flip_words(kind: str, role: str) -> tuple[str, ...]:
     """Direction words a rewording of a ``kind`` question or answer (``role``) may not add."""

@@ -26,8 +26,8 @@ import numpy as np
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # set before cv2 opens a video: no FFmpeg chatter on stderr
 import cv2  # noqa: E402 - after the log level above
 
-from timewarp.errors import ItemError  # noqa: E402
-from timewarp.store import atomic_path, read_json, write_json  # noqa: E402
+from timewarp.core.errors import ItemError  # noqa: E402
+from timewarp.core.store import atomic_path, read_json, write_json  # noqa: E402
 
 DEFAULT_QUALITY = 90
 MANIFEST = "frames.json"

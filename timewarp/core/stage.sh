@@ -23,7 +23,7 @@ run_stage() {
     echo "== $name" >&2
     # run_script.py: Ctrl-C even while the stage imports is status 130 without a traceback; the stage
     # prints nothing about it (TIMEWARP_SHELL_SCRIPT): the one line is this script's, below
-    TIMEWARP_SHELL_SCRIPT="$0" "$py" "$here/timewarp/run_script.py" "$script" "$@" "${extra[@]}" || rc=$?
+    TIMEWARP_SHELL_SCRIPT="$0" "$py" "$here/timewarp/core/run_script.py" "$script" "$@" "${extra[@]}" || rc=$?
   fi
   if [ "$rc" -eq 130 ] || [ "$interrupted" -eq 1 ]; then
     stop_interrupted
@@ -35,7 +35,7 @@ run_stage() {
 }
 
 # ray_once: with --executor ray and no --ray_address in TIMEWARP_ARGS, one local Ray instance for the whole
-# script run, started here once (timewarp/ray_head.py, bound to 127.0.0.1) and joined by every stage, instead of
+# script run, started here once (timewarp/core/ray_head.py, bound to 127.0.0.1) and joined by every stage, instead of
 # each stage starting its own. It ends with the script however the script ends: its stdin is a pipe from here.
 ray_once() {
   local a wants_ray=0 prev=""

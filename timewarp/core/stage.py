@@ -20,12 +20,12 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
-from timewarp import parallel
-from timewarp.checkpoints import checkpoint
-from timewarp.errors import UsageError
-from timewarp.layout import Layout
-from timewarp.schema import Reject
-from timewarp.store import write_json, write_jsonl
+from timewarp.core import parallel
+from timewarp.core.checkpoints import checkpoint
+from timewarp.core.errors import UsageError
+from timewarp.core.layout import Layout
+from timewarp.core.schema import Reject
+from timewarp.core.store import write_json, write_jsonl
 
 log = logging.getLogger("timewarp")
 
@@ -267,7 +267,7 @@ def cli(run_from_args: Callable[[argparse.Namespace], object], parser: argparse.
     except BrokenPipeError:  # stdout went away (`... | head`): stop quietly, as a process killed by SIGPIPE would
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (the exit's own flush must not fail)
         return 141
-    except KeyboardInterrupt:  # run by a shell script (timewarp/stage.sh), which prints the one line itself
+    except KeyboardInterrupt:  # run by a shell script (timewarp/core/stage.sh), which prints the one line itself
         if not os.environ.get("TIMEWARP_SHELL_SCRIPT"):
             print(f"{parser.prog}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

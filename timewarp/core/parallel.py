@@ -30,8 +30,8 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence, TypeVar
 
 from tqdm import tqdm
 
-from timewarp.checkpoints import checkpoint
-from timewarp.errors import ItemError, UsageError
+from timewarp.core.checkpoints import checkpoint
+from timewarp.core.errors import ItemError, UsageError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -40,7 +40,7 @@ log = logging.getLogger("timewarp")
 
 EXECUTORS = ("local", "ray")
 RAY_MISSING = "--executor ray needs the ray package, which is not installed: pip install -r requirements-ray.txt"
-PACKAGE_DIR = Path(__file__).resolve().parent          # .../timewarp
+PACKAGE_DIR = Path(__file__).resolve().parent.parent   # .../timewarp (this file is timewarp/core/)
 CONNECT_TIMEOUT = 5.0                                  # seconds to reach a --ray_address before giving up
 
 

@@ -38,10 +38,10 @@ from typing import Callable, Optional, Sequence, TypeVar
 
 from tqdm import tqdm
 
-from timewarp.errors import UsageError
-from timewarp.store import read_json, write_json
+from timewarp.core.errors import UsageError
+from timewarp.core.store import read_json, write_json
 
-log = logging.getLogger("timewarp.llm")
+log = logging.getLogger("timewarp.text.llm")
 
 T = TypeVar("T")
 

@@ -3,7 +3,7 @@
 The script runs as ``python <stage script> [options]`` would (same ``sys.argv``, ``__main__``), inside one
 ``try`` that starts before any import: a Ctrl-C at any moment, even while the stage still imports its
 libraries, ends it quietly with status 130, and the shell script prints the one line
-"interrupted; rerun the same command to resume" (timewarp/stage.sh).
+"interrupted; rerun the same command to resume" (timewarp/core/stage.sh).
 """
 if __name__ == "__main__":  # (a module importing every file of the package runs nothing)
     try:
@@ -11,7 +11,7 @@ if __name__ == "__main__":  # (a module importing every file of the package runs
         import runpy
         import sys
 
-        from timewarp.checkpoints import checkpoint
+        from timewarp.core.checkpoints import checkpoint
 
         script = sys.argv[1]
         sys.argv = sys.argv[1:]

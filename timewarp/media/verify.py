@@ -38,8 +38,8 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
-from timewarp.errors import ItemError
-from timewarp.timestamps import SNAP_TOLERANCE
+from timewarp.core.errors import ItemError
+from timewarp.sources.timestamps import SNAP_TOLERANCE
 
 THUMB_SIZE = 128         # pixels, the longer side: thumbnails keep the id blocks and shapes, cost little to hold
 MAX_DIFFERENCE = 6.0     # mean absolute luma difference (0-255) a re-encoded frame may have from its source frame
@@ -90,7 +90,7 @@ def read_packets(path: Path, until: Optional[float] = None) -> Packets:
     ItemError when the file does not open, has no video stream or a packet without a pts.
     """
     import av
-    from timewarp import h264
+    from timewarp.media import h264
 
     if not Path(path).is_file() or Path(path).stat().st_size == 0:
         raise ItemError("empty or missing video file", str(path))
@@ -165,7 +165,7 @@ def decode_thumbs(path: Path, size: tuple[int, int], until: Optional[float] = No
 
     ``crop`` (w, h) takes the top-left of every frame first (how the one-encode engine makes odd sizes even).
     """
-    from timewarp.video import FFMPEG_TIMEOUT, error_lines, ffmpeg_exe
+    from timewarp.media.video import FFMPEG_TIMEOUT, error_lines, ffmpeg_exe
 
     w, h = size
     vf = "showinfo=checksum=0," + (f"crop={crop[0]}:{crop[1]}:0:0," if crop else "") + \
@@ -279,7 +279,7 @@ def clip_times_problem(ann, src_of: Sequence[int], times: Sequence[Fraction], wh
 
 def output_times_problem(pk: Packets, fps: Fraction) -> Optional[str]:
     """Why the output's frames are not at k/fps (within the time base), from its packets."""
-    from timewarp.video import timing_tolerance
+    from timewarp.media.video import timing_tolerance
 
     tol = timing_tolerance(pk.time_base)
     for k, t in enumerate(pk.times()):
@@ -370,7 +370,7 @@ def verify_normal(ann, video: Path, source: Optional[Path], label: str = "", rel
 
     ``source`` None (not reachable): the normal video is only decoded whole (errors, frame count).
     """
-    from timewarp.timestamps import parse_rate
+    from timewarp.sources.timestamps import parse_rate
 
     rel = rel or str(video)
     label = label or str(source)
@@ -489,7 +489,7 @@ def resolve_source_root(layout, value: Optional[str]) -> str:
     """``--source_root`` as given (checked by the recorded source: a folder, a .parquet file, an hf:// path),
     or (None) the root preprocess read, from its stats; '' when there is none."""
     from timewarp import sources
-    from timewarp.store import read_json
+    from timewarp.core.store import read_json
 
     if value is None:
         with contextlib.suppress(OSError, ValueError, AttributeError, KeyError, TypeError):

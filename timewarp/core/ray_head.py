@@ -1,5 +1,5 @@
 """One local Ray instance for a whole script run: ``setup_dataset.sh`` with ``--executor ray`` and no
-``--ray_address`` starts this once (``timewarp/stage.sh``) and gives every stage ``--ray_address`` of it,
+``--ray_address`` starts this once (``timewarp/core/stage.sh``) and gives every stage ``--ray_address`` of it,
 instead of each stage starting and stopping its own instance (seconds each, and Ray's notices each time).
 
 Prints one line, ``<host:port> <RAY_AUTH_MODE or nothing>`` (the address to join, bound to 127.0.0.1, and
@@ -15,8 +15,8 @@ import signal
 import sys
 from typing import Optional
 
-from timewarp import parallel
-from timewarp.errors import UsageError
+from timewarp.core import parallel
+from timewarp.core.errors import UsageError
 
 
 def serve(argv: Optional[list] = None) -> int:

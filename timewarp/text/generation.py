@@ -22,16 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Optional
 
-from timewarp.annotations import load_normal, require_normal_ids
-from timewarp.errors import ItemError, UsageError
-from timewarp.layout import Layout
-from timewarp.llm import add_llm_args, client_from_args
-from timewarp.parallel import LOCAL, pmap
-from timewarp.schema import NormalAnnotation
-from timewarp.stage import (NO_SEED_HELP, StageConfig, StageRun, add_common_args, add_shuffled_dir_args, cli,
+from timewarp.text.annotations import load_normal, require_normal_ids
+from timewarp.core.errors import ItemError, UsageError
+from timewarp.core.layout import Layout
+from timewarp.text.llm import add_llm_args, client_from_args
+from timewarp.core.parallel import LOCAL, pmap
+from timewarp.core.schema import NormalAnnotation
+from timewarp.core.stage import (NO_SEED_HELP, StageConfig, StageRun, add_common_args, add_shuffled_dir_args, cli,
                             require_root)
-from timewarp.store import write_jsonl
-from timewarp.textgen import Reworded, Rewrite, TemplateBackend, backend_for
+from timewarp.core.store import write_jsonl
+from timewarp.text.textgen import Reworded, Rewrite, TemplateBackend, backend_for
 
 log = logging.getLogger("timewarp")
 

@@ -1,15 +1,15 @@
 """Wording backends (template / model) of the generation stages. The answer is never the model's to decide.
 
-Stages build every text with the offline templates of ``timewarp.temporal`` first (question, answer,
+Stages build every text with the offline templates of ``timewarp.text.temporal`` first (question, answer,
 options, merged caption: right by construction). A backend then only *rewords* those texts:
 
 * ``TemplateBackend`` (default): returns them unchanged. Offline, deterministic, no key.
-* ``OpenAIBackend``: asks an OpenAI-compatible model (through ``timewarp.llm.ChatClient``: cached on
+* ``OpenAIBackend``: asks an OpenAI-compatible model (through ``timewarp.text.llm.ChatClient``: cached on
   disk, retried on 429/5xx/timeouts, concurrency-limited, tokens counted) to rewrite them fluently,
   as one strict JSON object with the same keys. Only texts that name events are sent: a text with
   nothing to keep ("What happens first in the video?", "Nothing follows it: ...") stays template
   text. A reply is accepted only if it is that object and every field passes
-  ``timewarp.wording.check_rewording``: read left to right it names exactly the template's events
+  ``timewarp.text.wording.check_rewording``: read left to right it names exactly the template's events
   (each as often, in the same order, none of another field or of the video, each quote or label
   holding only its own event's sentences), keeps its form (the same '?', quotes and labels, nothing
   after a final '?', nothing cut off) and adds no direction word that flips the meaning; and the
@@ -23,8 +23,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
-from timewarp.llm import parse_json_object
-from timewarp.wording import check_rewording
+from timewarp.text.llm import parse_json_object
+from timewarp.text.wording import check_rewording
 
 SYSTEM_QA = (
     "You rewrite short texts about a video so they read fluently and naturally. You are given a JSON "
@@ -117,7 +117,7 @@ def make_validator(item: Rewrite):
 
 
 class OpenAIBackend:
-    """Rewords through a ``timewarp.llm.ChatClient``; falls back to the template text per item."""
+    """Rewords through a ``timewarp.text.llm.ChatClient``; falls back to the template text per item."""
 
     name = "openai"
 
@@ -125,7 +125,7 @@ class OpenAIBackend:
         self.client = client
 
     def request(self, item: Rewrite):
-        from timewarp.llm import ChatRequest
+        from timewarp.text.llm import ChatRequest
 
         if item.caption:
             user = json.dumps({"events": list(item.events)}, ensure_ascii=False)
@@ -136,7 +136,7 @@ class OpenAIBackend:
     def reword(self, items: Sequence[Rewrite], desc: str = "", reject=None) -> list[Reworded]:
         """The reworded texts, in order; an item whose reply is not used keeps its template text and,
         with ``reject`` (e.g. ``StageRun.reject``), is recorded as ``reject(key, reason, detail)``."""
-        from timewarp.llm import LLMError
+        from timewarp.text.llm import LLMError
 
         asked = [it for it in items if it.sent()]  # nothing to keep: nothing to reword
         replies = iter(self.client.map([(self.request(it), make_validator(it)) for it in asked],

@@ -23,7 +23,7 @@ from typing import Callable, Optional, Sequence
 import cv2
 import numpy as np
 
-from timewarp.splits import rank_key
+from timewarp.core.splits import rank_key
 
 
 class NotApplicable(ValueError):

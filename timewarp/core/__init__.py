@@ -1,0 +1,1 @@
+"""Runtime shared by every stage: options and runs, process pool/Ray, output layout and store, schema, errors, splits, run records, checkpoints; the shell scripts' stage runner (stage.sh, run_script.py, ray_head.py)."""

@@ -1,0 +1,1 @@
+"""Video: probing, cutting, encoding and checking MP4 files (ffmpeg, PyAV); frames for consumers; corruptions."""

@@ -1,0 +1,1 @@
+"""Text: temporal wording, caption and question generation, LLM calls, annotations, TRL message rows."""
