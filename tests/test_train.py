@@ -488,3 +488,95 @@ def test_dpo_tiny_internvl_gets_each_examples_frames_as_marked_frame_tiles(trl_r
             assert key in videos, "a sequence whose frames are not one example's exported frames in time order"
             seen.add(key)
     assert seen == videos
+
+
+def save_checkpoint_folder(family: str, folder: Path):
+    """The tiny model of ``family`` saved as a real checkpoint folder is: config.json (the real model_type),
+    weights, tokenizer files with the chat template, preprocessor_config.json (the family's image processor
+    type). Returns the tiny processor (the independent reference for the frames)."""
+    if family == "qwen2_5_vl":
+        model, proc = tiny.build(family=family)
+    else:
+        model, proc = tiny.build_frames_model(family)
+    model.save_pretrained(folder)
+    proc.tokenizer.save_pretrained(folder)
+    proc.image_processor.save_pretrained(folder)
+    assert read_json(folder / "config.json")["model_type"] == family
+    return proc
+
+
+def forward_videos(family: str, proc, k: dict) -> list:
+    """Each sequence's video in one forward's kwargs, as the tuple of its frames' hashes (time order)."""
+    if family == "qwen2_5_vl":
+        assert k.get("pixel_values") is None and k["second_per_grid_ts"] is not None
+        ip = proc.image_processor
+        tp, ps = ip.temporal_patch_size, ip.patch_size
+        out = []
+        for chunk, t in zip(torch.split(k["pixel_values_videos"], [int(t.prod()) for t in k["video_grid_thw"]]),
+                            k["video_grid_thw"]):
+            frames = chunk.reshape(int(t[0]), -1, 3, tp, ps, ps).permute(0, 3, 1, 2, 4, 5).reshape(N_FRAMES, -1, 3, ps, ps)
+            out.append(tuple(_digest(f) for f in frames))
+        return out
+    if family == "llava_next_video":
+        assert k.get("pixel_values") is None
+        return [tuple(_digest(f) for f in video) for video in k["pixel_values_videos"]]
+    pv, ids = k["pixel_values"], k["input_ids"]
+    assert "Frame8: <img>" in proc.tokenizer.decode(ids[0])
+    return [tuple(_digest(f) for f in video) for video in pv.reshape(ids.shape[0], N_FRAMES, *pv.shape[1:])]
+
+
+def exported_videos(family: str, proc, export_file: Path) -> set:
+    """Every exported example's frames, each made by the tiny family's own image processor from the frame file."""
+    from PIL import Image
+
+    ip = proc.image_processor
+    out = set()
+    for r in read_jsonl(export_file):
+        frames = [ip(images=[Image.open(export_file.parent / rel).convert("RGB")], return_tensors="pt")["pixel_values"]
+                  for rel in r["images"]]
+        if family == "qwen2_5_vl":  # one frame's patches: its first temporal copy
+            frames = [f.reshape(1, -1, 3, ip.temporal_patch_size, ip.patch_size, ip.patch_size)[0, :, :, 0] for f in frames]
+        else:
+            frames = [f[0] for f in frames]
+        out.add(tuple(_digest(f) for f in frames))
+    return out
+
+
+def check_videos(got: list, want: set) -> None:
+    for key in got:
+        assert key in want, "a video whose frames are not one example's exported frames in time order"
+    assert set(got) == want
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "llava_next_video", "internvl"])
+def test_a_checkpoint_folder_of_each_video_family_trains_on_video_input(trl_root, tmp_path, family):
+    """A checkpoint folder (save_pretrained: config.json with the real model_type, tokenizer, preprocessor config;
+    no processor class of ours) of Qwen2.5-VL / LLaVA-NeXT-Video / InternVL, given as --model with no other
+    option, trains on video input through the same code as its tiny model, without torchvision: every forward's
+    video is one example's exported frames in time order (hashes against the tiny processor on the frame files);
+    reversed frames fail the check; losses finite; the trained folder loads back on video."""
+    from transformers import TrainerCallback
+
+    from timewarp.train import models
+
+    folder = tmp_path / "ckpt"
+    proc = save_checkpoint_folder(family, folder)
+    assert not (folder / "processor_config.json").exists()
+    want = exported_videos(family, proc, Layout(trl_root).export_dir("trl_dpo") / "pref_explicit.jsonl")
+    calls = []
+
+    class CB(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kw):
+            model.register_forward_pre_hook(lambda m, a, k: calls.append(forward_videos(family, proc, k)), with_kwargs=True)
+
+    out = tmp_path / "run"
+    summary = recipe.run("dpo", args_for("dpo", ["--root_dir", str(trl_root), "--model", str(folder), "--max_steps", "2",
+                                                 "--per_device_train_batch_size", "2", "--output_dir", str(out)]),
+                         callbacks=[CB()])
+    assert summary["all_losses_finite"] and summary["steps"] == 2 and summary["settings"]["video_input"] is True
+    got = [key for keys in calls for key in keys]
+    assert got and len(want) >= 2
+    check_videos(got, want)
+    with pytest.raises(AssertionError, match="time order"):  # the check fails on reversed frames
+        check_videos([key[::-1] for key in got], want)
+    assert models.is_video(models.load(str(out))[1])

@@ -27,13 +27,61 @@ def saved_as_video(name: str) -> bool:
         return False
 
 
-def load_processor(name: str, video: bool = False):
+FRAMES_FAMILIES = ("llava_next_video", "internvl")   # no image-only processor without torchvision: always video
+
+
+def frames_processor(name: str, family: str, config):
+    """LLaVA-NeXT-Video / InternVL processor from a checkpoint folder (or hub name) without torchvision: the tiny
+    models' frames-as-video processor with the checkpoint's tokenizer, chat template, frame preprocessing (its
+    video processor's settings when saved, else its image processor's) and visual tokens per frame."""
+    from transformers import AutoTokenizer
+    from transformers.utils import cached_file
+
+    from timewarp.train import tiny
+
+    settings = {}
+    for file in ("video_preprocessor_config.json", "preprocessor_config.json"):
+        path = cached_file(name, file, _raise_exceptions_for_missing_entries=False)
+        if path:
+            settings = json.loads(Path(path).read_text())
+            break
+    settings = {k: v for k, v in settings.items() if not k.endswith(("_type", "_class")) and k != "auto_map"}
+    vision = config.vision_config
+    side = vision.image_size[0] if isinstance(vision.image_size, (list, tuple)) else vision.image_size
+    patch = vision.patch_size[0] if isinstance(vision.patch_size, (list, tuple)) else vision.patch_size
+    if family == "llava_next_video":   # each frame as LLaVA-NeXT-Video's video processor does it: resize, crop, CLIP norm
+        from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil as cls
+
+        per_frame = (side // patch // config.spatial_pool_stride) ** 2
+    else:                              # InternVL's video frames: resized whole, no tiles
+        from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil as cls
+
+        settings["crop_to_patches"] = False
+        per_frame = int((side // patch) ** 2 * config.downsample_ratio ** 2)
+    tok = AutoTokenizer.from_pretrained(name)
+    template = tok.chat_template or tiny.FRAMES_TEMPLATE
+    return tiny._frames_processor_class(family)(image_processor=cls.from_dict(settings), tokenizer=tok,
+                                                chat_template=template, tokens_per_frame=per_frame)
+
+
+def load_processor(name: str, video: Optional[bool] = False):
     """The model's processor; for Qwen2-VL-family folders without torchvision, the image-only one (tiny.py);
-    with ``video`` (or a folder saved by a video-input run), the one that feeds frames as one video."""
+    with ``video`` (or a folder saved by a video-input run), the one that feeds frames as one video; ``video``
+    None: the family's default (video for Qwen2.5-VL, LLaVA-NeXT-Video and InternVL, images for Qwen2-VL).
+    LLaVA-NeXT-Video and InternVL always get the frames-as-video processor (frames_processor)."""
     from transformers import AutoConfig, AutoProcessor
 
     from timewarp.train import tiny
 
+    try:
+        config = AutoConfig.from_pretrained(name)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--model {name}: no model config there ({str(exc).splitlines()[0]})")
+    model_type = config.model_type
+    if model_type in FRAMES_FAMILIES:
+        return frames_processor(name, model_type, config)
+    if video is None:
+        video = model_type == "qwen2_5_vl"
     video = video or saved_as_video(name)
     proc = None
     if not video:
@@ -47,19 +95,20 @@ def load_processor(name: str, video: bool = False):
     from transformers import AutoTokenizer
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    try:
-        model_type = AutoConfig.from_pretrained(name).model_type
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"--model {name}: no model config there ({str(exc).splitlines()[0]})")
-    families = ("qwen2_vl",) if video else ("qwen2_vl", "qwen2_5_vl")
-    if model_type not in families:
-        raise UsageError(f"--model {name}: " + (f"video input is built for Qwen2-VL only (model type {model_type})" if video
+    if model_type not in ("qwen2_vl", "qwen2_5_vl"):
+        raise UsageError(f"--model {name}: " + (f"video input is built for Qwen2-VL, Qwen2.5-VL, LLaVA-NeXT-Video and "
+                                                 f"InternVL (model type {model_type})" if video
                          else f"could not load its processor (model type {model_type}); install torchvision matching "
-                              f"torch, or use a Qwen2-VL / Qwen2.5-VL model"))
+                              f"torch, or use a Qwen2-VL / Qwen2.5-VL / LLaVA-NeXT-Video / InternVL model"))
     tok = AutoTokenizer.from_pretrained(name)
     cls = tiny._video_processor_class() if video else tiny._processor_class()
     return cls(image_processor=Qwen2VLImageProcessorPil.from_pretrained(name), tokenizer=tok,
                chat_template=tok.chat_template or tiny.CHAT_TEMPLATE)
+
+
+def is_video(processor) -> bool:
+    """Whether ``processor`` feeds each example's frames as one video."""
+    return bool(getattr(processor, "frames_as_video", False))
 
 
 def set_max_pixels(processor, max_pixels: Optional[int]) -> None:
@@ -92,9 +141,11 @@ def check_model_name(name: str) -> None:
         raise UsageError(f"--model {name}: no such folder (a hub model is named org/name, e.g. Qwen/Qwen2-VL-2B-Instruct)")
 
 
-def load(name: str, seed: int = 0, dtype: Optional[str] = None, max_pixels: Optional[int] = None, video: bool = False):
-    """(model, processor) for ``--model``: ``tiny``, ``tiny:qwen2_vl``, a folder written by save_pretrained, or a
-    hub name; ``video``: the processor feeds each example's frames as one video (Qwen2-VL)."""
+def load(name: str, seed: int = 0, dtype: Optional[str] = None, max_pixels: Optional[int] = None,
+         video: Optional[bool] = False):
+    """(model, processor) for ``--model``: ``tiny``, ``tiny:<family>``, a folder written by save_pretrained, or a
+    hub name (downloaded, then the same folder code); ``video``: the processor feeds each example's frames as one
+    video; None: the family's default (load_processor)."""
     check_model_name(name)
     if name.startswith(TINY + ":") and name not in TINY_VIDEO:
         family = name.split(":", 1)[1]
@@ -110,7 +161,7 @@ def load(name: str, seed: int = 0, dtype: Optional[str] = None, max_pixels: Opti
         if family in ("llava_next_video", "internvl"):
             model, processor = tiny.build_frames_model(family, seed=seed)
         else:
-            model, processor = tiny.build(seed=seed, video=video or name in TINY_VIDEO, family=family)
+            model, processor = tiny.build(seed=seed, video=bool(video) or name in TINY_VIDEO, family=family)
         set_max_pixels(processor, max_pixels)
         return model, processor
     from transformers import AutoModelForImageTextToText

@@ -31,7 +31,7 @@ STATE_FILE = "timewarp_train.json"
 DEFAULTS = dict(learning_rate=5e-6, beta=0.1, num_train_epochs=1.0, max_steps=-1, per_device_train_batch_size=1,
                 gradient_accumulation_steps=1, frames=8, lora=False, lora_r=16, lora_alpha=32, lora_dropout=0.05,
                 max_length=None, bf16=False, gradient_checkpointing=False, warmup_steps=0, dtype=None, max_pixels=None,
-                video_input=False)
+                video_input=None)
 # TimeWarp file name -> (export folder with the trainer's own format, pipeline folder)
 SOURCE_DIRS = {"pref": ("trl_dpo", "pref_dir"), "sft": ("trl_sft", "sft_dir")}
 
@@ -108,8 +108,8 @@ def build_parser(trainer: str, prog: str, doc: str) -> argparse.ArgumentParser:
                    help="at most this many pixels per frame (Qwen2-VL: 28*28 per visual token, e.g. 200704 = 256 tokens) "
                         "[the processor's own]")
     g.add_argument("--video_input", action=argparse.BooleanOptionalAction, default=None,
-                   help="feed each example's frames as one video (Qwen2-VL: pixel_values_videos) instead of images "
-                        "[off; on with --model tiny:qwen2_vl]")
+                   help="feed each example's frames as one video (pixel_values_videos) instead of images "
+                        "[on for Qwen2.5-VL, LLaVA-NeXT-Video, InternVL and tiny:<family>; off for Qwen2-VL]")
     g.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16", "auto"], help="weights dtype when loading [float32]")
     c = p.add_argument_group("common options")
     c.add_argument("--seed", type=int, default=42, help="seed of the data order, dropout and the tiny model's weights (default: 42)")
@@ -202,9 +202,9 @@ def run(trainer: str, args: argparse.Namespace, callbacks: Optional[list] = None
     from transformers import set_seed
 
     set_seed(args.seed)
-    s["video_input"] = bool(s["video_input"]) or model_name in models.TINY_VIDEO
     model, processor = models.load(model_name, seed=args.seed, dtype=s["dtype"], max_pixels=s["max_pixels"],
                                    video=s["video_input"])
+    s["video_input"] = models.is_video(processor)
     dataset = datalib.to_dataset(examples)
     out = Path(args.output_dir)
     common = dict(output_dir=str(out), max_steps=int(s["max_steps"]), num_train_epochs=float(s["num_train_epochs"]),
@@ -220,7 +220,8 @@ def run(trainer: str, args: argparse.Namespace, callbacks: Optional[list] = None
     if s["video_input"] and model.config.model_type == "qwen2_5_vl":  # its video RoPE needs the frames' times
         if trainer != "dpo" or any("frame_times" not in e for e in examples):
             raise UsageError(f"--model {model_name}: Qwen2.5-VL video input needs each frame's time: DPO on the "
-                             f"trl_dpo export (python timewarp/export.py --format trl_dpo), whose rows carry frame_times")
+                             f"trl_dpo export (python timewarp/export.py --format trl_dpo), whose rows carry frame_times; "
+                             f"or --no-video_input to train a Qwen2.5-VL checkpoint on images")
         collator = frame_times_collator(processor, s["max_length"])
         common["remove_unused_columns"] = False  # keep frame_times for the collator
     if trainer == "dpo":

@@ -112,6 +112,7 @@ def _video_processor_class():
     base = _processor_class()
 
     class Qwen2VLFramesAsVideo(base):
+        frames_as_video = True
         # Qwen2.5-VL's video RoPE counts time: set by FrameTimesCollator to each text's frame times (s) before a
         # call, it becomes second_per_grid_ts (seconds per temporal patch); None: Qwen2-VL, which has no times.
         frame_times = None
@@ -216,6 +217,27 @@ FRAMES_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m[
 TOKENS_PER_FRAME = (FRAME_SIZE // 14) ** 2 // 4
 
 
+def image_block_text(chat_template) -> str:
+    """What ``chat_template`` writes for one image block (the text between a user turn with and without one);
+    "" when it cannot be told."""
+    import jinja2
+
+    if not isinstance(chat_template, str):
+        return ""
+    try:
+        tpl = jinja2.Environment().from_string(chat_template)
+        render = lambda blocks: tpl.render(messages=[{"role": "user", "content": blocks + [{"type": "text", "text": "Q"}]}],
+                                           add_generation_prompt=False, bos_token="", eos_token="")
+        with_image, without = render([{"type": "image"}]), render([])
+    except Exception:  # noqa: BLE001 - a template this cannot render: the default placeholder
+        return ""
+    n = 0
+    while n < len(without) and with_image[n] == without[n]:
+        n += 1
+    tail = len(without) - n
+    return with_image[n:len(with_image) - tail] if tail else with_image[n:]
+
+
 def _frames_processor_class(family: str):
     """Frames as one video without torchvision (the families' video processors need it): each text's run of
     ``<image>`` blocks (FRAMES_TEMPLATE) becomes the family's video text, the frames go through its image
@@ -226,14 +248,19 @@ def _frames_processor_class(family: str):
     from transformers import BatchFeature
     from transformers.processing_utils import ProcessorMixin
 
-    def video_text(n: int) -> str:
-        if family == "llava_next_video":
-            return "<video>" * (TOKENS_PER_FRAME * n)
-        return "\n".join(f"Frame{k + 1}: <img>" + "<IMG_CONTEXT>" * TOKENS_PER_FRAME + "</img>" for k in range(n))
-
     class FramesAsVideo(ProcessorMixin):
-        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        frames_as_video = True
+
+        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, tokens_per_frame=TOKENS_PER_FRAME,
+                     **kwargs):
             super().__init__(image_processor, tokenizer, chat_template=chat_template)
+            self.tokens_per_frame = int(tokens_per_frame)   # a checkpoint's own: models.frames_processor
+            self.placeholder = image_block_text(chat_template) or "<image>"
+
+        def video_text(self, n: int) -> str:
+            if family == "llava_next_video":
+                return "<video>" * (self.tokens_per_frame * n)
+            return "\n".join(f"Frame{k + 1}: <img>" + "<IMG_CONTEXT>" * self.tokens_per_frame + "</img>" for k in range(n))
 
         def __call__(self, images=None, text=None, videos=None, **kwargs):
             tok_keys = ("padding", "padding_side", "return_tensors", "add_special_tokens", "truncation", "max_length")
@@ -246,10 +273,10 @@ def _frames_processor_class(family: str):
                 raise ValueError("one list of frames per text, the same number of frames in each")
             pixels, out_texts = [], []
             for t, frames in zip(texts, per_text):
-                if t.count("<image>") != len(frames):
-                    raise ValueError(f"{t.count('<image>')} image blocks for {len(frames)} frames")
+                if t.count(self.placeholder) != len(frames) or self.placeholder * len(frames) not in t:
+                    raise ValueError(f"{t.count(self.placeholder)} image blocks for {len(frames)} frames")
                 pixels.append(self.image_processor(images=list(frames), return_tensors="pt")["pixel_values"])
-                out_texts.append(t.replace("<image>" * len(frames), video_text(len(frames)), 1))
+                out_texts.append(t.replace(self.placeholder * len(frames), self.video_text(len(frames)), 1))
             data = dict(self.tokenizer(out_texts, **tok_kwargs))
             if family == "llava_next_video":
                 data["pixel_values_videos"] = torch.stack(pixels)
