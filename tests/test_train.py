@@ -554,7 +554,7 @@ def test_a_checkpoint_folder_of_each_video_family_trains_on_video_input(trl_root
     no processor class of ours) of Qwen2.5-VL / LLaVA-NeXT-Video / InternVL, given as --model with no other
     option, trains on video input through the same code as its tiny model, without torchvision: every forward's
     video is one example's exported frames in time order (hashes against the tiny processor on the frame files);
-    reversed frames fail the check; losses finite; the trained folder loads back on video."""
+    reversed frames fail the check; losses finite; predict.py runs on the trained folder, on video."""
     from transformers import TrainerCallback
 
     from timewarp.train import models
@@ -579,4 +579,10 @@ def test_a_checkpoint_folder_of_each_video_family_trains_on_video_input(trl_root
     check_videos(got, want)
     with pytest.raises(AssertionError, match="time order"):  # the check fails on reversed frames
         check_videos([key[::-1] for key in got], want)
-    assert models.is_video(models.load(str(out))[1])
+    assert models.is_video(models.load(str(out))[1])  # the trained folder's processor keeps video
+    from timewarp.benchmark import predict
+
+    layout, preds = Layout(trl_root), tmp_path / "p.jsonl"
+    predict.run(predict.Config(layout=layout, benchmark=layout.benchmark_normal_file, output=preds, model=str(out),
+                               max_new_tokens=2, frames=4, limit=2))
+    assert [r.get("error") for r in read_jsonl(preds)] == [None, None]

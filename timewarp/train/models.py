@@ -33,18 +33,21 @@ FRAMES_FAMILIES = ("llava_next_video", "internvl")   # no image-only processor w
 def frames_processor(name: str, family: str, config):
     """LLaVA-NeXT-Video / InternVL processor from a checkpoint folder (or hub name) without torchvision: the tiny
     models' frames-as-video processor with the checkpoint's tokenizer, chat template, frame preprocessing (its
-    video processor's settings when saved, else its image processor's) and visual tokens per frame."""
+    video processor's settings when saved, else its image processor's; in processor_config.json or their own
+    files) and visual tokens per frame."""
     from transformers import AutoTokenizer
     from transformers.utils import cached_file
 
     from timewarp.train import tiny
 
-    settings = {}
-    for file in ("video_preprocessor_config.json", "preprocessor_config.json"):
+    def saved(file: str) -> dict:
         path = cached_file(name, file, _raise_exceptions_for_missing_entries=False)
-        if path:
-            settings = json.loads(Path(path).read_text())
-            break
+        return json.loads(Path(path).read_text()) if path else {}
+
+    # the video processor's settings before the image processor's; transformers 5 nests both in processor_config.json
+    nested = saved("processor_config.json")
+    settings = next((d for d in (nested.get("video_processor"), saved("video_preprocessor_config.json"),
+                                 nested.get("image_processor"), saved("preprocessor_config.json")) if d), {})
     settings = {k: v for k, v in settings.items() if not k.endswith(("_type", "_class")) and k != "auto_map"}
     vision = config.vision_config
     side = vision.image_size[0] if isinstance(vision.image_size, (list, tuple)) else vision.image_size
