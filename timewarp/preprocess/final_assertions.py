@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -35,7 +34,6 @@ from timewarp.media import verify
 from timewarp.core.errors import ItemError, UsageError
 from timewarp.core.layout import Layout
 from timewarp.core.parallel import LOCAL, Executor, pmap
-from timewarp import sources
 from timewarp.core.schema import NormalAnnotation, ShuffledAnnotation
 from timewarp.core.stage import (NO_SEED_HELP, StageConfig, StageRun, add_common_args, add_shuffled_dir_args, cli,
                             executor_from_args, log, option, require_root)
@@ -293,23 +291,19 @@ def source_times(ann: NormalAnnotation, source_root: str, until: float,
                  layout: Optional[Layout] = None) -> Optional[tuple[list, str]]:
     """(frame times in seconds, file label) of the source an annotation names, or None if it is not reachable.
 
-    The source is re-opened through the protocol of the one preprocess used (``state/preprocess.json``;
-    bytes a remote source fetched are read from the output's cache, not fetched again). A constant-rate
-    source's frame k is at k/fps (its pts are within the time-base rounding of that, which ``probe``
-    checks); any other source's frames are at their decoded pts.
+    The source is re-opened as the content pass opens it (``verify.open_source``: through the protocol of
+    the one preprocess used; bytes a remote source fetched are read from the output's cache). A
+    constant-rate source's frame k is at k/fps (its pts are within the time-base rounding of that, which
+    ``probe`` checks); any other source's frames are at their decoded pts.
     """
-    if not source_root:
-        return None
-    name = sources.recorded(layout)[0] if layout is not None else sources.DEFAULT
-    source = sources.open_source(name, source_root, cache_dir=sources.cache_dir(layout) if layout is not None else None)
-    ref = source.reopen(ann.source_file, ann.source_row)
-    if ref is None:
-        return None
-    with tempfile.TemporaryDirectory(prefix=".check-src-") as scratch:
-        info = probe(source.open(ref, Path(scratch) / f"src{Path(ref.path).suffix if ref.kind == 'files' else '.mp4'}"), until=until)
+    with verify.open_source(ann, source_root, layout) as found:
+        if found is None:
+            return None
+        path, label = found
+        info = probe(path, until=until)
     if info.irregular:
-        return list(info.times), ref.label()
-    return [Fraction(k) / info.fps for k in range(info.frame_count)], ref.label()
+        return list(info.times), label
+    return [Fraction(k) / info.fps for k in range(info.frame_count)], label
 
 
 def _check_clip_times(ann: NormalAnnotation, fps: Fraction, cfg: Config, ck: Checker) -> None:
