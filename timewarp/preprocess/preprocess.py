@@ -284,7 +284,7 @@ def select_candidates(source: Source, seed: int, clip: ClipOptions,
 
 
 def run(cfg: Config, executor: Executor = LOCAL) -> dict:
-    source = sources.open_source(cfg.source, cfg.root_dir)
+    source = cfg.dataset()
     source.check("--root_dir")
     ffmpeg_exe()
     layout = cfg.layout
@@ -307,7 +307,7 @@ def run(cfg: Config, executor: Executor = LOCAL) -> dict:
         for vid in sorted(set(layout.normal_ids()) | set(layout.item_ids(layout.normal_videos_dir, ".mp4"))):
             remove_item(layout, vid)
         remove_shuffled(layout)
-    ranked, seen = select_candidates(cfg.dataset(), cfg.seed, cfg.clip, stage)
+    ranked, seen = select_candidates(source, cfg.seed, cfg.clip, stage)
     if seen == 0:
         raise UsageError(source.empty_message())
     target = min(cfg.scale, cfg.limit) if cfg.limit else cfg.scale
