@@ -194,6 +194,9 @@ def child_baseline(plan: dict, out: Path, limit: int, preset: str) -> dict:
     return {"seconds": time.perf_counter() - t0, "videos": done}
 
 
+REFERENCE_COUNT = "sources from preprocess's reference decode"
+
+
 def child_project(work: Path, out: Path, videos: int, workers: int, preset: str, crf: int,
                   engine: str = "one-encode", setup: bool = False) -> dict:
     """preprocess + shuffle_clips; with ``setup`` all four stages of setup_dataset.sh, in its order
@@ -212,6 +215,7 @@ def child_project(work: Path, out: Path, videos: int, workers: int, preset: str,
     pre = preprocess.run(preprocess.Config(layout=Layout(out), root_dir=work / "finevideo", scale=videos,
                                            test_fraction=0.0, preset=preset, crf=crf, engine=engine), executor)
     stages["preprocess"] = time.perf_counter() - t0
+    ref_bytes = sum(p.stat().st_size for p in (out / "cache" / "reference").glob("*.npz"))
     checks: dict = {}
     if setup:
         for name, module in (("filter_corrupted", filter_corrupted), ("final_assertions", final_assertions)):
@@ -228,7 +232,7 @@ def child_project(work: Path, out: Path, videos: int, workers: int, preset: str,
     c = pre["counts"]
     return {"seconds": stages["preprocess"] + stages["shuffle_clips"], "preprocess": stages["preprocess"],
             "shuffle": stages["shuffle_clips"], "stages": stages, "script_seconds": sum(stages.values()),
-            "checks": checks, "videos": n,
+            "checks": checks, "videos": n, "reference_bytes": ref_bytes,
             "frames": c.get("frames written", 0), "frames_reencoded": c.get("frames re-encoded", 0),
             "engines": {k: v for k, v in c.items() if k.startswith(("engine", "smartcut"))}}
 
@@ -461,7 +465,9 @@ def _bench_input(a, work: Path, gop_s: float, scaling: bool) -> tuple[dict, dict
           + f"; whole script {sc['script_seconds']:.2f}")
     fc = sc["checks"].get("filter_corrupted", {})
     print(f"{'  content pass (filter_corrupted)':<56} {fc.get('frames proven by packet bytes', 0)} frames by packet bytes, "
-          f"{fc.get('frames compared by pixels', 0)} by pixels, {fc.get('source frames decoded', 0)} source frames decoded")
+          f"{fc.get('frames compared by pixels', 0)} by pixels, {fc.get('source frames decoded', 0)} source frames decoded, "
+          f"{fc.get(REFERENCE_COUNT, 0)} sources from preprocess's reference decode "
+          f"({sc.get('reference_bytes', 0) / max(1, sc['videos']) / 1e6:.2f} MB per video until checked)")
     print()
 
     def verdict(ok):

@@ -29,12 +29,13 @@ def out(processed, tmp_path) -> Path:
 
 
 def tree(root: Path, under: str = "") -> dict[str, str]:
-    """{relative path: sha1} of every file below root/under (quarantine and bookkeeping excluded)."""
+    """{relative path: sha1} of every file below root/under (quarantine, bookkeeping and preprocess's reference
+    decodes excluded: a cache the check removes once it served)."""
     base = root / under
     files = {}
     for p in sorted(base.rglob("*")):
         rel = p.relative_to(root).as_posix()
-        if p.is_file() and not rel.startswith(("quarantine/", "rejects/", "stats/", "state/")):
+        if p.is_file() and not rel.startswith(("quarantine/", "rejects/", "stats/", "state/", "cache/reference/")):
             files[rel] = hashlib.sha1(p.read_bytes()).hexdigest()
     return files
 

@@ -104,7 +104,7 @@ class ThreeNodes:
         wrapper.write_text(GATED_FFMPEG.format(real=ffmpeg_exe(), gates=gates))
         wrapper.chmod(0o755)
         common = {"TIMEWARP_FFMPEG": str(wrapper), "PYTHONPATH": PYTHONPATH,
-                  "KILL_PATTERN": f"/verify-src-{KILLED}.mp4 "}   # the content pass's decode of its source
+                  "KILL_PATTERN": f"/.tmp-verify-{KILLED}-"}   # the content pass's decode of its re-encoded frames
         node = dict(node_ip_address="127.0.0.1", num_cpus=1, object_store_memory=80 * 1024 * 1024)
         lose = {"lose_pre": "/normal/videos/", "lose_shuffle": "/shuffled_videos/"}  # node -> its gate's pattern
         holds = {name: " ".join(f"{pattern}={other}" for other, pattern in lose.items() if other != name)

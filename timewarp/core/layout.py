@@ -215,6 +215,11 @@ class Layout:
         """On-disk cache of model replies, keyed by request hash."""
         return self.root / "cache"
 
+    def reference_file(self, vid: str) -> Path:
+        """Preprocess's reference decode of one video's source (thumbnails, frame times, decoder errors) for
+        the content pass: a cache, removed once the item is verified; without it the check decodes the source."""
+        return self.cache_dir / "reference" / f"{vid}.npz"
+
     @property
     def tmp_dir(self) -> Path:
         """Scratch space on the same filesystem as the outputs (so os.replace is atomic)."""

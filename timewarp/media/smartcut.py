@@ -8,8 +8,9 @@ can keep cutting it by stream copy. For each source GOP (IDR to IDR, closed):
 * a cut c inside it: the longest decode-order prefix of the GOP that holds exactly the frames
   ``[g, p)`` with ``p <= c`` is copied (with B-frames, p is the last mini-GOP boundary before c);
   frames ``[p, next GOP)`` are decoded and re-encoded with libx264 (no B-frames), IDR at p and at
-  every cut: one call of the bundled ffmpeg per video, fed the GOPs' own packets. Only the GOP
-  holding ``n_frames`` is cut short.
+  every cut: one call of the bundled ffmpeg per video, which decodes the source file from its start
+  (and, for preprocess, writes the content pass's reference decode of it from the same decode, see
+  ``_encode_ranges`` and docs/verification.md). Only the GOP holding ``n_frames`` is cut short.
 
 The encoded pieces get their own SPS/PPS ids (x264 ``sps-id``), both parameter-set pairs go in the
 ``avcC`` of one ``avc1`` track, and every packet gets new timestamps: frame k at k/fps, and a DTS that
@@ -21,7 +22,6 @@ that video and counts why. PyAV (``av``) reads and writes the packets; nothing i
 """
 from __future__ import annotations
 
-import bisect
 import contextlib
 import errno
 import logging
@@ -34,9 +34,9 @@ from typing import Sequence
 
 from timewarp.core.errors import DiskFullError, ItemError, UsageError
 from timewarp.media.h264 import (NAL_AUD, NAL_IDR, NAL_PPS, NAL_SLICE, NAL_SPS, PROFILES, AvcC, Sps, Unsupported,
-                           length_prefixed, parse_sps, pps_ids, scan_packets, split_annexb, split_length_prefixed)
+                           length_prefixed, parse_sps, pps_ids, scan_packets, split_annexb)
 from timewarp.core.store import atomic_path, disk_full_message
-from timewarp.media.video import SHOWINFO, EncodeSettings, first_frame, output_size, run_ffmpeg
+from timewarp.media.video import EncodeSettings, first_frame, output_size, run_ffmpeg
 
 log = logging.getLogger(__name__)
 MIN_TICKS_PER_FRAME = 64  # output time base: room for the DTS steps inside one frame's duration
@@ -292,7 +292,7 @@ def _scratch(near: Path, tag: str, suffix: str):
 
 
 def normal_video(src: Path, dst: Path, fps: Fraction, n_frames: int, cuts: Sequence[int], width: int, height: int,
-                 settings: EncodeSettings = EncodeSettings()) -> Result:
+                 settings: EncodeSettings = EncodeSettings(), reference=None) -> Result:
     """The normal video by smart cut, with the first audio track re-encoded when ``keep_audio``.
 
     Raises ``Unsupported`` before writing anything when the output could not be the source's own
@@ -302,9 +302,9 @@ def normal_video(src: Path, dst: Path, fps: Fraction, n_frames: int, cuts: Seque
         raise Unsupported("resized output (--max_height or odd size)",
                           f"{width}x{height} -> {'x'.join(map(str, output_size(width, height, settings.max_height)))}")
     if not settings.keep_audio:
-        return smart_cut(src, dst, fps, n_frames, cuts, settings)
+        return smart_cut(src, dst, fps, n_frames, cuts, settings, reference)
     with _scratch(Path(dst), "video", ".mp4") as video_only:
-        res = smart_cut(src, video_only, fps, n_frames, cuts, settings)
+        res = smart_cut(src, video_only, fps, n_frames, cuts, settings, reference)
         with atomic_path(dst) as tmp:
             try:
                 run_ffmpeg(["-i", video_only, "-i", src, "-map", "0:v:0", "-map", "1:a:0?", "-c:v", "copy",
@@ -316,8 +316,11 @@ def normal_video(src: Path, dst: Path, fps: Fraction, n_frames: int, cuts: Seque
 
 
 def smart_cut(src_path: Path, dst: Path, fps: Fraction, n_frames: int, cuts: Sequence[int],
-              settings: EncodeSettings = EncodeSettings()) -> Result:
+              settings: EncodeSettings = EncodeSettings(), reference=None) -> Result:
     """Write frames [0, n_frames) of ``src_path`` to ``dst`` with an IDR at every cut; see the module doc.
+
+    ``reference`` = (``verify.SourceDecode``, path): the same decode also writes the content pass's
+    reference decode of the source there (``_encode_ranges``).
 
     Raises ``Unsupported`` (nothing written) when the source cannot be smart-cut safely.
     """
@@ -334,9 +337,8 @@ def smart_cut(src_path: Path, dst: Path, fps: Fraction, n_frames: int, cuts: Seq
         with av.open(str(src_path)) as container:
             src = analyse(container, fps, need_frames=n_frames)
             plan, pieces = make_plan(src, n_frames, cuts)
-            with contextlib.ExitStack() as stack:  # ".tmp-" names: remove_stale_temp clears them after a kill
-                inp, out = (stack.enter_context(_scratch(Path(dst), k, ".h264")) for k in ("gops", "pieces"))
-                encoded, enc_sps, enc_pps = _encode_ranges(src, plan, fps, settings, inp, out)
+            with _scratch(Path(dst), "pieces", ".h264") as out:  # ".tmp-": remove_stale_temp clears it after a kill
+                encoded, enc_sps, enc_pps = _encode_ranges(src, plan, fps, settings, out, reference)
             _write(av, src, plan, pieces, encoded, enc_sps, enc_pps, fps, Path(dst))
     except (av.FFmpegError, ValueError) as exc:
         if getattr(exc, "errno", None) == errno.ENOSPC:
@@ -345,72 +347,80 @@ def smart_cut(src_path: Path, dst: Path, fps: Fraction, n_frames: int, cuts: Seq
     return Result(n_frames, plan.encoded_frames, plan.copied_frames, plan.encode_ranges)
 
 
-def _encode_ranges(src: Source, plan: Plan, fps: Fraction, settings: EncodeSettings, inp: Path, out: Path):
-    """Decode the GOPs holding a cut and re-encode the frames of plan.encode_ranges: one ffmpeg call.
+def _encode_ranges(src: Source, plan: Plan, fps: Fraction, settings: EncodeSettings, out: Path,
+                   reference=None):
+    """Decode the source and re-encode the frames of plan.encode_ranges: one ffmpeg call.
 
-    The GOPs' own packets (Annex B, the source's SPS/PPS before each IDR) go to ffmpeg's H.264
-    decoder; ``select`` keeps the wanted decoded frames (by count, never by time) and libx264
-    encodes them with an IDR at each range start and cut, the source's profile and level, and
-    SPS/PPS ids the source does not use. The bundled ffmpeg is used rather than PyAV's codecs: same
-    binary as the one-encode engine, and its decoder is several times faster than PyAV's build here.
+    ffmpeg decodes the source file from its first frame (to the last encoded frame, or to the content
+    pass's ``until`` when ``reference`` = (``verify.SourceDecode``, path) asks for its reference decode);
+    ``select`` keeps the wanted decoded frames (by count, never by time; every decoded frame's time is
+    checked against the packets first) and libx264 encodes them with an IDR at each range start and cut,
+    the source's profile and level, and SPS/PPS ids the source does not use. The reference branch leaves
+    the decoder before any of that (``split`` right after ``showinfo``) and keeps the content pass's own
+    thumbnails of the encoded frames and their neighbours, every frame's time and the decoder's errors.
+    The bundled ffmpeg is used rather than PyAV's codecs: same binary as the one-encode engine and the
+    check, and its decoder is several times faster than PyAV's build here.
     Returns ({frame: length-prefixed sample}, x264 SPS, x264 PPS).
     """
-    if not plan.encode_ranges:
+    from timewarp.media import verify
+
+    if not plan.encode_ranges and reference is None:
         return {}, None, None
     used = {parse_sps(n).sps_id for n in src.avcc.sps} | {pps_ids(p)[0] for p in src.avcc.pps}
     pid = min(i for i in range(32) if i not in used)
-    headers = b"".join(b"\x00\x00\x00\x01" + n for n in src.avcc.sps + src.avcc.pps)
-    bounds = plan.gop_starts + [len(src.frames)]
-    starts = set(plan.gop_starts)
-    first_packet = {f: i for i, f in enumerate(src.frames) if f in starts}
-    gop_packets, keep, wanted, forced_out = [], [], [], []
-    decoded = 0
     forced = set(plan.keyframes)
-    for a, b in plan.encode_ranges:
-        gi = bisect.bisect_right(plan.gop_starts, a) - 1
-        g, g_end = plan.gop_starts[gi], bounds[gi + 1]
-        i = first_packet[g]
-        while i < len(src.frames) and g <= src.frames[i] < g_end:  # a closed GOP: contiguous packets
-            gop_packets.append(i)
-            i += 1
-        keep.append((decoded + a - g, decoded + b - g - 1))
-        for k in range(a, b):
-            if k in forced and wanted:
-                forced_out.append(len(wanted))
-            wanted.append(k)
-        decoded += g_end - g
+    wanted = [k for a, b in plan.encode_ranges for k in range(a, b)]
+    forced_out = [i for i, k in enumerate(wanted) if k in forced and i > 0]
+    until = reference[0].until if reference is not None else float((plan.n_frames - Fraction(1, 2)) / fps)
     cc = src.stream.codec_context
-    with open(inp, "wb") as fh:  # Annex B, the source's SPS/PPS before each GOP's IDR
-        for i, data in packet_data(src, gop_packets):
-            if src.frames[i] in starts:
-                fh.write(headers)
-            fh.write(b"".join(b"\x00\x00\x00\x01" + n for n in split_length_prefixed(data, src.avcc.length_size)))
-    select = "+".join(f"between(n,{x},{y})" for x, y in keep)
-    # showinfo counts the decoded frames: select picks by count, so one packet that does not decode
-    # would shift every later pick by a frame
-    filters = ["showinfo=checksum=0", f"select='{select}'", f"setpts=N*{fps.denominator}/{fps.numerator}/TB"]
-    sar = cc.sample_aspect_ratio
-    if sar and sar != 1:
-        filters.append(f"setsar={sar.numerator}/{sar.denominator}")
-    args = ["-f", "h264", "-i", inp, "-map", "0:v:0", "-vf", ",".join(filters), "-fps_mode", "passthrough",
-            "-c:v", "libx264", "-preset", settings.preset, "-crf", settings.crf, "-bf", 0,
-            "-profile:v", PROFILES[src.sps.profile_idc], "-level:v", f"{src.sps.level_idc / 10:.1f}",
-            "-forced-idr", 1, "-x264-params", f"sps-id={pid}:open-gop=0", "-pix_fmt", "yuv420p",
-            "-threads", settings.threads]
-    for opt, attr in (("-color_primaries", "color_primaries"), ("-color_trc", "color_trc"),
-                      ("-colorspace", "colorspace"), ("-color_range", "color_range")):
-        value = getattr(cc, attr, None)
-        if isinstance(value, int) and value not in (0, 2):  # 2 = unspecified (0 for range)
-            args += [opt, value]
-    if forced_out:
-        args += ["-force_key_frames", ",".join(f"{float((Fraction(i) - Fraction(1, 2)) / fps):.6f}" for i in forced_out)]
-    try:
-        res = run_ffmpeg([*args, "-f", "h264", out], "smart-cut encode")
-    except ItemError as exc:
-        raise Unsupported("re-encoding the cut GOPs failed", exc.detail)
-    got = len(SHOWINFO.findall(res.stderr))
-    if got != decoded:
-        raise Unsupported("a cut GOP does not decode whole", f"{got} frames decoded from {decoded} packets")
+    graph = ["[0:v:0]showinfo=checksum=0" + (",split=2[e][r]" if reference is not None and wanted else
+                                             "[r]" if reference is not None else "[e]")]
+    args = ["-loglevel", "level+info", "-t", f"{until:.6f}", "-i", src.path]
+    ref_frames: list[int] = []
+    if wanted:
+        select = "+".join(f"between(n,{x},{y - 1})" for x, y in plan.encode_ranges)
+        filters = [f"select='{select}'", f"setpts=N*{fps.denominator}/{fps.numerator}/TB"]
+        sar = cc.sample_aspect_ratio
+        if sar and sar != 1:
+            filters.append(f"setsar={sar.numerator}/{sar.denominator}")
+        graph.append("[e]" + ",".join(filters) + "[eo]")
+    if reference is not None:
+        ref_frames = sorted({k + d for k in wanted for d in (-1, 0, 1)} - {-1})
+        keep = "+".join(f"between(n,{x},{y})" for x, y in _runs(ref_frames)) or "0"
+        graph.append(f"[r]select='{keep}'," + verify.thumb_chain(reference[0].size, reference[0].crop) + "[ro]")
+    args += ["-filter_complex", ";".join(graph)]
+    if wanted:
+        args += ["-map", "[eo]", "-fps_mode", "passthrough",
+                 "-c:v", "libx264", "-preset", settings.preset, "-crf", settings.crf, "-bf", 0,
+                 "-profile:v", PROFILES[src.sps.profile_idc], "-level:v", f"{src.sps.level_idc / 10:.1f}",
+                 "-forced-idr", 1, "-x264-params", f"sps-id={pid}:open-gop=0", "-pix_fmt", "yuv420p",
+                 "-threads", settings.threads]
+        for opt, attr in (("-color_primaries", "color_primaries"), ("-color_trc", "color_trc"),
+                          ("-colorspace", "colorspace"), ("-color_range", "color_range")):
+            value = getattr(cc, attr, None)
+            if isinstance(value, int) and value not in (0, 2):  # 2 = unspecified (0 for range)
+                args += [opt, value]
+        if forced_out:
+            args += ["-force_key_frames",
+                     ",".join(f"{float((Fraction(i) - Fraction(1, 2)) / fps):.6f}" for i in forced_out)]
+        args += ["-f", "h264", out]
+    with contextlib.ExitStack() as stack:
+        thumbs = None
+        if reference is not None:
+            thumbs = stack.enter_context(_scratch(out, "thumbs", ".gray"))
+            args += ["-map", "[ro]", "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "gray", thumbs]
+        try:
+            res = run_ffmpeg(args, "smart-cut encode")
+        except ItemError as exc:
+            raise Unsupported("re-encoding the cut GOPs failed", exc.detail)
+        _decoded_as_packets(src, res.stderr, plan.n_frames)
+        if reference is not None:
+            dec = verify.parse_decode(res.stderr, thumbs.read_bytes(), reference[0].size)
+            shown = [k for k in ref_frames if k < len(dec.times)]
+            if len(dec.thumbs) == len(shown):  # else no reference: the check decodes the source itself
+                verify.save_reference(reference[1], reference[0], shown, dec)
+    if not wanted:
+        return {}, None, None
     aus: list[list[bytes]] = []  # access units: a new one starts after a slice, at a non-slice NAL or a first slice
     prev_vcl = False
     for n in split_annexb(out.read_bytes()):
@@ -442,6 +452,32 @@ def _encode_ranges(src: Source, plan: Plan, fps: Fraction, settings: EncodeSetti
     if parse_sps(sps).sps_id != pid or pps_ids(pps) != (pid, pid):
         raise Unsupported("x264 ignored sps-id")
     return encoded, sps, pps
+
+
+def _runs(frames: Sequence[int]) -> list[tuple[int, int]]:
+    """Ascending frame numbers as inclusive runs [(first, last), ...]."""
+    runs: list[list[int]] = []
+    for k in frames:
+        if runs and k == runs[-1][1] + 1:
+            runs[-1][1] = k
+        else:
+            runs.append([k, k])
+    return [(a, b) for a, b in runs]
+
+
+def _decoded_as_packets(src: Source, stderr: str, n_frames: int) -> None:
+    """Decoded frame k is the packets' frame k for every k < n_frames (``select`` picks by count: a packet that
+    does not decode would shift every later pick by a frame); Unsupported otherwise."""
+    from timewarp.media.verify import showinfo_times
+
+    times, missing = showinfo_times(stderr)
+    if len(times) < n_frames or missing is not None:
+        raise Unsupported("the source does not decode whole", f"{len(times)} frames decoded, {n_frames} needed")
+    want = sorted(src.pts)
+    tb = Fraction(src.stream.time_base)
+    for k in range(n_frames):
+        if times[k] != (want[k] - want[0]) * tb:
+            raise Unsupported("decoded frames differ from the packets", f"decoded frame {k} is not packet frame {k}")
 
 
 def _first_mb_is_zero(nal: bytes) -> bool:
@@ -498,7 +534,7 @@ def _write(av, src: Source, plan: Plan, pieces, encoded: dict, enc_sps, enc_pps,
 # ------------------------------------------------------------------ preprocess's dispatch
 
 def try_engine(engine: str, src: Path, dst: Path, info, n_frames: int, clips, settings: EncodeSettings,
-               ranges: Sequence[Sequence[int]] = ()) -> dict:
+               ranges: Sequence[Sequence[int]] = (), reference=None) -> dict:
     """Run the smart cut when asked; returns what was done, for the stats.
 
     ``{"engine": "smartcut", ...}`` when ``dst`` is written; otherwise ``{"engine": "one-encode", ...}``
@@ -512,7 +548,7 @@ def try_engine(engine: str, src: Path, dst: Path, info, n_frames: int, clips, se
             raise Unsupported("normal video is cut from several source ranges", f"source_ranges {list(ranges)}")
         if info.start_time:
             raise Unsupported("first frame not at time 0", f"starts at {float(info.start_time):.6f}s")
-        res = normal_video(src, dst, info.fps, n_frames, cuts, info.width, info.height, settings)
+        res = normal_video(src, dst, info.fps, n_frames, cuts, info.width, info.height, settings, reference)
     except Unsupported as exc:
         log.info("smartcut falls back to one encode for %s: %s", src, exc)
         return {"engine": "one-encode", "frames": n_frames, "encoded_frames": n_frames,

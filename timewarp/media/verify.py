@@ -5,7 +5,9 @@ only the annotation, the source file and the outputs):
 
 * the source is decoded once, from its first frame to just past the last frame a clip uses, by the
   bundled ffmpeg: every frame's real timestamp (``showinfo``), a small grey thumbnail of every frame,
-  and every error the decoder reports. A decode error there is a named reject ("source does not
+  and every error the decoder reports. When preprocess's smart-cut decode of the same source bytes
+  already ran this module's filter chain on a branch of its decoder (``save_reference``, bound to the
+  source's packets and to this decode by ``SourceDecode``), that reference stands in for the decode. A decode error there is a named reject ("source does not
   decode"), whatever engine made the outputs and wherever their cuts fall. The decoded times say
   which source frames lie inside each clip's metadata [start, end); the annotation's frames must be
   exactly those ("clip frames inside metadata times").
@@ -30,6 +32,7 @@ import os
 import re
 import subprocess
 import tempfile
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -159,40 +162,141 @@ def thumb_size(width: int, height: int) -> tuple[int, int]:
     return max(2, int(width * scale / 2) * 2), max(2, int(height * scale / 2) * 2)
 
 
+def thumb_chain(size: tuple[int, int], crop: Optional[tuple[int, int]] = None) -> str:
+    """The filters that turn a decoded frame into its thumbnail (after ``showinfo``), here and in preprocess's
+    reference decode: ``crop`` (w, h) takes the top-left first (how the one-encode engine makes odd sizes even)."""
+    w, h = size
+    return (f"crop={crop[0]}:{crop[1]}:0:0," if crop else "") + f"scale={w}:{h}:flags=area,format=gray"
+
+
 def decode_thumbs(path: Path, size: tuple[int, int], until: Optional[float] = None,
                   crop: Optional[tuple[int, int]] = None) -> Decoded:
-    """Decode ``path``'s first video stream (to ``until`` seconds) once: frame times, thumbnails, errors.
-
-    ``crop`` (w, h) takes the top-left of every frame first (how the one-encode engine makes odd sizes even).
-    """
-    from timewarp.media.video import FFMPEG_TIMEOUT, error_lines, ffmpeg_exe
+    """Decode ``path``'s first video stream (to ``until`` seconds) once: frame times, thumbnails, errors."""
+    from timewarp.media.video import FFMPEG_TIMEOUT, ffmpeg_exe
 
     w, h = size
-    vf = "showinfo=checksum=0," + (f"crop={crop[0]}:{crop[1]}:0:0," if crop else "") + \
-         f"scale={w}:{h}:flags=area,format=gray"
     args = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "level+info"]
     if until is not None:
         args += ["-t", f"{until:.6f}"]
-    args += ["-i", str(path), "-map", "0:v:0", "-an", "-sn", "-dn", "-vf", vf, "-fps_mode", "passthrough",
-             "-enc_time_base:v", "demux", "-f", "rawvideo", "-pix_fmt", "gray", "pipe:1"]
+    args += ["-i", str(path), "-map", "0:v:0", "-an", "-sn", "-dn", "-vf", "showinfo=checksum=0," + thumb_chain(size, crop),
+             "-fps_mode", "passthrough", "-enc_time_base:v", "demux", "-f", "rawvideo", "-pix_fmt", "gray", "pipe:1"]
     try:
         res = subprocess.run(args, capture_output=True, timeout=FFMPEG_TIMEOUT)
     except subprocess.TimeoutExpired:
         return Decoded([], np.zeros((0, h, w), np.uint8), [f"decode timed out after {FFMPEG_TIMEOUT}s"])
-    err = res.stderr.decode("utf-8", "replace")
+    return parse_decode(res.stderr.decode("utf-8", "replace"), res.stdout, size, res.returncode)
+
+
+def parse_decode(err: str, raw: bytes, size: tuple[int, int], returncode: int = 0) -> Decoded:
+    """A ``Decoded`` from one ffmpeg run's stderr (``-loglevel level+info``, one ``showinfo`` on every decoded
+    frame) and its raw grey thumbnails."""
+    from timewarp.media.video import error_lines
+
+    w, h = size
     errors = error_lines(err)
-    if res.returncode != 0 and not errors:
-        errors.append(f"ffmpeg exit {res.returncode}")
+    if returncode != 0 and not errors:
+        errors.append(f"ffmpeg exit {returncode}")
+    times, missing = showinfo_times(err)
+    if missing is not None:
+        errors.append(f"decoded frame {missing} has no timestamp")
+    n = len(raw) // (w * h)
+    thumbs = np.frombuffer(raw[:n * w * h], np.uint8).reshape(n, h, w)
+    return Decoded(times, thumbs, errors)
+
+
+def showinfo_times(err: str) -> tuple[list[Fraction], Optional[int]]:
+    """Each decoded frame's time in seconds from the first one, from ffmpeg's ``showinfo`` lines (frames
+    without a timestamp left out), and the number of the first such frame (None: every frame has one)."""
     cfg = _CONFIG.search(err)
     tb = Fraction(int(cfg.group(1)), int(cfg.group(2))) if cfg else Fraction(0)
     pts = [m.group(2) for m in _SHOWINFO.finditer(err)]
-    n = len(res.stdout) // (w * h)
-    thumbs = np.frombuffer(res.stdout[:n * w * h], np.uint8).reshape(n, h, w)
-    if "NOPTS" in pts:
-        errors.append(f"decoded frame {pts.index('NOPTS')} has no timestamp")
-        pts = [p for p in pts if p != "NOPTS"]
-    times = [(int(p) - int(pts[0])) * tb for p in pts] if pts else []
-    return Decoded(times, thumbs, errors)
+    missing = pts.index("NOPTS") if "NOPTS" in pts else None
+    pts = [int(p) for p in pts if p != "NOPTS"]
+    return [(p - pts[0]) * tb for p in pts], missing
+
+
+# ------------------------------------------------------------------ preprocess's reference decode
+
+REFERENCE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SourceDecode:
+    """What the content pass decodes of an item's source: to ``until`` seconds, thumbnails of ``size`` (after
+    ``crop``); ``packets`` is the hash of the source's packets it covers (what a reference decode is bound to)."""
+    size: tuple[int, int]
+    until: float
+    crop: Optional[tuple[int, int]]
+    packets: str
+
+    def key(self) -> str:
+        return f"v{REFERENCE_VERSION} {self.size} {self.until:.6f} {self.crop} {self.packets}"
+
+
+def source_decode(ann, source: Path, out_size: tuple[int, int]) -> tuple[Packets, SourceDecode]:
+    """The source's packets up to a little past what the clips use, and what the content pass decodes of it.
+
+    The same for preprocess (before it writes the item, ``out_size`` its output size) and for the check: a
+    reference decode made by preprocess is used only when both agree on every field.
+    """
+    from timewarp.sources.timestamps import parse_rate
+
+    fps = parse_rate(ann.fps_rational)
+    src_of = source_frames(ann)
+    last_meta = max((c.meta_end if c.meta_end is not None else c.end) for c in ann.clips)
+    n_used = max(src_of) + 1
+    # the packets up to a little past what the clips use (a long source is not demuxed whole)
+    src_pk = read_packets(source, until=max(float(last_meta), n_used / float(fps)) + 3.0)
+    s_w, s_h = src_pk.width, src_pk.height
+    crop = out_size if out_size == (s_w - s_w % 2, s_h - s_h % 2) != (s_w, s_h) else None
+    # to just past the last frame used: its time, or the last clip's metadata end, plus a frame
+    src_times = src_pk.times()
+    end_t = max(Fraction(last_meta), src_times[n_used - 1] if n_used <= len(src_times) else Fraction(last_meta))
+    h = hashlib.blake2b(digest_size=16)
+    for p, d in zip(src_pk.pts, src_pk.digest):
+        h.update(p.to_bytes(8, "little", signed=True) + d)
+    h.update(src_pk.extradata)
+    return src_pk, SourceDecode(thumb_size(*out_size), float(end_t + Fraction(3, 2) / fps), crop, h.hexdigest())
+
+
+def save_reference(path: Path, spec: SourceDecode, frames: Sequence[int], dec: Decoded) -> None:
+    """Write a reference decode: ``dec.thumbs`` are the thumbnails of source ``frames`` (ascending), ``dec.times``
+    and ``dec.errors`` those of the whole decode (atomically: a reference is whole or absent)."""
+    from timewarp.core.store import atomic_path
+
+    with atomic_path(Path(path)) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, key=np.array(spec.key()), frames=np.asarray(frames, np.int64),
+                                thumbs=dec.thumbs, num=np.array([t.numerator for t in dec.times], np.int64),
+                                den=np.array([t.denominator for t in dec.times], np.int64),
+                                errors=np.array("\n".join(dec.errors)))
+
+
+def load_reference(path: Optional[Path], spec: SourceDecode, needed: Sequence[int]) -> Optional[Decoded]:
+    """The reference decode at ``path`` as a ``Decoded`` of every frame (thumbnails only where it has them),
+    when it was made for ``spec`` and has a thumbnail of every ``needed`` frame; None otherwise (the check then
+    decodes the source itself)."""
+    if path is None or not Path(path).is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["key"]) != spec.key():
+                return None
+            frames, thumbs = z["frames"], z["thumbs"]
+            times = [Fraction(int(a), int(b)) for a, b in zip(z["num"], z["den"])]
+            errors = [e for e in str(z["errors"]).split("\n") if e]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # a damaged cache file: decode instead
+        import logging
+        logging.getLogger(__name__).warning("%s is unreadable (%s): the source is decoded", path, exc)
+        return None
+    w, h = spec.size
+    if thumbs.shape != (len(frames), h, w) or len(frames) and (frames.min() < 0 or frames.max() >= len(times)):
+        return None
+    if not {k for k in needed if 0 <= k < len(times)} <= set(frames.tolist()):
+        return None
+    full = np.zeros((len(times), h, w), np.uint8)
+    full[frames] = thumbs
+    return Decoded(times, full, errors)
 
 
 def difference(a: np.ndarray, b: np.ndarray) -> float:
@@ -346,7 +450,7 @@ def decode_output(path: Path, out: Packets, need: Sequence[bool], size, crop=Non
     rank = out.ranks()
     if len(wanted) == len(out) or not out.params:
         return sorted(rank), decode_thumbs(path, size)
-    fd, name = tempfile.mkstemp(prefix=".tmp-verify-", suffix=".mp4", dir=Path(path).parent)
+    fd, name = tempfile.mkstemp(prefix=f".tmp-verify-{Path(path).stem[:40]}-", suffix=".mp4", dir=Path(path).parent)
     os.close(fd)
     try:
         _remux(path, wanted, Path(name))
@@ -363,12 +467,16 @@ class Verified:
     by_bytes: int
     by_pixels: int
     source_frames_decoded: int
+    reference: bool = False    # the source's frames came from preprocess's reference decode
 
 
-def verify_normal(ann, video: Path, source: Optional[Path], label: str = "", rel: str = "") -> Verified:
+def verify_normal(ann, video: Path, source: Optional[Path], label: str = "", rel: str = "",
+                  reference: Optional[Path] = None) -> Verified:
     """Check the normal video of ``ann`` against its source, frame by frame; ItemError names the first problem.
 
     ``source`` None (not reachable): the normal video is only decoded whole (errors, frame count).
+    ``reference``: preprocess's reference decode of this source (``save_reference``), used instead of
+    decoding the source when it was made for the same source packets and decode and holds every frame needed.
     """
     from timewarp.sources.timestamps import parse_rate
 
@@ -392,26 +500,53 @@ def verify_normal(ann, video: Path, source: Optional[Path], label: str = "", rel
                                          f"the video has {ann.frame_count}")
     if not ann.clips:
         raise ItemError("clip count", "the annotation has no clips")
-    last_meta = max((c.meta_end if c.meta_end is not None else c.end) for c in ann.clips)
     n_used = max(src_of) + 1
-    # the packets up to a little past what the clips use (a long source is not demuxed whole)
-    src_pk = read_packets(source, until=max(float(last_meta), n_used / float(fps)) + 3.0)
-    s_w, s_h = src_pk.width, src_pk.height
-    crop = (out.width, out.height) if (out.width, out.height) == (s_w - s_w % 2, s_h - s_h % 2) != (s_w, s_h) else None
-    # to just past the last frame used: its time, or the last clip's metadata end, plus a frame
+    src_pk, spec = source_decode(ann, source, (out.width, out.height))
     src_times = src_pk.times()
-    end_t = max(Fraction(last_meta), src_times[n_used - 1] if n_used <= len(src_times) else Fraction(last_meta))
-    until = float(end_t + Fraction(3, 2) / fps)
     # the source's packets can stand for its decoded frames when they are H.264 covering the used range;
     # the output frames that are not copies of them are decoded while the source decodes (another thread
     # waits on that ffmpeg), and checked only once the source's decoded times confirm the packets' times
     bytes_ok = src_pk.codec == "h264" and len(src_times) >= n_used
     copied = copied_frames(out, src_pk, src_of) if bytes_ok else [False] * len(out)
+    need = [not c for c in copied]
+    rank = out.ranks()
+    needed = {src_of[rank[i]] + d for i in range(len(out)) if need[i] for d in (-1, 0, 1)}
+    ref = load_reference(reference, spec, needed)
+
+    def decode_source():
+        return decode_thumbs(source, size, spec.until, spec.crop)
+
     with ThreadPoolExecutor(max_workers=1) as pool:
-        src_job = pool.submit(decode_thumbs, source, size, until, crop)
-        need = [not c for c in copied]
+        src_job = pool.submit(decode_source) if ref is None else None
         decoded = decode_output(video, out, need, size) if any(need) else None
-        src = src_job.result()
+        src = ref if ref is not None else src_job.result()
+    _source_ok(ann, src, src_of, n_used, label)
+    # the source's packets are its decoded frames (same count and times) in the used range: bytes may stand for pixels
+    same = bytes_ok and all(src_times[k] == src.times[k] for k in range(min(len(src.times), len(src_times))))
+    if not same and not all(need):
+        if ref is not None:  # every frame is compared now: the reference holds only the ones bytes did not prove
+            src, ref = decode_source(), None
+            _source_ok(ann, src, src_of, n_used, label)
+        need = [True] * len(out)
+        decoded = decode_output(video, out, need, size)
+    by_pixels = 0
+    if decoded is not None:
+        positions, dec = decoded
+        _decode_ok(dec, len(positions), rel)
+        check = {rank[i] for i in range(len(out)) if need[i]}
+        picked = [n for n, j in enumerate(positions) if j in check]
+        ks = [src_of[positions[n]] for n in picked]
+        found = frames_problem(dec.thumbs[picked], src.thumbs, ks)
+        if found is not None:
+            j = positions[picked[found[0]]]
+            raise ItemError("frame differs from its source frame",
+                            f"{rel}: frame {j} should show source frame {src_of[j]} of {label}: {found[1]}")
+        by_pixels = len(picked)
+    return Verified(len(out), len(out) - sum(need), by_pixels, 0 if ref is not None else len(src.thumbs), ref is not None)
+
+
+def _source_ok(ann, src: Decoded, src_of: Sequence[int], n_used: int, label: str) -> None:
+    """The source decoded without error, to the last frame the clips use, each clip holding the frames inside its times."""
     if src.errors:
         raise ItemError("source does not decode", f"{label}: {src.errors[0]}")
     if len(src.times) != len(src.thumbs):
@@ -422,26 +557,6 @@ def verify_normal(ann, video: Path, source: Optional[Path], label: str = "", rel
     why = clip_times_problem(ann, src_of, src.times, label)
     if why:
         raise ItemError("clip frames inside metadata times", why)
-    # the source's packets are its decoded frames (same count and times) in the used range: bytes may stand for pixels
-    same = bytes_ok and all(src_times[k] == src.times[k] for k in range(min(len(src.times), len(src_times))))
-    if not same and not all(need):
-        need = [True] * len(out)
-        decoded = decode_output(video, out, need, size)
-    by_pixels = 0
-    if decoded is not None:
-        positions, dec = decoded
-        _decode_ok(dec, len(positions), rel)
-        rank = out.ranks()
-        check = {rank[i] for i in range(len(out)) if need[i]}
-        picked = [n for n, j in enumerate(positions) if j in check]
-        ks = [src_of[positions[n]] for n in picked]
-        found = frames_problem(dec.thumbs[picked], src.thumbs, ks)
-        if found is not None:
-            j = positions[picked[found[0]]]
-            raise ItemError("frame differs from its source frame",
-                            f"{rel}: frame {j} should show source frame {src_of[j]} of {label}: {found[1]}")
-        by_pixels = len(picked)
-    return Verified(len(out), len(out) - sum(need), by_pixels, len(src.thumbs))
 
 
 def _decode_ok(dec: Decoded, frames: int, rel: str) -> None:

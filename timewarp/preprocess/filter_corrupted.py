@@ -18,6 +18,7 @@ state/filter_corrupted.json; a rerun does not check them again while they are un
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import sys
 import time
@@ -105,7 +106,8 @@ def verify_item(cfg: Config, job: tuple[str, dict]) -> Checked:
     layout = cfg.layout
     counts = {"videos verified": 0, "videos already verified": 0, "clip files verified": 0,
               "clip files already verified": 0, "frames proven by packet bytes": 0,
-              "frames compared by pixels": 0, "source frames decoded": 0, "videos without a reachable source": 0}
+              "frames compared by pixels": 0, "source frames decoded": 0,
+              "sources from preprocess's reference decode": 0, "videos without a reachable source": 0}
     source = layout.rel(layout.normal_annotation(vid))
     try:
         ann = check_annotation(layout, vid)
@@ -119,11 +121,15 @@ def verify_item(cfg: Config, job: tuple[str, dict]) -> Checked:
         if not again:
             counts["videos already verified"] += 1
         else:
+            reference = layout.reference_file(vid)
             with verify.open_source(ann, cfg.source_root, cfg.layout) as found:
                 try:
-                    res = verify.verify_normal(ann, video, *(found or (None, "")), rel=rel)
+                    res = verify.verify_normal(ann, video, *(found or (None, "")), rel=rel, reference=reference)
                 except ItemError as exc:
                     raise ItemError(exc.reason, exc.detail.replace(str(video), rel) or rel)
+                finally:  # it served its one check (a cache: a later check decodes the source itself)
+                    with contextlib.suppress(FileNotFoundError):
+                        reference.unlink()
             if found is None:
                 verified[rel][2] = ""
             counts["videos verified"] += 1
@@ -131,6 +137,7 @@ def verify_item(cfg: Config, job: tuple[str, dict]) -> Checked:
             counts["frames proven by packet bytes"] += res.by_bytes
             counts["frames compared by pixels"] += res.by_pixels
             counts["source frames decoded"] += res.source_frames_decoded
+            counts["sources from preprocess's reference decode"] += res.reference
         by_index = {str(c.index): c for c in ann.clips}
         normal_packets = None
         for path, k in clips:

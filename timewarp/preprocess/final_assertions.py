@@ -198,7 +198,8 @@ def _check_content(ann: NormalAnnotation, layout: Layout, cfg: Config, ck: Check
             _check_clip_times(ann, parse_rate(ann.fps_rational), cfg, ck)
         try:
             if found is not None or not recorded:
-                verify.verify_normal(ann, video, *(found or (None, "")), rel=rel)
+                verify.verify_normal(ann, video, *(found or (None, "")), rel=rel,
+                                     reference=layout.reference_file(ann.id))
         except ItemError as exc:
             ck.fail(exc.reason, exc.detail.replace(str(video), rel), rel)
     return "source" if found else "times"

@@ -35,7 +35,7 @@ from timewarp.core.store import remove_stale_temp, write_json
 from timewarp.sources.timestamps import SNAP_TOLERANCE, frame_to_time, time_to_frame
 from timewarp.media.video import (EncodeSettings, FramesDiffer, VideoInfo, concat_copy, encode_normal, ffmpeg_exe,
                             output_size, probe, regular_part)
-from timewarp.media import smartcut
+from timewarp.media import smartcut, verify
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 def remove_item(layout: Layout, vid: str) -> None:
     """Remove one video's outputs, annotation (the done marker) first: an item is whole or absent."""
-    for path in (layout.normal_annotation(vid), layout.normal_video(vid)):
+    for path in (layout.normal_annotation(vid), layout.normal_video(vid), layout.reference_file(vid)):
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
     shutil.rmtree(layout.clip_dir(vid), ignore_errors=True)
@@ -237,15 +237,6 @@ def _write_item(cfg: Config, sv: SourceVideo, src: Path, info: VideoInfo) -> dic
     n_frames = clips[-1].end_frame
     width, height = output_size(info.width, info.height, cfg.encode.max_height)
     video = layout.normal_video(sv.id)
-    used = smartcut.try_engine(cfg.engine, src, video, info, n_frames, clips, cfg.encode, ranges)
-    if used["engine"] != "smartcut":
-        encode_normal(src, video, info.fps, n_frames, [c.start_frame for c in clips],
-                      info.width, info.height, cfg.encode, ranges=ranges, start_time=info.start_time,
-                      expect_times=None if info.decoded else [info.start_time + t for t in info.times])
-    if cfg.write_clips:
-        layout.clip_dir(sv.id).mkdir(parents=True, exist_ok=True)
-        concat_copy(video, info.fps, [(layout.clip_video(sv.id, c.index), [(c.start_frame, c.end_frame)])
-                                      for c in clips], keep_audio=cfg.encode.keep_audio)
     skipped = Counter(sv.skipped) + skipped
     ann = NormalAnnotation(
         id=sv.id, source_id=sv.source_id, source_file=cfg.dataset().source_file(sv.ref),
@@ -256,9 +247,34 @@ def _write_item(cfg: Config, sv: SourceVideo, src: Path, info: VideoInfo) -> dic
         source_duration=round(info.container_duration or info.duration, 6), title=sv.title,
         category=sv.category, clips=clips, source_ranges=ranges, skipped=dict(sorted(skipped.items())),
         warnings=list(sv.warnings))
+    used = smartcut.try_engine(cfg.engine, src, video, info, n_frames, clips, cfg.encode, ranges,
+                               reference=_reference_request(cfg, ann, src))
+    if used["engine"] != "smartcut":
+        encode_normal(src, video, info.fps, n_frames, [c.start_frame for c in clips],
+                      info.width, info.height, cfg.encode, ranges=ranges, start_time=info.start_time,
+                      expect_times=None if info.decoded else [info.start_time + t for t in info.times])
+    if cfg.write_clips:
+        layout.clip_dir(sv.id).mkdir(parents=True, exist_ok=True)
+        concat_copy(video, info.fps, [(layout.clip_video(sv.id, c.index), [(c.start_frame, c.end_frame)])
+                                      for c in clips], keep_audio=cfg.encode.keep_audio)
     write_json(layout.normal_annotation(sv.id), ann.to_dict())
     return {"skipped": dict(skipped), "clips": len(clips), "warnings": len(sv.warnings),
             "cut_frames": clips[-1].source_end_frame - n_frames, **used}
+
+
+def _reference_request(cfg: Config, ann: NormalAnnotation, src: Path):
+    """(what the content pass will decode of this source, where to keep it) for the smart-cut engine's decode to
+    write the check's reference decode; None when the engine is not smart-cut or the source's packets do not read
+    (the check then decodes the source itself, and names what is wrong)."""
+    if cfg.engine != "smartcut" or min(ann.width, ann.height) < 2:   # (a frame smaller than 2x2 is no smart cut)
+        return None
+    try:
+        return verify.source_decode(ann, src, (ann.width, ann.height))[1], cfg.layout.reference_file(ann.id)
+    except ItemError:
+        return None
+    except Exception as exc:  # noqa: BLE001 - a bug here must cost the check a decode, not the video
+        log.warning("%s: no reference decode for the check: %r", ann.id, exc)
+        return None
 
 
 def select_candidates(source: Source, seed: int, clip: ClipOptions,
