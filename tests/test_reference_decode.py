@@ -188,3 +188,30 @@ def test_a_source_damaged_in_a_copied_gop_is_rejected_through_the_reference(tmp_
     rejects = lay.rejects_file("filter_corrupted").read_text()
     assert "source does not decode" in rejects and own.errors[0] in rejects
     assert not lay.reference_file("src").exists()
+
+
+def test_no_frame_re_encoded_still_gives_a_whole_reference(tmp_path):
+    """Every cut on a source GOP start: nothing is encoded, and the reference (no thumbnails, every frame's
+    time) lets the check prove the whole video by bytes without decoding the source."""
+    from fractions import Fraction
+    from timewarp.core.schema import Clip
+
+    spec = gop_spec("src")
+    src = tmp_path / "src.mp4"
+    render(src, spec, x264(30, bf=2))
+    fps = Fraction(30000, 1001)
+    clips = [Clip(index=i, start=float(a / fps), end=float(b / fps), start_frame=a, end_frame=b, caption=f"c{i}",
+                  meta_start=float(a / fps), meta_end=float(b / fps))
+             for i, (a, b) in enumerate([(0, 60), (60, 120), (120, 210)])]
+    ann = NormalAnnotation(id="src", source_id="src", source_file="src.mp4", source_row=None, source_json=None,
+                           split="train", video="v.mp4", fps=float(fps), fps_rational="30000/1001", frame_count=210,
+                           duration=float(210 / fps), width=320, height=180, source_duration=10.0, title="",
+                           category="", clips=clips, source_ranges=[[0, 210]], skipped={}, warnings=[])
+    ref = tmp_path / "ref.npz"
+    _, want = verify.source_decode(ann, src, (320, 180))
+    dst = tmp_path / "v.mp4"
+    res = smartcut.smart_cut(src, dst, fps, 210, [0, 60, 120, 210], reference=(want, ref))
+    assert res.encoded_frames == 0 and ref.is_file()
+    checked = verify.verify_normal(ann, dst, src, reference=ref)
+    assert checked.reference and checked.by_bytes == 210 and checked.source_frames_decoded == 0
+    assert read_frame_ids(dst) == list(range(210))

@@ -375,7 +375,9 @@ def _encode_ranges(src: Source, plan: Plan, fps: Fraction, settings: EncodeSetti
     cc = src.stream.codec_context
     graph = ["[0:v:0]showinfo=checksum=0" + (",split=2[e][r]" if reference is not None and wanted else
                                              "[r]" if reference is not None else "[e]")]
-    args = ["-loglevel", "level+info", "-t", f"{until:.6f}", "-i", src.path]
+    # the decoder's threads as the encoder's (one per video, videos in parallel: frame threads cost ~3 % CPU
+    # here); its frames are the same with any thread count
+    args = ["-loglevel", "level+info", "-threads", settings.threads, "-t", f"{until:.6f}", "-i", src.path]
     ref_frames: list[int] = []
     if wanted:
         select = "+".join(f"between(n,{x},{y - 1})" for x, y in plan.encode_ranges)
