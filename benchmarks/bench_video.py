@@ -482,6 +482,18 @@ def _bench_input(a, work: Path, gop_s: float, scaling: bool) -> tuple[dict, dict
         want = 10 if gop_s >= 5 else 15
         print(f"baseline / setup_dataset.sh {ratios['baseline_over_script']:6.2f}x   (all four stages; target >= {want} at "
               f"{gop_s:g} s GOPs)  {verdict(ratios['baseline_over_script'] >= want)}")
+    # the least any pipeline of this design can cost: every used source frame decoded once (the engine's
+    # re-encode and the content pass's decoder errors need it), every re-encoded frame encoded once and
+    # decoded once by the check; from this run's own floors, nothing else (no Python, no muxing, no probing)
+    dec_s = results["decode"]["seconds"]
+    bound = dec_s + share * (results["floor"]["seconds"] - dec_s) + share * dec_s
+    ratios["script_over_design_floor"] = sc["script_seconds"] / bound
+    if "baseline" in results:
+        ratios["baseline_over_design_floor"] = results["baseline"]["seconds"] / results["baseline"]["videos"] \
+            / (bound / sc["videos"])
+        print(f"design floor                {bound:6.2f} s  (one decode + the re-encoded share encoded and decoded "
+              f"again): setup_dataset.sh is {ratios['script_over_design_floor']:.2f}x it; baseline / floor "
+              f"{ratios['baseline_over_design_floor']:.2f}x is the best ratio this design can reach here")
     print(f"checks / preprocess         {ratios['checks_over_preprocess']:6.2f}    (filter_corrupted + final_assertions; "
           f"target <= 0.5)  {verdict(ratios['checks_over_preprocess'] <= 0.5)}; "
           f"{100 * ratios['checks_share_of_script']:.0f} % of the script")
