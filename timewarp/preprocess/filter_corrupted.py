@@ -121,15 +121,12 @@ def verify_item(cfg: Config, job: tuple[str, dict]) -> Checked:
         if not again:
             counts["videos already verified"] += 1
         else:
-            reference = layout.reference_file(vid)
             with verify.open_source(ann, cfg.source_root, cfg.layout) as found:
                 try:
-                    res = verify.verify_normal(ann, video, *(found or (None, "")), rel=rel, reference=reference)
+                    res = verify.verify_normal(ann, video, *(found or (None, "")), rel=rel,
+                                               reference=layout.reference_file(vid))
                 except ItemError as exc:
                     raise ItemError(exc.reason, exc.detail.replace(str(video), rel) or rel)
-                finally:  # it served its one check (a cache: a later check decodes the source itself)
-                    with contextlib.suppress(FileNotFoundError):
-                        reference.unlink()
             if found is None:
                 verified[rel][2] = ""
             counts["videos verified"] += 1
@@ -157,6 +154,9 @@ def verify_item(cfg: Config, job: tuple[str, dict]) -> Checked:
         return Checked(counts, verified)
     except ItemError as exc:
         return Checked(counts, {}, (exc.reason, exc.detail, source))
+    finally:  # preprocess's reference decode served its one check (a cache: a later check decodes the source)
+        with contextlib.suppress(FileNotFoundError):
+            layout.reference_file(vid).unlink()
 
 
 def shuffled_by_normal(layout: Layout, normal_ids: set[str]) -> dict[str, list[str]]:
