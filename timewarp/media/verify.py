@@ -7,8 +7,9 @@ only the annotation, the source file and the outputs):
   bundled ffmpeg: every frame's real timestamp (``showinfo``), a small grey thumbnail of every frame,
   and every error the decoder reports. When preprocess's smart-cut decode of the same source bytes
   already ran this module's filter chain on a branch of its decoder (``save_reference``, bound to the
-  source's packets and to this decode by ``SourceDecode``), that reference stands in for the decode. A decode error there is a named reject ("source does not
-  decode"), whatever engine made the outputs and wherever their cuts fall. The decoded times say
+  source's packets and to this decode by ``SourceDecode``), that reference stands in for the decode.
+  A decode error there is a named reject ("source does not decode"), whatever engine made the
+  outputs and wherever their cuts fall. The decoded times say
   which source frames lie inside each clip's metadata [start, end); the annotation's frames must be
   exactly those ("clip frames inside metadata times").
 * the normal video's packets are read without decoding. A run of packets that starts at an IDR and
