@@ -43,6 +43,14 @@ def make_item(tmp: Path, name: str = "src") -> dict:
             "video": lay.normal_video(name)}
 
 
+def record_decodes(monkeypatch) -> list:
+    """The paths ``verify.decode_thumbs`` decodes from now on in this process (each decode still runs)."""
+    decoded: list = []
+    real = verify.decode_thumbs
+    monkeypatch.setattr(verify, "decode_thumbs", lambda path, *a, **k: decoded.append(path) or real(path, *a, **k))
+    return decoded
+
+
 @pytest.fixture(scope="module")
 def item(tmp_path_factory) -> dict:
     return make_item(tmp_path_factory.mktemp("reference"))
@@ -90,9 +98,7 @@ def test_wrong_frames_from_the_engine_fail_through_the_reference(tmp_path, monke
     it = make_item(tmp_path)
     monkeypatch.undo()
     assert it["ref"].is_file()
-    decoded = []
-    real_decode = verify.decode_thumbs
-    monkeypatch.setattr(verify, "decode_thumbs", lambda path, *a, **k: decoded.append(path) or real_decode(path, *a, **k))
+    decoded = record_decodes(monkeypatch)
     with pytest.raises(ItemError) as exc:
         verify.verify_normal(it["ann"], it["video"], it["src"], reference=it["ref"])
     assert exc.value.reason == "frame differs from its source frame"
@@ -180,9 +186,7 @@ def test_a_source_damaged_in_a_copied_gop_is_rejected_through_the_reference(tmp_
         verify.source_decode(NormalAnnotation.from_dict(read_json(lay.normal_annotation("src"))), src,
                              spec.size)[1]))
     assert own.errors   # the independent fact: the check's own decode reports the damage too
-    decoded = []
-    real = verify.decode_thumbs
-    monkeypatch.setattr(verify, "decode_thumbs", lambda path, *a, **k: decoded.append(path) or real(path, *a, **k))
+    decoded = record_decodes(monkeypatch)
     run_video_stage(filter_corrupted, out)   # in this process (one worker): the patch sees every decode
     assert not [p for p in decoded if Path(p).name.startswith("verify-src-")]   # the source was not decoded again
     rejects = lay.rejects_file("filter_corrupted").read_text()

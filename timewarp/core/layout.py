@@ -212,7 +212,8 @@ class Layout:
 
     @property
     def cache_dir(self) -> Path:
-        """On-disk cache of model replies, keyed by request hash."""
+        """On-disk caches, each safe to delete: model replies (by request hash), a remote source's bytes
+        (``sources/hub``), preprocess's reference decodes (``reference``)."""
         return self.root / "cache"
 
     def reference_file(self, vid: str) -> Path:
