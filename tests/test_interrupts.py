@@ -125,8 +125,8 @@ EVERY = bool(os.environ.get("TIMEWARP_TEST_EVERY_INTERRUPT"))  # 1: every checkp
 
 def points(phases: dict, stages) -> list[tuple[str, int]]:
     """The checkpoints to interrupt: all of them with TIMEWARP_TEST_EVERY_INTERRUPT=1; else per stage
-    the first (before its imports), the one just after its first item's first file is renamed into place
-    (a video whose annotation is not written yet), and its last."""
+    the first (before its imports), the one just after its first item's first output file is renamed into
+    place (a video whose annotation is not written yet), and its last."""
     found = []
     for stage in stages:
         ph = phases[stage]
@@ -134,7 +134,7 @@ def points(phases: dict, stages) -> list[tuple[str, int]]:
             found += [(stage, n) for n in range(1, len(ph) + 1)]
             continue
         first = next((i for i, p in enumerate(ph, 1) if p.startswith("after writing") and "." in p
-                      and not p.endswith(f"{stage}.json")), 2)
+                      and not p.endswith((f"{stage}.json", ".npz"))), 2)   # (.npz: a cache, the check's reference)
         found += [(stage, n) for n in sorted({1, first, len(ph)})]
     return found
 
